@@ -1,0 +1,147 @@
+"""A refund-support voice agent built with livekit-agents — the agent under test of the example suite.
+
+It is a normal livekit-agents program (run it as a worker with ``python support_agent.py start``);
+only its AI providers are pytest-livekit's offline doubles, so it runs in CI with no API keys:
+pocketsphinx STT with a domain language model, espeak-ng TTS, and a rule-based scripted LLM.
+Swap them for your cloud providers in production.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, RunContext, cli
+from livekit.agents.llm import function_tool
+from livekit.plugins import silero
+
+from pytest_livekit.offline import EspeakTTS, Rule, ScriptedLLM, SphinxSTT, tool
+
+#: Orders the fake back office knows.
+ORDERS = {
+    "1234": {"item": "blue kettle", "amount": "forty two dollars", "refundable": True},
+    "5678": {"item": "garden chair", "amount": "eighty dollars", "refundable": False},
+}
+
+#: What callers say in the example suite; the STT's domain language model is built from these.
+CALLER_PHRASES = [
+    "i want a refund for order one two three four",
+    "where is my order one two three four",
+    "can i speak to a human please",
+    "yes please refund it",
+    "hello",
+    "thank you goodbye",
+]
+
+_DIGITS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+           "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+
+RULES = [
+    Rule(
+        pattern=r"refund.*order one two three four",
+        tools=(tool("lookup_order", order_id="1234"),),
+        after_tools="I found your order. Shall I refund it to your card?",
+    ),
+    Rule(
+        pattern=r"yes.*refund",
+        tools=(tool("issue_refund", order_id="1234"),),
+        after_tools="Done. Your refund is on its way.",
+    ),
+    Rule(
+        pattern=r"where.*order one two three four",
+        tools=(tool("lookup_order", order_id="1234"),),
+        after_tools="Your order has shipped and arrives tomorrow.",
+    ),
+    Rule(
+        pattern=r"human|person|agent",
+        tools=(tool("transfer_to_human", reason="caller asked for a human"),),
+        after_tools="Sure, I am transferring you to a colleague now.",
+    ),
+    Rule(pattern=r"goodbye|thank", reply="You are welcome. Goodbye."),
+    Rule(pattern=r"hello|hi", reply="Hello. How can I help you today?"),
+]
+
+
+def spoken_digits_to_id(text: str) -> str:
+    """``"one two three four"`` -> ``"1234"``."""
+    return "".join(_DIGITS.get(w, "") for w in text.split())
+
+
+class SupportAgent(Agent):
+    """Refund and order support."""
+
+    def __init__(self) -> None:
+        super().__init__(instructions="You help callers with refunds and orders.")
+
+    @function_tool
+    async def lookup_order(self, context: RunContext, order_id: str) -> str:
+        """Look up an order by its id.
+
+        Args:
+            order_id: the order number, digits only.
+        """
+        order_id = spoken_digits_to_id(order_id) or order_id.replace(" ", "")
+        order = ORDERS.get(order_id)
+        if order is None:
+            return f"no order {order_id}"
+        return f"order {order_id}: {order['item']}, {order['amount']}, refundable={order['refundable']}"
+
+    @function_tool
+    async def issue_refund(self, context: RunContext, order_id: str) -> str:
+        """Refund an order to the original card.
+
+        Args:
+            order_id: the order number, digits only.
+        """
+        return f"refund issued for order {order_id}"
+
+    @function_tool
+    async def transfer_to_human(self, context: RunContext, reason: str) -> str:
+        """Hand the call to a human colleague.
+
+        Args:
+            reason: why the caller wants a human.
+        """
+        return "transfer queued"
+
+
+server = AgentServer()
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Load the models once per process (a worker does this before its first job)."""
+    proc.userdata["vad"] = silero.VAD.load()
+    stt = SphinxSTT(phrases=CALLER_PHRASES)
+    stt.prewarm()
+    proc.userdata["stt"] = stt
+
+
+server.setup_fnc = prewarm
+
+
+@server.rtc_session(agent_name="support-agent")
+async def entrypoint(ctx: JobContext) -> None:
+    """Start the support agent in the job's room."""
+    userdata: dict[str, Any] = ctx.proc.userdata
+    session: AgentSession = AgentSession(
+        vad=userdata["vad"],
+        stt=userdata["stt"],
+        llm=ScriptedLLM(RULES),
+        tts=EspeakTTS(),
+        # Offline and deterministic: VAD-based turns (the default turn detector and adaptive
+        # interruption can reach LiveKit Cloud), no speculative LLM calls, barge-in allowed from
+        # the first agent turn.
+        turn_handling={
+            "turn_detection": "vad",
+            "interruption": {"mode": "vad", "min_duration": 0.3},
+            "endpointing": {"min_delay": 0.4, "max_delay": 2.0},
+            "preemptive_generation": {"enabled": False},
+        },
+        aec_warmup_duration=None,
+        user_away_timeout=None,
+    )
+    await session.start(SupportAgent(), room=ctx.room)
+    await ctx.connect()
+
+
+if __name__ == "__main__":
+    cli.run_app(server)

@@ -1,0 +1,54 @@
+"""pytest-livekit: regression-test LiveKit voice agents with real calls through a real server.
+
+Public names are imported lazily so that loading the plugin in a pytest run that uses no LiveKit
+fixture imports nothing heavy (no livekit, numpy or jiwer).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+# Must run before anything imports the module, so pytest rewrites its asserts.
+pytest.register_assert_rewrite("pytest_livekit.assertions")
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "assert_time_to_first_audio": "pytest_livekit.assertions",
+    "assert_asr_accuracy": "pytest_livekit.assertions",
+    "assert_tool_called": "pytest_livekit.assertions",
+    "LivekitServer": "pytest_livekit.server",
+    "find_server_binary": "pytest_livekit.server",
+    "LivekitCall": "pytest_livekit.call",
+    "ScriptedCaller": "pytest_livekit.caller",
+    "InProcessAgent": "pytest_livekit.agent_runner",
+    "AgentTarget": "pytest_livekit.agent_runner",
+    "resolve_agent_target": "pytest_livekit.agent_runner",
+    "CallRecord": "pytest_livekit.record",
+    "time_to_first_audio": "pytest_livekit.metrics",
+    "word_error_rate": "pytest_livekit.metrics",
+    "user_transcript": "pytest_livekit.metrics",
+    "PytestLivekitError": "pytest_livekit.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from .agent_runner import AgentTarget, InProcessAgent, resolve_agent_target
+    from .assertions import assert_asr_accuracy, assert_time_to_first_audio, assert_tool_called
+    from .call import LivekitCall
+    from .caller import ScriptedCaller
+    from .errors import PytestLivekitError
+    from .metrics import time_to_first_audio, user_transcript, word_error_rate
+    from .record import CallRecord
+    from .server import LivekitServer, find_server_binary
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_livekit' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,143 @@
+"""Assertion helpers over a call. Each failure shows measured vs allowed, the conversation around
+the turn, and where the recording is.
+
+They accept a :class:`~pytest_livekit.call.LivekitCall` or a bare
+:class:`~pytest_livekit.record.CallRecord` (so they also work on a saved ``call.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .metrics import time_to_first_audio, user_transcript, word_error_rate
+from .record import CallRecord, ToolCall
+
+__all__ = ["assert_asr_accuracy", "assert_time_to_first_audio", "assert_tool_called"]
+
+
+def _record(call: Any) -> CallRecord:
+    if isinstance(call, CallRecord):
+        return call
+    rec = getattr(call, "record", None)
+    if isinstance(rec, CallRecord):
+        return rec
+    raise TypeError(
+        f"expected a LivekitCall or CallRecord (e.g. the livekit_call fixture), got {type(call).__name__}"
+    )
+
+
+def _context(rec: CallRecord, turn: int | None) -> str:
+    around = None
+    label = ""
+    if turn is not None and rec.caller_turns:
+        t = rec.turn(turn)
+        around = t.started_at
+        label = f", turn {t.index + 1}"
+    lines = [f"  {line}" for line in rec.timeline(around=around, width=20.0).splitlines()]
+    where = rec.recording_path or "(not recorded: no artifacts folder)"
+    kind = f'call type "{rec.call_type}"' if rec.call_type else "no call type"
+    return f"({kind}{label})\n" + "\n".join(lines) + f"\n  recording: {where}"
+
+
+def _turn_label(rec: CallRecord, turn: int) -> str:
+    return f"turn {rec.turn(turn).index + 1}"
+
+
+def assert_time_to_first_audio(call: Any, *, max_ms: float, turn: int = -1) -> float:
+    """Assert the caller heard the agent within ``max_ms`` milliseconds after it stopped speaking.
+
+    Measured at the caller (see :func:`~pytest_livekit.metrics.time_to_first_audio`).
+    Returns the measured value in milliseconds.
+    """
+    __tracebackhide__ = True
+    if not isinstance(max_ms, (int, float)) or isinstance(max_ms, bool) or max_ms <= 0:
+        raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
+    rec = _record(call)
+    ttfa = time_to_first_audio(rec, turn)
+    if ttfa is None:
+        raise AssertionError(
+            f"time-to-first-audio: the caller heard no agent audio after {_turn_label(rec, turn)} "
+            f"(allowed {max_ms:.0f} ms) {_context(rec, turn)}"
+        )
+    ms = ttfa * 1000.0
+    if ms > max_ms:
+        raise AssertionError(
+            f"time-to-first-audio {ms:.0f} ms > {max_ms:.0f} ms allowed "
+            f"{_context(rec, turn)}"
+        )
+    return ms
+
+
+def assert_asr_accuracy(
+    call: Any,
+    *,
+    max_wer: float,
+    turn: int | None = -1,
+    normalize_numbers: bool = False,
+    exact: bool = False,
+) -> float:
+    """Assert the agent's raw final STT transcript matches what the caller said.
+
+    WER (jiwer) between the caller's script text and the agent's raw final transcript; case and
+    punctuation are folded on both sides (standard WER scoring) unless ``exact=True``. Digits are
+    spelled out on both sides only with ``normalize_numbers=True``. ``turn=None`` scores all
+    caller turns together. Returns the measured WER.
+    """
+    __tracebackhide__ = True
+    if not isinstance(max_wer, (int, float)) or isinstance(max_wer, bool) or max_wer < 0:
+        raise ValueError(f"max_wer must be a number >= 0 (0.2 = 20 % word errors), got {max_wer!r}")
+    rec = _record(call)
+    indices = range(len(rec.caller_turns)) if turn is None else [turn]
+    refs, hyps = [], []
+    for i in indices:
+        t = rec.turn(i)
+        if t.text is None:
+            raise ValueError(
+                f"caller {_turn_label(rec, i)} ({t.source}) has no reference text; "
+                "pass text=... to call.play() to score ASR on a WAV file."
+            )
+        refs.append(t.text)
+        hyps.append(user_transcript(rec, i))
+    errors = word_error_rate(
+        " ".join(refs), " ".join(hyps), exact=exact, normalize_numbers=normalize_numbers
+    )
+    if errors.wer > max_wer:
+        raise AssertionError(
+            f"ASR word error rate {errors.wer:.2f} > {max_wer:.2f} allowed "
+            f"({errors.substitutions} substituted, {errors.deletions} deleted, "
+            f"{errors.insertions} inserted of {len(errors.reference.split())} words)\n"
+            f"  said:  {errors.reference!r}\n  heard: {errors.hypothesis!r}\n"
+            f"{_context(rec, turn)}"
+        )
+    return errors.wer
+
+
+def _matches(call: ToolCall, expected: dict[str, Any]) -> bool:
+    for key, value in expected.items():
+        if key not in call.arguments:
+            return False
+        got = call.arguments[key]
+        if got != value and str(got) != str(value):
+            return False
+    return True
+
+
+def _fmt_call(c: ToolCall) -> str:
+    args = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.arguments.items())
+    return f"{c.name}({args}) at {c.t:06.2f}"
+
+
+def assert_tool_called(call: Any, name: str, /, **expected_args: Any) -> ToolCall:
+    """Assert the agent executed tool ``name`` with at least ``expected_args`` (subset match;
+    ``"1234"`` matches ``1234``). Returns the first matching call."""
+    __tracebackhide__ = True
+    rec = _record(call)
+    for c in rec.tool_calls:
+        if c.name == name and _matches(c, expected_args):
+            return c
+    made = "\n".join(f"    {_fmt_call(c)}" for c in rec.tool_calls) or "    (no tool calls)"
+    wanted = ", ".join(f"{k}={json.dumps(v)}" for k, v in expected_args.items())
+    raise AssertionError(
+        f"tool {name}({wanted}) was not called. Calls made:\n{made}\n{_context(rec, None)}"
+    )

@@ -1,0 +1,197 @@
+"""Caller audio: loading, resampling and level measurement (pure numpy + soundfile).
+
+All PCM inside pytest-livekit is mono ``int16`` at :data:`CALL_SAMPLE_RATE` unless a name says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import AudioInputError
+
+#: Sample rate of everything the caller sends and records, in Hz (WebRTC's native Opus rate).
+CALL_SAMPLE_RATE = 48_000
+
+Pcm = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True)
+class CallerAudio:
+    """A clip the caller will speak."""
+
+    pcm: Pcm
+    """Mono int16 samples at :data:`CALL_SAMPLE_RATE`."""
+    source: str
+    """Where it came from: a file path or ``tts:<text>``."""
+    text: str | None = None
+    """What is said in it, when known (used as the ASR reference)."""
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return len(self.pcm) / CALL_SAMPLE_RATE
+
+
+def to_mono_float(data: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+    """Downmix ``(frames, channels)`` or ``(frames,)`` audio of any dtype to mono float in [-1, 1]."""
+    arr = np.asarray(data)
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        arr = arr.astype(np.float64) / max(abs(info.min), info.max)
+    else:
+        arr = arr.astype(np.float64)
+    if arr.ndim == 2:
+        arr = arr.mean(axis=1)
+    return arr
+
+
+def resample(x: npt.NDArray[np.float64], rate_in: int, rate_out: int) -> npt.NDArray[np.float64]:
+    """Band-limited rational resampling (windowed-sinc polyphase) of mono float audio.
+
+    Pure numpy so it is usable in unit tests and offline tools; quality is ample for speech
+    (-80 dB sidelobes, cutoff at 0.9x the lower Nyquist frequency).
+    """
+    if rate_in == rate_out or len(x) == 0:
+        return np.asarray(x, dtype=np.float64)
+    g = gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    cutoff = 0.9 / max(up, down)  # relative to the upsampled Nyquist
+    half_len = 16 * max(up, down)
+    n = np.arange(-half_len, half_len + 1)
+    taps = cutoff * np.sinc(cutoff * n) * np.kaiser(len(n), 8.0) * up
+    # Output sample k sits at input position k*down/up; evaluate the filter polyphase-wise.
+    n_out = int(np.ceil(len(x) * up / down))
+    positions = np.arange(n_out) * down  # in upsampled samples
+    base = positions // up
+    phase = positions % up
+    out = np.zeros(n_out)
+    # taps for input sample base+j at phase p: taps[half_len + (base+j)*up - position]
+    span = half_len // up + 1
+    padded = np.concatenate([np.zeros(span + 1), x, np.zeros(span + 1)])
+    for j in range(-span, span + 1):
+        idx = half_len + j * up - phase
+        valid = (idx >= 0) & (idx < len(taps))
+        weights = np.where(valid, taps[np.clip(idx, 0, len(taps) - 1)], 0.0)
+        out += weights * padded[base + j + span + 1]
+    return out
+
+
+def float_to_pcm16(x: npt.NDArray[np.float64]) -> Pcm:
+    """Clip to [-1, 1] and convert to int16."""
+    return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+
+
+def load_wav(path: str | os.PathLike[str], *, text: str | None = None) -> CallerAudio:
+    """Read an audio file of any rate and channel count as 48 kHz mono caller audio.
+
+    Raises:
+        AudioInputError: the file is missing, unreadable, or holds no samples; the message says
+            which and how to fix it.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioInputError(
+            f"caller audio file {str(p)!r} does not exist.\n"
+            "Hint: paths are resolved relative to the test file's folder; check the name, or "
+            "use livekit_call.say('text') to synthesize the caller's speech offline."
+        )
+    try:
+        data, rate = sf.read(str(p), always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError with a terse text
+        raise AudioInputError(
+            f"caller audio file {str(p)!r} cannot be read as audio: {exc}.\n"
+            "Hint: give a WAV/FLAC/OGG file (PCM or float); re-export it, e.g. "
+            "'sox in.mp3 -r 48000 -c 1 out.wav'."
+        ) from None
+    if data.shape[0] == 0:
+        raise AudioInputError(f"caller audio file {str(p)!r} has no samples.\nHint: re-record it.")
+    mono = resample(to_mono_float(data), int(rate), CALL_SAMPLE_RATE)
+    return CallerAudio(pcm=float_to_pcm16(mono), source=str(p), text=text)
+
+
+def rms_dbfs(pcm: npt.NDArray[np.int16]) -> float:
+    """RMS level of int16 samples in dB relative to full scale (-120 for digital silence)."""
+    if len(pcm) == 0:
+        return -120.0
+    x = pcm.astype(np.float64) / 32768.0
+    rms = float(np.sqrt(np.mean(x * x)))
+    return 20.0 * float(np.log10(max(rms, 1e-6)))
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    """An interval in which one side was audible."""
+
+    start: float
+    """Seconds from the start of the call."""
+    end: float
+    """Seconds from the start of the call."""
+
+
+class ActivityDetector:
+    """Energy detector with hysteresis, fed frame by frame (caller's vantage point).
+
+    Opus delivers silence as near-zeros or DTX comfort noise, so a level threshold plus a hold count
+    separates speech from it robustly without a model.
+
+    Args:
+        threshold_dbfs: frame level above which a frame counts as active, in dBFS.
+        onset_frames: consecutive active frames that start a segment.
+        release_seconds: seconds of inactivity that end a segment.
+    """
+
+    def __init__(
+        self, threshold_dbfs: float = -45.0, onset_frames: int = 3, release_seconds: float = 0.35
+    ) -> None:
+        self.threshold_dbfs = threshold_dbfs
+        self.onset_frames = onset_frames
+        self.release_seconds = release_seconds
+        self.segments: list[SpeechSegment] = []
+        self._run = 0
+        self._run_start = 0.0
+        self._open_start: float | None = None
+        self._last_active = 0.0
+
+    @property
+    def active(self) -> bool:
+        """True while a segment is open."""
+        return self._open_start is not None
+
+    def push(self, t: float, duration: float, pcm: npt.NDArray[np.int16]) -> SpeechSegment | None:
+        """Feed one frame that starts at ``t`` s; returns a segment when one just closed."""
+        loud = rms_dbfs(pcm) > self.threshold_dbfs
+        if loud:
+            if self._run == 0:
+                self._run_start = t
+            self._run += 1
+            self._last_active = t + duration
+            if self._open_start is None and self._run >= self.onset_frames:
+                self._open_start = self._run_start
+        else:
+            self._run = 0
+            if self._open_start is not None and t + duration - self._last_active >= self.release_seconds:
+                seg = SpeechSegment(self._open_start, self._last_active)
+                self.segments.append(seg)
+                self._open_start = None
+                return seg
+        return None
+
+    def onset(self) -> float | None:
+        """Start of the currently open segment, if any."""
+        return self._open_start
+
+    def all_segments(self) -> list[SpeechSegment]:
+        """Closed segments plus the open one (ending at the last active frame)."""
+        segs = list(self.segments)
+        if self._open_start is not None:
+            segs.append(SpeechSegment(self._open_start, self._last_active))
+        return segs

@@ -1,0 +1,298 @@
+"""Settings: ``--livekit-*`` options, ``livekit_*`` ini twins, environment, and the marker.
+
+Every setting remembers where its value came from (``cli``, ``ini``, ``env``, ``default``) so the
+pytest header can show it. Light imports only: this module is loaded with the plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .errors import ConfigError
+
+MARKER_HELP = (
+    "livekit(*, call_type=None, agent=None, join_timeout=None): configure the LiveKit call of "
+    "this test: its call type label, the agent under test ('module:attribute'), and seconds to "
+    "wait for the agent to join. See https://github.com/pytest-livekit/pytest-livekit#marker"
+)
+
+_SERVER_MODES = ("auto", "binary", "external")
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0 seconds")
+    return value
+
+
+def _port(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return value
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the ``livekit`` option group (CLI defaults are None: unset != false)."""
+    group = parser.getgroup("livekit", "LiveKit voice-agent calls")
+    group.addoption(
+        "--livekit-server",
+        choices=_SERVER_MODES,
+        default=None,
+        help="server mode: auto (default: binary), binary, or external (needs --livekit-url).",
+    )
+    group.addoption("--livekit-server-binary", default=None, help="path of a livekit-server binary.")
+    group.addoption(
+        "--livekit-url",
+        default=None,
+        help="use an existing server (ws://host:port); key/secret from --livekit-api-key/"
+        "--livekit-api-secret or LIVEKIT_API_KEY/LIVEKIT_API_SECRET.",
+    )
+    group.addoption("--livekit-api-key", default=None, help="API key for --livekit-url.")
+    group.addoption("--livekit-api-secret", default=None, help="API secret for --livekit-url.")
+    group.addoption("--livekit-port", type=_port, default=None, help="fixed HTTP port for the managed server.")
+    group.addoption(
+        "--livekit-agent", default=None, help="agent under test as 'package.module:attribute'."
+    )
+    group.addoption(
+        "--livekit-artifacts", default=None, help="folder for per-call artifacts (.livekit/calls)."
+    )
+    group.addoption(
+        "--livekit-startup-timeout",
+        type=_positive_float,
+        default=None,
+        help="seconds to wait for the managed server to be ready (30).",
+    )
+    parser.addini("livekit_server", "server mode: auto, binary or external", default=None)
+    parser.addini("livekit_server_binary", "path of a livekit-server binary", default=None)
+    parser.addini("livekit_agent", "agent under test, 'package.module:attribute'", default=None)
+    parser.addini("livekit_artifacts_dir", "folder for per-call artifacts", default=None)
+    parser.addini("livekit_startup_timeout", "seconds to wait for server readiness", default=None)
+    parser.addini(
+        "livekit_call_types", "allowed call types for @pytest.mark.livekit(call_type=...)", type="linelist"
+    )
+
+
+@dataclass
+class Setting:
+    """A resolved value and where it came from."""
+
+    value: Any
+    """The value."""
+    source: str
+    """``cli``, ``ini``, ``env`` or ``default``."""
+
+
+@dataclass
+class LivekitSettings:
+    """The plugin's resolved configuration for this session."""
+
+    server_mode: Setting
+    """``binary`` or ``external``."""
+    server_binary: Setting
+    """Explicit binary path, or None to search."""
+    url: Setting
+    """External server URL (external mode only)."""
+    api_key: Setting
+    """External server API key."""
+    api_secret: Setting
+    """External server API secret (never printed)."""
+    port: int | None
+    """Fixed port for the managed server."""
+    agent_spec: Setting
+    """Agent target spec."""
+    artifacts_dir: Path
+    """Folder for per-call artifacts."""
+    startup_timeout: float
+    """Seconds to wait for server readiness."""
+    call_types: tuple[str, ...] = ()
+    """Allowed call types (empty: any)."""
+    rootdir: Path = field(default_factory=Path.cwd)
+    """pytest rootdir (agent modules are imported relative to it)."""
+    _target: Any = None
+
+    @property
+    def agent(self) -> str | None:
+        """The configured agent spec, if any."""
+        value = self.agent_spec.value
+        return str(value) if value else None
+
+    def agent_target(self) -> Any:
+        """Import and cache the configured agent target."""
+        if self._target is None:
+            from .agent_runner import resolve_agent_target
+
+            if self.agent is None:
+                raise ConfigError(
+                    "no agent under test is configured.\nHint: set livekit_agent = "
+                    "package.module:server in your pytest ini, pass --livekit-agent, use "
+                    "@pytest.mark.livekit(agent=...), or override the livekit_agent fixture."
+                )
+            self._target = resolve_agent_target(self.agent, rootdir=self.rootdir)
+        return self._target
+
+    def header(self) -> str:
+        """The ``livekit:`` pytest header line."""
+        mode = self.server_mode
+        if mode.value == "external":
+            server = f"server=external {self.url.value} ({mode.source})"
+        else:
+            binary = self.server_binary.value or "auto-detect"
+            server = f"server=binary {binary} ({mode.source})"
+        agent = (
+            f"agent={self.agent} (in-process, from {self.agent_spec.source})"
+            if self.agent
+            else "agent=(not configured)"
+        )
+        return f"livekit: {server} · {agent} · artifacts={self.artifacts_dir}"
+
+
+def _pick(config: pytest.Config, option: str, ini: str | None, env: str | None = None) -> Setting:
+    cli_value = config.getoption(option)
+    if cli_value is not None:
+        return Setting(cli_value, "cli")
+    if ini is not None:
+        ini_value = config.getini(ini)
+        if ini_value:
+            return Setting(ini_value, "ini")
+    if env is not None and os.environ.get(env):
+        return Setting(os.environ[env], "env")
+    return Setting(None, "default")
+
+
+def resolve_settings(config: pytest.Config) -> LivekitSettings:
+    """Resolve CLI > ini > env > default, and validate.
+
+    ``LIVEKIT_URL`` in the environment is deliberately ignored: only an explicit
+    ``--livekit-url`` sends test traffic to an existing server, so a developer's cloud project
+    left in their shell is never called by a test run.
+    """
+    rootdir = Path(str(config.rootpath))
+    mode = _pick(config, "livekit_server", "livekit_server")
+    url = _pick(config, "livekit_url", None)
+    if mode.value is None:
+        mode = Setting("external", "cli --livekit-url") if url.value else Setting("binary", "auto")
+    if mode.value not in _SERVER_MODES:
+        raise ConfigError(
+            f"{mode.value!r} is not a valid livekit_server mode. Valid modes: {', '.join(_SERVER_MODES)}."
+        )
+    if mode.value == "auto":
+        mode = Setting("external" if url.value else "binary", "auto")
+    key = _pick(config, "livekit_api_key", None, "LIVEKIT_API_KEY")
+    secret = _pick(config, "livekit_api_secret", None, "LIVEKIT_API_SECRET")
+    if mode.value == "external":
+        if not url.value:
+            raise ConfigError(
+                "--livekit-server=external needs --livekit-url=ws://host:port.\n"
+                "Hint: or drop --livekit-server to let the plugin start its own server."
+            )
+        if not str(url.value).startswith(("ws://", "wss://", "http://", "https://")):
+            raise ConfigError(
+                f"--livekit-url {url.value!r} is not a ws://, wss://, http:// or https:// URL."
+            )
+        if not key.value or not secret.value:
+            raise ConfigError(
+                "--livekit-url needs an API key and secret: pass --livekit-api-key/--livekit-api-secret "
+                "or set LIVEKIT_API_KEY/LIVEKIT_API_SECRET."
+            )
+    timeout_setting = _pick(config, "livekit_startup_timeout", "livekit_startup_timeout")
+    try:
+        timeout = float(timeout_setting.value) if timeout_setting.value is not None else 30.0
+    except ValueError:
+        raise ConfigError(
+            f"livekit_startup_timeout = {timeout_setting.value!r} is not a number of seconds."
+        ) from None
+    if timeout <= 0:
+        raise ConfigError(f"livekit_startup_timeout must be > 0 seconds, got {timeout}.")
+    artifacts = _pick(config, "livekit_artifacts", "livekit_artifacts_dir")
+    artifacts_dir = Path(artifacts.value) if artifacts.value else Path(".livekit") / "calls"
+    if not artifacts_dir.is_absolute():
+        artifacts_dir = rootdir / artifacts_dir
+    call_types = tuple(str(c).strip() for c in config.getini("livekit_call_types") if str(c).strip())
+    return LivekitSettings(
+        server_mode=mode,
+        server_binary=_pick(config, "livekit_server_binary", "livekit_server_binary"),
+        url=url,
+        api_key=key,
+        api_secret=secret,
+        port=config.getoption("livekit_port"),
+        agent_spec=_pick(config, "livekit_agent", "livekit_agent"),
+        artifacts_dir=artifacts_dir,
+        startup_timeout=timeout,
+        call_types=call_types,
+        rootdir=rootdir,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkerOptions:
+    """Merged ``@pytest.mark.livekit(...)`` keyword arguments (closest marker wins)."""
+
+    call_type: str | None = None
+    """Call type label (``refund``, ``booking``, ...)."""
+    agent: str | None = None
+    """Agent target spec overriding the configured one."""
+    join_timeout: float | None = None
+    """Seconds to wait for the agent to join and listen."""
+
+
+_MARKER_KEYS = tuple(f.name for f in fields(MarkerOptions))
+
+
+def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOptions:
+    """Merge and validate the item's ``livekit`` markers.
+
+    Raises:
+        ConfigError: positional arguments, unknown keys, wrong types or an unknown call type.
+    """
+    merged: dict[str, Any] = {}
+    for mark in reversed(list(item.iter_markers("livekit"))):  # farthest first, closest wins
+        if mark.args:
+            raise ConfigError(
+                f"@pytest.mark.livekit takes keyword arguments only, got positional {mark.args!r}. "
+                f"Valid keys: {', '.join(_MARKER_KEYS)}."
+            )
+        unknown = sorted(set(mark.kwargs) - set(_MARKER_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{', '.join(map(repr, unknown))} is not a valid @pytest.mark.livekit argument. "
+                f"Valid keys: {', '.join(_MARKER_KEYS)}."
+            )
+        merged.update(mark.kwargs)
+    call_type = merged.get("call_type")
+    if call_type is not None and not isinstance(call_type, str):
+        raise ConfigError(f"call_type must be a string, got {call_type!r}.")
+    if call_type is not None and settings.call_types and call_type not in settings.call_types:
+        raise ConfigError(
+            f"{call_type!r} is not a valid call_type. Valid call types: "
+            f"{', '.join(settings.call_types)}.\nHint: add it to livekit_call_types in your ini."
+        )
+    agent = merged.get("agent")
+    if agent is not None and not isinstance(agent, str):
+        raise ConfigError(f"agent must be a 'package.module:attribute' string, got {agent!r}.")
+    if agent is not None:
+        from .agent_runner import resolve_agent_target
+
+        resolve_agent_target(agent, rootdir=settings.rootdir)  # fail at collection on a typo
+    timeout = merged.get("join_timeout")
+    if timeout is not None and (
+        not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+    ):
+        raise ConfigError(f"join_timeout must be a number of seconds > 0, got {timeout!r}.")
+    return MarkerOptions(call_type=call_type, agent=agent, join_timeout=timeout)

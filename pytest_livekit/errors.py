@@ -1,0 +1,55 @@
+"""One exception hierarchy for everything pytest-livekit raises.
+
+Every error says what went wrong, shows the evidence it has (log tail, exit code, path) and ends
+with a ``Hint:`` that names the fix. Catch :class:`PytestLivekitError` to catch them all.
+"""
+
+from __future__ import annotations
+
+
+class PytestLivekitError(Exception):
+    """Base class of every error raised by pytest-livekit."""
+
+
+class ServerError(PytestLivekitError):
+    """A livekit-server could not be found, started or reached."""
+
+
+class ServerBinaryNotFoundError(ServerError):
+    """No livekit-server binary was found in any of the places the plugin looks."""
+
+
+class ServerStartError(ServerError):
+    """The server process exited before it became ready (see the log tail in the message)."""
+
+
+class ServerStartTimeoutError(ServerError):
+    """The server process is alive but did not answer ``GET /`` with 200 in time."""
+
+
+class PortInUseError(ServerError):
+    """A port the server was told to use is already taken by another process."""
+
+
+class ServerUnreachableError(ServerError):
+    """An external server URL does not answer."""
+
+
+class AgentTargetError(PytestLivekitError):
+    """The configured agent (``module:attribute``) cannot be imported or is not usable."""
+
+
+class AgentCrashedError(PytestLivekitError):
+    """The agent under test raised; the agent's own traceback is chained as ``__cause__``."""
+
+
+class AudioInputError(PytestLivekitError):
+    """Caller audio is missing, unreadable or unusable."""
+
+
+class CallTimeoutError(PytestLivekitError):
+    """Something the call waited for (agent joined, agent reply, ...) did not happen in time."""
+
+
+class ConfigError(PytestLivekitError):
+    """An option, ini value or marker argument is invalid."""

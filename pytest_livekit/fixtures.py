@@ -1,0 +1,162 @@
+"""The plugin's fixtures. Each one delegates to a library class that works without pytest."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """Where the session's livekit-server is and how to talk to it."""
+
+    mode: str
+    """``binary`` or ``external``."""
+    url: str
+    """WebSocket URL."""
+    api_key: str
+    """API key."""
+    api_secret: str
+    """API secret (never logged)."""
+    version: str
+    """Server version, or ``unknown`` for external servers."""
+    log_path: Path | None = None
+    """Server log file (managed servers only)."""
+    startup_seconds: float | None = None
+    """Seconds the managed server took to become ready."""
+
+    def __repr__(self) -> str:
+        return f"ServerHandle(mode={self.mode!r}, url={self.url!r}, version={self.version!r})"
+
+
+def _worker_id(config: pytest.Config) -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def livekit_settings(pytestconfig: pytest.Config) -> Any:
+    """The resolved plugin settings (:class:`pytest_livekit.config.LivekitSettings`)."""
+    from .plugin import SETTINGS_KEY
+
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterator[ServerHandle]:
+    """A livekit-server for the whole session (one per xdist worker), stopped at session end.
+
+    Binary mode starts :class:`pytest_livekit.server.LivekitServer` on free loopback ports with a
+    random secret; external mode (``--livekit-url``) checks the given server answers.
+    """
+    from .plugin import SERVER_KEY
+    from .server import LivekitServer, check_reachable, find_server_binary
+
+    s = livekit_settings
+    if s.server_mode.value == "external":
+        url = str(s.url.value)
+        check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
+        yield ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
+        return
+    binary = find_server_binary(s.server_binary.value, root=s.rootdir)
+    log_path = s.artifacts_dir.parent / f"livekit-server-{_worker_id(pytestconfig)}.log"
+    server = LivekitServer(
+        binary, port=s.port, startup_timeout=s.startup_timeout, log_path=log_path
+    )
+    pytestconfig.stash[SERVER_KEY] = server
+    server.start()
+    try:
+        yield ServerHandle(
+            "binary",
+            server.url,
+            server.api_key,
+            server.api_secret,
+            server.version,
+            server.log_path,
+            server.startup_seconds,
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def livekit_agent(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
+    """The agent under test (:class:`pytest_livekit.agent_runner.AgentTarget`).
+
+    From ``@pytest.mark.livekit(agent=...)``, else ``--livekit-agent`` / ini ``livekit_agent``.
+    Override this fixture to return your own ``AgentTarget`` or ``'module:attribute'`` string.
+    """
+    from .config import marker_options
+
+    opts = marker_options(request.node, livekit_settings)
+    if opts.agent is not None:
+        from .agent_runner import resolve_agent_target
+
+        return resolve_agent_target(opts.agent, rootdir=livekit_settings.rootdir)
+    return livekit_settings.agent_target()
+
+
+def _call_folder(settings: Any, request: pytest.FixtureRequest, suffix: str = "") -> Path:
+    from .call import sanitize
+
+    return Path(settings.artifacts_dir) / (sanitize(request.node.nodeid.split("::", 1)[-1]) + suffix)
+
+
+@pytest.fixture
+def make_livekit_call(
+    request: pytest.FixtureRequest,
+    livekit_server: ServerHandle,
+    livekit_agent: Any,
+    livekit_settings: Any,
+) -> Callable[..., Any]:
+    """Factory for extra or repeated calls in one test: ``async with make_livekit_call() as call``.
+
+    Keyword arguments override the marker (``call_type=``, ``join_timeout=``).
+    """
+    from .agent_runner import resolve_agent_target
+    from .call import LivekitCall
+    from .config import marker_options
+
+    opts = marker_options(request.node, livekit_settings)
+    counter = iter(range(1, 10_000))
+
+    @contextlib.asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[LivekitCall]:
+        from .plugin import CALL_KEY
+
+        n = next(counter)
+        target = overrides.pop("agent", None) or livekit_agent
+        if isinstance(target, str) or not hasattr(target, "entrypoint"):
+            target = resolve_agent_target(target, rootdir=livekit_settings.rootdir)
+        call = LivekitCall(
+            livekit_server.url,
+            livekit_server.api_key,
+            livekit_server.api_secret,
+            agent=target,
+            name=request.node.name,
+            call_type=overrides.pop("call_type", opts.call_type),
+            artifacts_dir=_call_folder(livekit_settings, request, "" if n == 1 else f"-{n}"),
+            server_version=livekit_server.version,
+            join_timeout=overrides.pop("join_timeout", None) or opts.join_timeout or 30.0,
+            audio_root=Path(str(request.path)).parent,
+            **overrides,
+        )
+        request.node.stash[CALL_KEY] = call
+        async with call:
+            yield call
+
+    return factory
+
+
+@pytest_asyncio.fixture
+async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[Any]:
+    """A call to the agent under test in a fresh room: the caller is connected and the agent is
+    listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown."""
+    async with make_livekit_call() as call:
+        yield call

@@ -1,0 +1,198 @@
+"""pytest hooks: options, the ``livekit`` marker, header, report sections, summary, cleanup.
+
+Thin by design: the work happens in library classes (:mod:`pytest_livekit.server`,
+:mod:`pytest_livekit.call`, ...). Nothing heavy is imported at module level, because pytest loads
+this plugin in every run of every project that has it installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .config import (
+    MARKER_HELP,
+    LivekitSettings,
+    add_options,
+    marker_options,
+    resolve_settings,
+)
+from .errors import PytestLivekitError
+from .fixtures import (
+    livekit_agent,
+    livekit_call,
+    livekit_server,
+    livekit_settings,
+    make_livekit_call,
+)
+
+__all__ = [
+    "livekit_agent",
+    "livekit_call",
+    "livekit_server",
+    "livekit_settings",
+    "make_livekit_call",
+]
+
+SETTINGS_KEY = pytest.StashKey[LivekitSettings]()
+CALL_KEY = pytest.StashKey[Any]()
+SERVER_KEY = pytest.StashKey[Any]()
+_CALL_FIXTURES = {"livekit_call", "make_livekit_call"}
+_PROPERTY = "livekit"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register ``--livekit-*`` options and their ``livekit_*`` ini twins."""
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and validate the configuration early."""
+    config.addinivalue_line("markers", MARKER_HELP)
+    if config.option.help or config.option.version:
+        return  # validation must never break --help / --version
+    try:
+        config.stash[SETTINGS_KEY] = resolve_settings(config)
+    except PytestLivekitError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """One line: which server mode and agent are in use, and where each setting came from."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    return [settings.header()] if settings is not None else None
+
+
+def _is_coroutine_test(item: pytest.Item) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(getattr(item, "obj", None))
+
+
+def _uses_call(item: pytest.Item) -> bool:
+    return bool(_CALL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Validate ``livekit`` markers and the agent target at collection, not mid-run."""
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None:
+        return
+    problems: list[str] = []
+    needs_default_agent = False
+    for item in items:
+        try:
+            opts = marker_options(item, settings)
+        except PytestLivekitError as exc:
+            problems.append(f"{item.nodeid}: {exc}")
+            continue
+        if _uses_call(item):
+            if opts.agent is None:
+                needs_default_agent = True
+            # Work in pytest-asyncio strict mode too: a livekit test is always an asyncio test.
+            if item.get_closest_marker("asyncio") is None and _is_coroutine_test(item):
+                item.add_marker(pytest.mark.asyncio)
+    # With no agent configured, the livekit_agent fixture (which users may override) says so.
+    if needs_default_agent and settings.agent is not None:
+        try:
+            settings.agent_target()  # import now: a typo fails at collection, once
+        except PytestLivekitError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise pytest.UsageError("pytest-livekit:\n" + "\n".join(problems))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """Short errors for our own exceptions; call timeline and server log on failures."""
+    report: pytest.TestReport = yield
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, PytestLivekitError):
+        # Our messages carry their evidence and a hint; the plugin's stack frames add nothing.
+        report.longrepr = f"{type(exc).__name__}: {exc}"
+    livekit_call_obj = item.stash.get(CALL_KEY, None)
+    if report.failed and livekit_call_obj is not None:
+        rec = livekit_call_obj.record
+        report.sections.append(
+            (
+                "livekit call",
+                f"room {rec.call_id}; artifacts {rec.artifacts_dir}\n{rec.timeline()}",
+            )
+        )
+    server = item.config.stash.get(SERVER_KEY, None)
+    if report.failed and server is not None and hasattr(server, "log_tail"):
+        report.sections.append((f"livekit-server log ({server.log_path})", server.log_tail(40)))
+    if report.when == "call" and livekit_call_obj is not None:
+        report.user_properties.append((_PROPERTY, json.dumps(call_summary(livekit_call_obj))))
+    return report
+
+
+def call_summary(call: Any) -> dict[str, Any]:
+    """Per-call numbers for the terminal summary and JUnit properties (seconds)."""
+    from .metrics import time_to_first_audio, user_transcript, word_error_rate
+
+    rec = call.record
+    turns = []
+    for i, turn in enumerate(rec.caller_turns):
+        ttfa = time_to_first_audio(rec, i)
+        wer = None
+        if turn.text is not None:
+            wer = word_error_rate(turn.text, user_transcript(rec, i)).wer
+        turns.append({"ttfa": ttfa, "wer": wer})
+    return {
+        "call_type": rec.call_type,
+        "turns": turns,
+        "tools": [f"{t.name}({', '.join(f'{k}={v!r}' for k, v in t.arguments.items())})" for t in rec.tool_calls],
+        "setup_s": call.timings.get("setup"),
+        "teardown_s": call.timings.get("teardown"),
+        "artifacts": rec.artifacts_dir,
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print one line per call: TTFA and WER per turn, tool calls (quiet under -q)."""
+    if config.get_verbosity() < 0:
+        return
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            if getattr(rep, "when", None) != "call":
+                continue
+            for key, value in getattr(rep, "user_properties", ()):
+                if key == _PROPERTY:
+                    rows.append((rep.nodeid, rep.outcome, json.loads(value)))
+    if not rows:
+        return
+    terminalreporter.section("livekit calls")
+    for nodeid, outcome, data in sorted(rows):
+        ttfa = " ".join(
+            f"{t['ttfa'] * 1000:.0f}ms" if t["ttfa"] is not None else "—" for t in data["turns"]
+        )
+        wer = " ".join(f"{t['wer']:.2f}" if t["wer"] is not None else "—" for t in data["turns"])
+        tools = ", ".join(data["tools"]) or "no tools"
+        terminalreporter.write_line(
+            f"{nodeid} [{data['call_type'] or '-'}] {outcome}: ttfa {ttfa or '—'} · wer {wer or '—'} · {tools}"
+        )
+    terminalreporter.write_line(f"artifacts: {Path(rows[0][2]['artifacts'] or '.').parent}")
+
+
+def pytest_keyboard_interrupt(excinfo: Any) -> None:
+    """Ctrl-C: stop every server we started before pytest exits."""
+    from .server import stop_all_servers
+
+    stop_all_servers()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Safety net: nothing we started outlives the session."""
+    import sys
+
+    mod = sys.modules.get("pytest_livekit.server")
+    if mod is not None:
+        mod.stop_all_servers()
+

@@ -1,0 +1,248 @@
+"""The call record: everything one test call observed, on one clock.
+
+All times are float **seconds since the call started** (the caller's room connect), measured with
+the machine's wall clock (``time.time()``), which the caller, the in-process agent and a worker on
+the same machine share. The record is plain data: metrics and assertions are pure functions of it,
+and it serialises to JSON (``call.json`` next to the recording).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Version of the ``call.json`` layout; bump on any incompatible change.
+RECORD_FORMAT_VERSION = 1
+
+
+@dataclass
+class CallerTurn:
+    """One thing the caller said (a ``say`` or ``play``)."""
+
+    index: int
+    """0-based position among the caller's turns."""
+    source: str
+    """``tts:<voice>`` or the WAV path."""
+    text: str | None
+    """What the caller said (ASR reference); ``None`` for a WAV without a given text."""
+    started_at: float
+    """When its first frame went to WebRTC, in seconds since call start."""
+    ended_at: float | None = None
+    """When its last frame went to WebRTC (end of speech on the wire), in seconds since call start."""
+
+    @property
+    def duration(self) -> float | None:
+        """Speech length on the wire in seconds."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclass
+class HeardSegment:
+    """An interval in which the caller heard the agent (energy detector on received audio)."""
+
+    start: float
+    """Seconds since call start (arrival of the first loud frame)."""
+    end: float
+    """Seconds since call start (arrival of the last loud frame)."""
+
+
+@dataclass
+class Transcript:
+    """A user transcript the agent's STT produced (raw, as emitted by the session)."""
+
+    t: float
+    """Seconds since call start when the agent emitted it."""
+    text: str
+    """Raw STT text, never cleaned up."""
+    is_final: bool
+    """False for interim results."""
+
+
+@dataclass
+class StateChange:
+    """An agent or user state change reported by the agent session."""
+
+    t: float
+    """Seconds since call start (user changes are VAD-backdated by livekit-agents)."""
+    who: str
+    """``"agent"`` or ``"user"``."""
+    old: str
+    """Previous state (``listening``, ``thinking``, ``speaking``, ...)."""
+    new: str
+    """New state."""
+
+
+@dataclass
+class ConversationItem:
+    """A chat message added to the conversation, with its per-turn metrics."""
+
+    t: float
+    """Seconds since call start when it was added."""
+    role: str
+    """``user`` or ``assistant``."""
+    text: str
+    """Message text."""
+    interrupted: bool = False
+    """True if the agent was interrupted while saying it."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """livekit-agents' self-reported per-turn metrics (seconds; ``*_at`` are absolute epochs)."""
+
+
+@dataclass
+class ToolCall:
+    """A function tool the agent executed."""
+
+    t: float
+    """Seconds since call start when execution was reported."""
+    name: str
+    """Tool name."""
+    arguments: dict[str, Any]
+    """Arguments as parsed from the model's JSON."""
+    output: str | None = None
+    """The tool's output text."""
+    is_error: bool = False
+    """True if the tool raised."""
+    call_id: str = ""
+    """The model's call id."""
+
+
+@dataclass
+class AgentError:
+    """An error the agent session reported, or the agent's crash."""
+
+    t: float
+    """Seconds since call start."""
+    message: str
+    """Error text (a traceback for crashes)."""
+    source: str = "session"
+    """``session`` (error event) or ``crash`` (exception in the agent)."""
+
+
+@dataclass
+class CallRecord:
+    """Everything one call observed. Built live by :class:`~pytest_livekit.call.LivekitCall`."""
+
+    call_id: str
+    """Unique id (also the room name)."""
+    call_type: str | None
+    """The call type from the marker (``refund``, ``booking``, ...)."""
+    started_at_epoch: float
+    """Wall-clock epoch seconds of the call's time zero."""
+    agent_mode: str = "in-process"
+    """How the agent ran: ``in-process`` or ``worker``."""
+    server_version: str = "unknown"
+    """livekit-server version."""
+    caller_turns: list[CallerTurn] = field(default_factory=list)
+    """What the caller said, in order."""
+    heard: list[HeardSegment] = field(default_factory=list)
+    """When the caller heard the agent."""
+    transcripts: list[Transcript] = field(default_factory=list)
+    """User transcripts from the agent's STT, interim and final."""
+    state_changes: list[StateChange] = field(default_factory=list)
+    """Agent and user state changes."""
+    items: list[ConversationItem] = field(default_factory=list)
+    """Conversation messages (user and assistant)."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """Tools the agent executed."""
+    errors: list[AgentError] = field(default_factory=list)
+    """Errors reported by the agent."""
+    recording_path: str | None = None
+    """Stereo WAV (left: caller sent, right: agent heard), when written."""
+    artifacts_dir: str | None = None
+    """Folder holding this call's artifacts."""
+
+    def rel(self, epoch: float) -> float:
+        """Convert a wall-clock epoch to seconds since call start."""
+        return epoch - self.started_at_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, with the format version."""
+        data = asdict(self)
+        data["format_version"] = RECORD_FORMAT_VERSION
+        return data
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``call.json`` atomically (write to a temp file, then rename)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False))
+        tmp.replace(p)
+        return p
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
+        """Rebuild a record from :meth:`to_dict` output (for offline recomputation)."""
+        data = dict(data)
+        data.pop("format_version", None)
+        rec = cls(
+            call_id=data.pop("call_id"),
+            call_type=data.pop("call_type"),
+            started_at_epoch=data.pop("started_at_epoch"),
+        )
+        builders: dict[str, Any] = {
+            "caller_turns": CallerTurn,
+            "heard": HeardSegment,
+            "transcripts": Transcript,
+            "state_changes": StateChange,
+            "items": ConversationItem,
+            "tool_calls": ToolCall,
+            "errors": AgentError,
+        }
+        for key, value in data.items():
+            if key in builders:
+                setattr(rec, key, [builders[key](**v) for v in value])
+            else:
+                setattr(rec, key, value)
+        return rec
+
+    @classmethod
+    def load(cls, path: str | Path) -> CallRecord:
+        """Read a ``call.json``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    # -- views used by metrics and failure messages -------------------------------------------
+    def turn(self, index: int = -1) -> CallerTurn:
+        """The caller turn at ``index`` (negative counts from the end)."""
+        if not self.caller_turns:
+            raise IndexError("the caller has not said anything in this call")
+        return self.caller_turns[index]
+
+    def turn_window(self, index: int = -1) -> tuple[float, float]:
+        """``(start, end)`` of a caller turn's window: until the next caller turn starts."""
+        turns = self.caller_turns
+        i = index % len(turns)
+        start = turns[i].started_at
+        end = turns[i + 1].started_at if i + 1 < len(turns) else float("inf")
+        return start, end
+
+    def timeline(self, around: float | None = None, width: float = 15.0) -> str:
+        """Human-readable merged timeline (caller, agent heard, transcripts, tools), optionally
+        limited to ``around ± width`` seconds."""
+        rows: list[tuple[float, str]] = []
+        for turn in self.caller_turns:
+            end = f"{turn.ended_at:06.2f}" if turn.ended_at is not None else "  …   "
+            rows.append((turn.started_at, f"caller  {_ts(turn.started_at)}–{end}  {turn.text!r}"))
+        for seg in self.heard:
+            rows.append((seg.start, f"heard   {_ts(seg.start)}–{seg.end:06.2f}  (agent audio)"))
+        for item in self.items:
+            flag = " [interrupted]" if item.interrupted else ""
+            rows.append((item.t, f"{item.role:<7} {_ts(item.t)}         {item.text!r}{flag}"))
+        for tr in self.transcripts:
+            if tr.is_final:
+                rows.append((tr.t, f"stt     {_ts(tr.t)}         {tr.text!r}"))
+        for tool in self.tool_calls:
+            args = ", ".join(f"{k}={v!r}" for k, v in tool.arguments.items())
+            rows.append((tool.t, f"tool    {_ts(tool.t)}         {tool.name}({args}) -> {tool.output!r}"))
+        for err in self.errors:
+            rows.append((err.t, f"error   {_ts(err.t)}         {err.message.splitlines()[0] if err.message else ''}"))
+        rows.sort(key=lambda r: r[0])
+        if around is not None:
+            rows = [r for r in rows if abs(r[0] - around) <= width]
+        return "\n".join(r[1] for r in rows) if rows else "(nothing recorded)"
+
+
+def _ts(t: float) -> str:
+    return f"{t:06.2f}"

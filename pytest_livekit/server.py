@@ -1,0 +1,459 @@
+"""A livekit-server process owned by the test run (binary mode).
+
+:class:`LivekitServer` works without pytest::
+
+    with LivekitServer(find_server_binary()) as server:
+        print(server.url)          # ws://127.0.0.1:<free port>
+
+It writes a loopback-only config with free ports, uses a fresh random API secret, waits for real
+readiness (``GET /`` answers 200, which livekit-server only does once its node stats are fresh),
+keeps the server's log in a file and stops the whole process group on exit. The child also gets
+``PR_SET_PDEATHSIG`` so that it dies with the test process even on ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import (
+    PortInUseError,
+    ServerBinaryNotFoundError,
+    ServerStartError,
+    ServerStartTimeoutError,
+    ServerUnreachableError,
+)
+
+#: The livekit-server release the plugin is tested against and installs by default.
+DEFAULT_SERVER_VERSION = "1.13.5"
+#: Environment variable naming a livekit-server binary (highest priority after the CLI/ini option).
+BINARY_ENV_VAR = "PYTEST_LIVEKIT_SERVER_BINARY"
+#: Environment variable overriding the cache folder used by ``python -m pytest_livekit install-server``.
+CACHE_ENV_VAR = "PYTEST_LIVEKIT_CACHE_DIR"
+
+_NOT_FOUND_HINT = """\
+No livekit-server binary found. Looked in:
+{looked}
+Hint: get one in any of these ways:
+  1. python -m pytest_livekit install-server      (builds v{version} with Go into .cache/pytest-livekit/bin)
+  2. install a release binary and put it on PATH as 'livekit-server' (macOS: brew install livekit)
+  3. point the plugin at it: --livekit-server-binary=PATH, ini livekit_server_binary, or ${env}
+  or use a server you already run: --livekit-url=ws://127.0.0.1:7880 with LIVEKIT_API_KEY/LIVEKIT_API_SECRET."""
+
+
+def user_cache_dir() -> Path:
+    """The per-user cache shared by every checkout (``$XDG_CACHE_HOME/pytest-livekit``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pytest-livekit"
+
+
+def project_cache_dir(root: Path | None = None) -> Path:
+    """The project-local, git-ignored cache folder (``<root>/.cache/pytest-livekit``)."""
+    env = os.environ.get(CACHE_ENV_VAR)
+    if env:
+        return Path(env)
+    return (root or Path.cwd()) / ".cache" / "pytest-livekit"
+
+
+def cached_binary_name(version: str = DEFAULT_SERVER_VERSION) -> str:
+    """File name of a cached server build: the version is part of the name so upgrades rebuild."""
+    return f"livekit-server-{version}"
+
+
+def find_server_binary(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    root: Path | None = None,
+    version: str = DEFAULT_SERVER_VERSION,
+) -> Path:
+    """Locate a livekit-server binary.
+
+    Order: ``explicit`` (CLI/ini option), ``$PYTEST_LIVEKIT_SERVER_BINARY``, ``livekit-server`` on
+    PATH, the project cache (``<root>/.cache/pytest-livekit/bin``), the user cache.
+
+    Raises:
+        ServerBinaryNotFoundError: with every place it looked and the three ways to get one.
+    """
+    looked: list[str] = []
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return path.resolve()
+        raise ServerBinaryNotFoundError(
+            f"livekit-server binary {str(path)!r} (from --livekit-server-binary / livekit_server_binary) "
+            "does not exist or is not executable.\n"
+            "Hint: fix the path, or drop the option to let the plugin find or build one "
+            "(python -m pytest_livekit install-server)."
+        )
+    env = os.environ.get(BINARY_ENV_VAR)
+    if env:
+        path = Path(env).expanduser()
+        if path.is_file() and os.access(path, os.X_OK):
+            return path.resolve()
+        looked.append(f"  ${BINARY_ENV_VAR}={env} (not an executable file)")
+    else:
+        looked.append(f"  ${BINARY_ENV_VAR} (unset)")
+    on_path = shutil.which("livekit-server")
+    if on_path:
+        return Path(on_path).resolve()
+    looked.append("  'livekit-server' on PATH")
+    for folder in (project_cache_dir(root) / "bin", user_cache_dir() / "bin"):
+        candidate = folder / cached_binary_name(version)
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate.resolve()
+        looked.append(f"  {candidate}")
+    raise ServerBinaryNotFoundError(
+        _NOT_FOUND_HINT.format(looked="\n".join(looked), version=version, env=BINARY_ENV_VAR)
+    )
+
+
+def server_version(binary: Path) -> str:
+    """Ask a binary for its version (``livekit-server version 1.13.5`` -> ``"1.13.5"``)."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=15, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.strip().rsplit(" ", 1)[-1] if out.strip() else "unknown"
+
+
+class _PortFactory:
+    """Hands out free loopback ports, never the same one twice in this process.
+
+    The OS may hand a just-released port to someone else before the server binds it; the
+    ``produced`` set at least rules out collisions between our own servers.
+    """
+
+    def __init__(self) -> None:
+        self.produced: set[int] = set()
+
+    def __call__(self, host: str, kind: int) -> int:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in self.produced:
+                self.produced.add(port)
+                return port
+        raise PortInUseError(f"could not find a free port on {host} after 100 tries")
+
+
+free_port = _PortFactory()
+
+
+def _check_port_free(host: str, port: int, kind: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
+            raise PortInUseError(
+                f"{what} port {port}/{proto} on {host} is already in use ({exc.strerror}).\n"
+                f"Hint: drop the fixed port (--livekit-port) so the plugin picks a free one, or stop "
+                f"the process holding it (ss -lpn 'sport = :{port}')."
+            ) from None
+
+
+@dataclass(frozen=True)
+class ServerPorts:
+    """The ports one server instance listens on (all bound to the loopback host)."""
+
+    http: int
+    """HTTP / WebSocket signalling / Twirp API port."""
+    rtc_udp: int
+    """Single UDP port carrying all WebRTC media (ICE UDP mux)."""
+
+
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+    # Linux only: the kernel kills the server when the process that spawned it dies, even by
+    # SIGKILL, so a crashed pytest never leaves a server behind.
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class LivekitServer:
+    """A livekit-server subprocess bound to loopback, with a per-instance random API secret.
+
+    Args:
+        binary: path of the livekit-server executable.
+        host: loopback address to bind and advertise (``127.0.0.1``).
+        port: fixed HTTP port, or ``None`` for a free one.
+        startup_timeout: seconds to wait for ``GET /`` to answer 200.
+        log_path: where the server log goes; a temporary file if ``None``.
+        extra_config: dict merged (shallowly per top-level key) over the generated config.
+        node_ip: the address the server advertises for media (ICE). ``None`` lets livekit-server
+            pick the first non-loopback IPv4, which is what libwebrtc clients can reach: they
+            ignore loopback adapters. Run inside ``scripts/netns-run`` to keep that address private.
+    """
+
+    def __init__(
+        self,
+        binary: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        startup_timeout: float = 30.0,
+        log_path: str | os.PathLike[str] | None = None,
+        extra_config: dict[str, Any] | None = None,
+        node_ip: str | None = None,
+    ) -> None:
+        self.node_ip = node_ip
+        self.binary = Path(binary)
+        self.host = host
+        self._fixed_port = port
+        self.startup_timeout = startup_timeout
+        self._log_path = Path(log_path) if log_path else None
+        self._extra_config = extra_config or {}
+        self.api_key = "APIpytestlivekit"
+        # >= 32 bytes: PyJWT warns (an error under strict filters) below that, and the server logs
+        # an error for short secrets in production mode.
+        self.api_secret = secrets.token_urlsafe(48)
+        self.ports: ServerPorts | None = None
+        self.version = "unknown"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self.startup_seconds: float | None = None
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"<LivekitServer {self.url if self.ports else 'not started'} v{self.version}>"
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """WebSocket URL for rtc clients and agents (``ws://127.0.0.1:<port>``)."""
+        if self.ports is None:
+            raise RuntimeError("server not started")
+        return f"ws://{self.host}:{self.ports.http}"
+
+    @property
+    def http_url(self) -> str:
+        """HTTP URL for the server API (``http://127.0.0.1:<port>``)."""
+        if self.ports is None:
+            raise RuntimeError("server not started")
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def log_path(self) -> Path:
+        """Path of the server's log file."""
+        if self._log_path is None:
+            raise RuntimeError("server not started")
+        return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server process while it runs."""
+        return self._proc.pid if self._proc else None
+
+    def config(self) -> dict[str, Any]:
+        """The config the server is started with (contains the secret: never log it)."""
+        assert self.ports is not None
+        conf: dict[str, Any] = {
+            "port": self.ports.http,
+            "bind_addresses": [self.host],
+            "keys": {self.api_key: self.api_secret},
+            "logging": {"level": "info", "pion_level": "error"},
+            "rtc": {
+                "udp_port": self.ports.rtc_udp,
+                # 0 disables ICE/TCP, which would otherwise listen on every interface.
+                "tcp_port": 0,
+                "use_external_ip": False,
+                "enable_loopback_candidate": True,
+                # Clients get Google's STUN servers unless this is set; keep their STUN on loopback.
+                "stun_servers": [f"{self.host}:{self.ports.rtc_udp}"],
+            },
+            # Rooms that tests forget still go away; agents leave a room quickly.
+            "room": {"empty_timeout": 30, "departure_timeout": 2},
+        }
+        if self.node_ip:
+            conf["rtc"]["node_ip"] = self.node_ip
+            conf["rtc"]["ips"] = {"includes": [f"{self.node_ip}/32"]}
+        for key, value in self._extra_config.items():
+            if isinstance(value, dict) and isinstance(conf.get(key), dict):
+                conf[key] = {**conf[key], **value}
+            else:
+                conf[key] = value
+        return conf
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> LivekitServer:
+        """Start the server and wait until it is ready; on any failure stop it and raise."""
+        if self._proc is not None:
+            return self
+        if not (self.binary.is_file() and os.access(self.binary, os.X_OK)):
+            raise ServerBinaryNotFoundError(
+                f"{self.binary} is not an executable file.\n"
+                "Hint: python -m pytest_livekit install-server"
+            )
+        if self._fixed_port is not None:
+            _check_port_free(self.host, self._fixed_port, socket.SOCK_STREAM, "HTTP")
+        self.ports = ServerPorts(
+            http=self._fixed_port or free_port(self.host, socket.SOCK_STREAM),
+            rtc_udp=free_port(self.host, socket.SOCK_DGRAM),
+        )
+        self.version = server_version(self.binary)
+        if self._log_path is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="pytest-livekit-server-")
+            self._log_path = Path(self._tmpdir.name) / "livekit-server.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ)
+        # The config (with the secret) travels in the environment, not argv: argv is world-readable
+        # in /proc, the environment is not. Strip LIVEKIT_* so a developer's cloud project settings
+        # cannot leak into our server.
+        for name in list(env):
+            if name.startswith("LIVEKIT_"):
+                del env[name]
+        env["LIVEKIT_CONFIG"] = json.dumps(self.config())
+        started = time.monotonic()
+        self._proc = subprocess.Popen(
+            [str(self.binary)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # own process group: Ctrl-C goes to pytest, we stop the tree
+            preexec_fn=_set_parent_death_signal,
+        )
+        _live_servers.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServerStartError(
+                    f"livekit-server ({self.binary}) exited with code {code} before it was ready.\n"
+                    f"Last log lines ({self.log_path}):\n{self.log_tail()}\n"
+                    "Hint: read the log lines above; a port conflict shows as 'address already in "
+                    "use', a bad config as 'could not parse'."
+                )
+            try:
+                with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+                    last_error = f"HTTP {resp.status}"
+            except urllib.error.HTTPError as exc:  # 406 "Not Ready" until node stats are fresh
+                last_error = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last_error = str(getattr(exc, "reason", exc))
+            # Polling an HTTP endpoint of a subprocess: there is no event to wait on.
+            time.sleep(0.05)
+        raise ServerStartTimeoutError(
+            f"livekit-server did not answer GET {self.http_url}/ with 200 within "
+            f"{self.startup_timeout:.0f} s (last: {last_error}; process still running, pid "
+            f"{self._proc.pid}).\nLast log lines ({self.log_path}):\n{self.log_tail()}\n"
+            "Hint: raise --livekit-startup-timeout on a slow machine."
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server: SIGTERM to its process group, then SIGKILL after ``timeout`` s."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        _live_servers.discard(self)
+
+    def is_running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of the server log (secrets redacted)."""
+        if self._log_path is None or not self._log_path.exists():
+            return "(no log)"
+        text = self._log_path.read_text(errors="replace").splitlines()[-lines:]
+        return redact("\n".join(text), [self.api_secret])
+
+    def cleanup_files(self) -> None:
+        """Remove the temporary log folder, if the server made one."""
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def __enter__(self) -> LivekitServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def redact(text: str, secrets_: list[str]) -> str:
+    """Replace every secret in ``text`` with ``***``."""
+    for value in secrets_:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+# Safety net for Ctrl-C / internal errors: the plugin stops whatever is still registered here.
+_live_servers: set[LivekitServer] = set()
+
+
+def stop_all_servers() -> None:
+    """Stop every server this process started and has not stopped yet."""
+    for server in list(_live_servers):
+        server.stop()
+
+
+def check_reachable(http_url: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ServerUnreachableError` unless ``http_url`` answers HTTP at all."""
+    try:
+        with urllib.request.urlopen(http_url.rstrip("/") + "/", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        raise ServerUnreachableError(
+            f"livekit-server at {http_url} is unreachable: {getattr(exc, 'reason', exc)}.\n"
+            "Hint: check --livekit-url (is the server running? right port?), or drop it to let "
+            "the plugin start its own server."
+        ) from None
+
+
+@contextlib.contextmanager
+def running_server(binary: str | os.PathLike[str], **kwargs: Any) -> Iterator[LivekitServer]:
+    """Context manager form of :class:`LivekitServer` that also removes its temporary files."""
+    server = LivekitServer(binary, **kwargs)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        server.cleanup_files()

@@ -1,0 +1,74 @@
+"""Least-grant access tokens for the participants of a test call."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from livekit import api
+
+#: Attribute the worker sets on its participant; RemoteSession / wait_for_agent match it.
+AGENT_NAME_ATTRIBUTE = "lk.agent.name"
+
+
+def agent_token(
+    api_key: str,
+    api_secret: str,
+    room: str,
+    *,
+    identity: str,
+    agent_name: str = "agent-under-test",
+    ttl: timedelta = timedelta(minutes=30),
+) -> str:
+    """Token for an in-process agent, mirroring what the server mints for dispatched agents.
+
+    ``kind="agent"`` matters: the SFU keeps the ``participant_identity`` of data-stream headers
+    only for agents, so without it user transcripts arrive attributed to the agent.
+    ``can_update_own_metadata`` lets RoomIO publish the ``lk.agent.state`` attribute.
+    """
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_kind("agent")
+        .with_ttl(ttl)
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room,
+                agent=True,
+                can_publish=True,
+                can_subscribe=True,
+                can_publish_data=True,
+                can_update_own_metadata=True,
+            )
+        )
+        .with_attributes({AGENT_NAME_ATTRIBUTE: agent_name})
+        .to_jwt()
+    )
+
+
+def caller_token(
+    api_key: str,
+    api_secret: str,
+    room: str,
+    *,
+    identity: str,
+    ttl: timedelta = timedelta(minutes=30),
+) -> str:
+    """Token for the scripted caller: join this one room, publish audio and data, subscribe."""
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_ttl(ttl)
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room,
+                can_publish=True,
+                can_subscribe=True,
+                # data: RemoteSession requests (get_chat_history, ...) travel as byte streams
+                can_publish_data=True,
+                can_publish_sources=["microphone"],
+            )
+        )
+        .to_jwt()
+    )
