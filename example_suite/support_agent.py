@@ -138,6 +138,9 @@ async def entrypoint(ctx: JobContext) -> None:
         },
         aec_warmup_duration=None,
         user_away_timeout=None,
+        # On hang-up the session waits this long for a pending user transcript; our STT has
+        # nothing pending by then, and the 2 s default would be paid by every test's teardown.
+        session_close_transcript_timeout=0.3,
     )
     await session.start(SupportAgent(), room=ctx.room)
     await ctx.connect()

@@ -132,6 +132,9 @@ class ScriptedCaller:
         self.room.on("track_subscribed", self._on_track_subscribed)
         self.room.on("local_track_subscribed", self._on_local_track_subscribed)
         self.room.on("participant_attributes_changed", self._on_attributes_changed)
+        # The agent publishes transcriptions as text streams; read them so the rtc SDK does not
+        # log "ignoring text stream" for every segment (the session events carry the text).
+        self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
         self.room.on("participant_connected", lambda p: self._on_change())
         self.room.on("participant_disconnected", lambda p: self._on_change())
 
@@ -276,6 +279,11 @@ class ScriptedCaller:
                 await asyncio.sleep(delay)  # real-time pacing of media, not synchronisation
 
     # -- hearing ----------------------------------------------------------------------------
+    def _on_transcription(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        task = asyncio.create_task(reader.read_all(), name="pytest-livekit-transcription")
+        self._ear_tasks.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._ear_tasks.discard)  # type: ignore[arg-type]
+
     def _on_track_subscribed(
         self,
         track: rtc.Track,
