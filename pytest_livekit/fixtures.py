@@ -112,7 +112,6 @@ def _call_folder(settings: Any, request: pytest.FixtureRequest, suffix: str = ""
 def make_livekit_call(
     request: pytest.FixtureRequest,
     livekit_server: ServerHandle,
-    livekit_agent: Any,
     livekit_settings: Any,
 ) -> Callable[..., Any]:
     """Factory for extra or repeated calls in one test: ``async with make_livekit_call() as call``.
@@ -131,7 +130,8 @@ def make_livekit_call(
         from .plugin import CALL_KEY
 
         n = next(counter)
-        target = overrides.pop("agent", None) or livekit_agent
+        # The livekit_agent fixture (possibly overridden by the user) only when no agent= is given.
+        target = overrides.pop("agent", None) or request.getfixturevalue("livekit_agent")
         if isinstance(target, str) or not hasattr(target, "entrypoint"):
             target = resolve_agent_target(target, rootdir=livekit_settings.rootdir)
         call = LivekitCall(

@@ -395,12 +395,14 @@ class LivekitServer:
         """True while the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` lines of the server log (secrets redacted)."""
+    def log_tail(self, lines: int = 30, width: int = 400) -> str:
+        """The last ``lines`` lines of the server log, each cut to ``width`` characters (the
+        server logs whole SDPs at info level), secrets redacted."""
         if self._log_path is None or not self._log_path.exists():
             return "(no log)"
         text = self._log_path.read_text(errors="replace").splitlines()[-lines:]
-        return redact("\n".join(text), [self.api_secret])
+        cut = [t if len(t) <= width else t[:width] + " …" for t in text]
+        return redact("\n".join(cut), [self.api_secret])
 
     def cleanup_files(self) -> None:
         """Remove the temporary log folder, if the server made one."""
