@@ -1,0 +1,13 @@
+"""Fixtures for pytester-based tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _quiet_inner_runs(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inner pytester runs have no ini of ours; pin pytest-asyncio's loop scope so it does not
+    # warn about its changing default in every inner run. Set after pytester's own setup, which
+    # clears PYTEST_ADDOPTS.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-o asyncio_default_fixture_loop_scope=function")

@@ -1,0 +1,39 @@
+"""The example suite runs green against a real server and prints its per-call table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "example_suite"
+
+
+def test_example_suite_passes_and_reports(tmp_path: Path) -> None:
+    artifacts = tmp_path / "calls"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--livekit-artifacts={artifacts}"],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-5000:]
+    assert "livekit calls" in out
+    assert "test_refund_happy_path [refund] passed: ttfa " in out
+    assert "lookup_order(order_id='1234'), issue_refund(order_id='1234')" in out
+    folders = sorted(p.name for p in artifacts.iterdir())
+    assert "test_refund_happy_path" in folders
+    record = json.loads((artifacts / "test_refund_happy_path" / "call.json").read_text())
+    assert [t["text"] for t in record["caller_turns"]] == [
+        "I want a refund for order one two three four",
+        "Yes please refund it",
+    ]
+    assert (artifacts / "test_refund_happy_path" / "call.wav").stat().st_size > 100_000
