@@ -8,12 +8,19 @@ They accept a :class:`~pytest_livekit.call.LivekitCall` or a bare
 from __future__ import annotations
 
 import json
+import math
+from numbers import Real
 from typing import Any
 
 from .metrics import time_to_first_audio, user_transcript, word_error_rate
 from .record import CallRecord, ToolCall
 
 __all__ = ["assert_asr_accuracy", "assert_time_to_first_audio", "assert_tool_called"]
+
+
+def _is_number(value: Any) -> bool:
+    # NaN would make every comparison false, so an assertion with it could never fail.
+    return isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(float(value))
 
 
 def _record(call: Any) -> CallRecord:
@@ -51,7 +58,7 @@ def assert_time_to_first_audio(call: Any, *, max_ms: float, turn: int = -1) -> f
     Returns the measured value in milliseconds.
     """
     __tracebackhide__ = True
-    if not isinstance(max_ms, (int, float)) or isinstance(max_ms, bool) or max_ms <= 0:
+    if not _is_number(max_ms) or not max_ms > 0:
         raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
     rec = _record(call)
     ttfa = time_to_first_audio(rec, turn)
@@ -85,9 +92,13 @@ def assert_asr_accuracy(
     caller turns together. Returns the measured WER.
     """
     __tracebackhide__ = True
-    if not isinstance(max_wer, (int, float)) or isinstance(max_wer, bool) or max_wer < 0:
+    if not _is_number(max_wer) or not max_wer >= 0:
         raise ValueError(f"max_wer must be a number >= 0 (0.2 = 20 % word errors), got {max_wer!r}")
     rec = _record(call)
+    if not rec.caller_turns:
+        raise AssertionError(
+            f"ASR accuracy: the caller has not said anything in this call {_context(rec, None)}"
+        )
     indices = range(len(rec.caller_turns)) if turn is None else [turn]
     refs, hyps = [], []
     for i in indices:
@@ -123,8 +134,15 @@ def _matches(call: ToolCall, expected: dict[str, Any]) -> bool:
     return True
 
 
+def _fmt_value(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except TypeError:
+        return repr(value)
+
+
 def _fmt_call(c: ToolCall) -> str:
-    args = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.arguments.items())
+    args = ", ".join(f"{k}={_fmt_value(v)}" for k, v in c.arguments.items())
     return f"{c.name}({args}) at {c.t:06.2f}"
 
 
@@ -137,7 +155,7 @@ def assert_tool_called(call: Any, name: str, /, **expected_args: Any) -> ToolCal
         if c.name == name and _matches(c, expected_args):
             return c
     made = "\n".join(f"    {_fmt_call(c)}" for c in rec.tool_calls) or "    (no tool calls)"
-    wanted = ", ".join(f"{k}={json.dumps(v)}" for k, v in expected_args.items())
+    wanted = ", ".join(f"{k}={_fmt_value(v)}" for k, v in expected_args.items())
     raise AssertionError(
         f"tool {name}({wanted}) was not called. Calls made:\n{made}\n{_context(rec, None)}"
     )

@@ -42,7 +42,11 @@ class CallerAudio:
 def to_mono_float(data: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
     """Downmix ``(frames, channels)`` or ``(frames,)`` audio of any dtype to mono float in [-1, 1]."""
     arr = np.asarray(data)
-    if np.issubdtype(arr.dtype, np.integer):
+    if np.issubdtype(arr.dtype, np.unsignedinteger):  # unsigned PCM (8-bit WAV) is offset
+        info = np.iinfo(arr.dtype)
+        mid = (int(info.max) + 1) / 2
+        arr = (arr.astype(np.float64) - mid) / mid
+    elif np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
         arr = arr.astype(np.float64) / max(abs(info.min), info.max)
     else:

@@ -46,7 +46,8 @@ def spell_out_digits(text: str) -> str:
     Opt-in number normalisation for WER, for agents whose STT writes digits where the caller
     spoke them digit by digit.
     """
-    return re.sub(r"\d", lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", text)
+    spelled = re.sub(r"\d", lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", text)
+    return " ".join(spelled.split())
 
 
 def normalize_text(text: str, *, exact: bool = False, normalize_numbers: bool = False) -> str:

@@ -125,7 +125,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             )
         )
     server = item.config.stash.get(SERVER_KEY, None)
-    if report.failed and server is not None and hasattr(server, "log_tail"):
+    uses_server = "livekit_server" in getattr(item, "fixturenames", ())
+    if report.failed and uses_server and server is not None and hasattr(server, "log_tail"):
         report.sections.append((f"livekit-server log ({server.log_path})", server.log_tail(40)))
     if report.when == "call" and livekit_call_obj is not None:
         report.user_properties.append((_PROPERTY, json.dumps(call_summary(livekit_call_obj))))

@@ -213,6 +213,10 @@ class CallRecord:
     def turn_window(self, index: int = -1) -> tuple[float, float]:
         """``(start, end)`` of a caller turn's window: until the next caller turn starts."""
         turns = self.caller_turns
+        if not turns:
+            raise IndexError("the caller has not said anything in this call")
+        if not -len(turns) <= index < len(turns):
+            raise IndexError(f"caller turn {index} does not exist (the call has {len(turns)})")
         i = index % len(turns)
         start = turns[i].started_at
         end = turns[i + 1].started_at if i + 1 < len(turns) else float("inf")

@@ -419,7 +419,8 @@ class LivekitServer:
 
 def redact(text: str, secrets_: list[str]) -> str:
     """Replace every secret in ``text`` with ``***``."""
-    for value in secrets_:
+    # Longest first: a secret that starts another must not leave the longer one's tail behind.
+    for value in sorted(secrets_, key=len, reverse=True):
         if value:
             text = text.replace(value, "***")
     return text

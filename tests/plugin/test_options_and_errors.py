@@ -133,7 +133,7 @@ def test_bad_agent_target_fails_at_collection(
 ) -> None:
     pytester.makepyfile(agent_mod="NUMBER = 3\nasync def server(ctx):\n    pass\n")
     pytester.makeini(f"[pytest]\nlivekit_agent = {spec}\n")
-    pytester.makepyfile(test_calls="async def test_x(livekit_call):\n    pass\n")
+    pytester.makepyfile(test_bad_target="async def test_x(livekit_call):\n    pass\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([expected])

@@ -115,11 +115,6 @@ def test_to_mono_float_float_stereo_and_mono() -> None:
     assert to_mono_float(mono).ndim == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: to_mono_float divides unsigned ints by iinfo.max without removing the midpoint, "
-    "so uint8 PCM silence (128) becomes +0.502 and the output lies in [0, 1], not [-1, 1]",
-)
 def test_to_mono_float_uint8_is_centered() -> None:
     mono = to_mono_float(np.array([0, 128, 255], dtype=np.uint8))
     assert mono[1] == pytest.approx(0.0, abs=0.01)

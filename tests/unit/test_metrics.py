@@ -143,12 +143,6 @@ def test_spell_out_digits_words() -> None:
     assert spell_out_digits("no digits here") == "no digits here"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: spell_out_digits pads every digit word with spaces on both sides, so "
-    "'order 1234' becomes 'order  one  two  three  four ' (double spaces, trailing space), "
-    "not the 'order one two three four' its docstring promises",
-)
 def test_spell_out_digits_matches_docstring_example() -> None:
     assert spell_out_digits("order 1234") == "order one two three four"
 

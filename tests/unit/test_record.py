@@ -154,23 +154,11 @@ def test_turn_window_runs_until_next_turn() -> None:
     assert rec.turn_window(-2) == (1.0, 8.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: turn_window uses index % len(turns), so an out-of-range turn silently wraps "
-    "(turn_window(5) of a 2-turn call returns turn 1's window) instead of raising IndexError "
-    "like turn(); user_transcript(record, 5) then scores the wrong turn",
-)
 def test_turn_window_out_of_range_raises_index_error() -> None:
     with pytest.raises(IndexError):
         _full_record().turn_window(5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ZeroDivisionError,
-    reason="BUG: turn_window on a record without caller turns raises ZeroDivisionError "
-    "(index % 0) instead of turn()'s clear IndexError; user_transcript() inherits it",
-)
 def test_turn_window_without_turns_raises_clear_index_error() -> None:
     rec = CallRecord(call_id="c", call_type=None, started_at_epoch=0.0)
     with pytest.raises(IndexError, match="not said anything"):
