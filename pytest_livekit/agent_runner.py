@@ -171,11 +171,13 @@ class InProcessAgent:
             try:
                 if self.target.prewarm is not None:
                     _run_prewarm_once(self.target, ctx.proc)
-                entry = asyncio.create_task(self.target.entrypoint(ctx), name="agent-entrypoint")
-                stop = asyncio.create_task(self._stop.wait())
-                done, _ = await asyncio.wait({entry, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if entry in done and entry.exception() is not None:
-                    self._fail(entry.exception())  # type: ignore[arg-type]
+                entry: asyncio.Future[None] = asyncio.ensure_future(self.target.entrypoint(ctx))
+                stop: asyncio.Future[bool] = asyncio.ensure_future(self._stop.wait())
+                waiting: set[asyncio.Future[Any]] = {entry, stop}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                error = entry.exception() if entry in done else None
+                if error is not None:
+                    self._fail(error)
                 self.session = getattr(ctx, "_primary_agent_session", None)
                 if self.session is not None:
                     self.session.on("close", self._on_session_close)

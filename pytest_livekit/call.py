@@ -25,6 +25,7 @@ from .errors import CallTimeoutError, ConfigError
 from .observer import SessionObserver, wait_until
 from .record import CallerTurn, CallRecord
 from .tokens import agent_token, caller_token
+from .worker import AgentWorker, DispatchedAgent
 
 #: Default seconds to wait for the agent to join and be listening.
 DEFAULT_JOIN_TIMEOUT = 30.0
@@ -53,6 +54,8 @@ class LivekitCall:
         voice: espeak-ng voice for :meth:`say`.
         words_per_minute: speaking rate for :meth:`say` (140: pocketsphinx handles it well).
         join_timeout: seconds to wait for the agent to join and listen.
+        audio_root: folder relative WAV paths are resolved against.
+        worker: run the agent in this worker process (explicit dispatch) instead of in-process.
     """
 
     def __init__(
@@ -70,11 +73,13 @@ class LivekitCall:
         words_per_minute: int = 140,
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
         audio_root: Path | None = None,
+        worker: AgentWorker | None = None,
     ) -> None:
         self.url = url
         self._api_key = api_key
         self._api_secret = api_secret
         self.agent_target = agent
+        self.worker = worker
         self.room_name = f"{sanitize(name, 80)}-{secrets.token_hex(4)}"
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else None
         self.voice = voice
@@ -86,12 +91,13 @@ class LivekitCall:
             call_type=call_type,
             started_at_epoch=time.time(),
             server_version=server_version,
+            agent_mode="worker" if worker is not None else "in-process",
             artifacts_dir=str(self.artifacts_dir) if self.artifacts_dir else None,
             recording_path=str(self.artifacts_dir / "call.wav") if self.artifacts_dir else None,
         )
         self._changed = asyncio.Event()
         self.caller: ScriptedCaller | None = None
-        self.agent: InProcessAgent | None = None
+        self.agent: InProcessAgent | DispatchedAgent | None = None
         self.observer: SessionObserver | None = None
         self.agent_identity = "agent-under-test"
         self.timings: dict[str, float] = {}
@@ -105,19 +111,56 @@ class LivekitCall:
         self.caller = ScriptedCaller(
             self.record, identity="caller", on_change=self._changed.set
         )
-        self.caller.agent_identity = self.agent_identity
+        in_process = self.worker is None
+        # A worker's agent identity is only known once it joins ("agent-<job id>").
+        self.caller.agent_identity = self.agent_identity if in_process else None
         self.observer = SessionObserver(
             self.caller.room,
             self.record,
-            agent_identity=self.agent_identity,
+            agent_identity=self.agent_identity if in_process else None,
             on_change=self._changed.set,
         )
         # Before connect: session events that arrive with no handler are dropped.
         await self.observer.start()
         await self.caller.connect(
             self.url,
-            caller_token(self._api_key, self._api_secret, self.room_name, identity="caller"),
+            caller_token(
+                self._api_key,
+                self._api_secret,
+                self.room_name,
+                identity="caller",
+            ),
         )
+        if self.worker is not None:
+            await self._start_dispatched(self.worker)
+        else:
+            await self._start_in_process()
+        self.timings["setup"] = time.monotonic() - t0
+        return self
+
+    async def _start_dispatched(self, worker: AgentWorker) -> None:
+        assert self.caller is not None and self.observer is not None
+        http_url = self.url.replace("ws://", "http://").replace("wss://", "https://")
+        agent = DispatchedAgent(
+            worker,
+            room_name=self.room_name,
+            http_url=http_url,
+            api_key=self._api_key,
+            api_secret=self._api_secret,
+        )
+        self.agent = agent
+        agent.on_failure(self._changed.set)
+        await agent.start()
+        identity = await self._guard(
+            agent.find_identity(self.caller.room, self._changed, self.join_timeout)
+        )
+        self.agent_identity = identity
+        self.caller.agent_identity = identity
+        self.observer.set_agent_identity(identity)
+        await self._guard(self.caller.wait_for_agent(identity, self.join_timeout))
+
+    async def _start_in_process(self) -> None:
+        assert self.caller is not None
         self.agent = InProcessAgent(
             self.agent_target,
             url=self.url,
@@ -133,8 +176,6 @@ class LivekitCall:
         self.agent.on_failure(self._changed.set)
         await self.agent.start()
         await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout))
-        self.timings["setup"] = time.monotonic() - t0
-        return self
 
     async def aclose(self) -> None:
         """Hang up, stop the agent, delete the room and write the artifacts (always)."""

@@ -280,9 +280,12 @@ class ScriptedCaller:
 
     # -- hearing ----------------------------------------------------------------------------
     def _on_transcription(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
-        task = asyncio.create_task(reader.read_all(), name="pytest-livekit-transcription")
-        self._ear_tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._ear_tasks.discard)  # type: ignore[arg-type]
+        task = asyncio.create_task(self._drain(reader), name="pytest-livekit-transcription")
+        self._ear_tasks.add(task)
+        task.add_done_callback(self._ear_tasks.discard)
+
+    async def _drain(self, reader: rtc.TextStreamReader) -> None:
+        await reader.read_all()
 
     def _on_track_subscribed(
         self,

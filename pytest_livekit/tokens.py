@@ -53,10 +53,23 @@ def caller_token(
     *,
     identity: str,
     ttl: timedelta = timedelta(minutes=30),
+    dispatch_agent: str | None = None,
+    dispatch_metadata: str = "",
 ) -> str:
-    """Token for the scripted caller: join this one room, publish audio and data, subscribe."""
+    """Token for the scripted caller: join this one room, publish audio and data, subscribe.
+
+    With ``dispatch_agent``, the room this join creates gets an explicit dispatch of that agent
+    name (token dispatch: the server assigns the job as part of creating the room).
+    """
+    token = api.AccessToken(api_key, api_secret)
+    if dispatch_agent:
+        token = token.with_room_config(
+            api.RoomConfiguration(
+                agents=[api.RoomAgentDispatch(agent_name=dispatch_agent, metadata=dispatch_metadata)]
+            )
+        )
     return (
-        api.AccessToken(api_key, api_secret)
+        token
         .with_identity(identity)
         .with_ttl(ttl)
         .with_grants(

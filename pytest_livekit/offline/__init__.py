@@ -29,7 +29,18 @@ _EXPORTS = {
     "tool": "pytest_livekit.offline.llm",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EspeakTTS",
+    "Rule",
+    "ScriptedLLM",
+    "SpeechSynthesisError",
+    "SphinxSTT",
+    "ToolCallSpec",
+    "build_domain_lm",
+    "normalize_phrase",
+    "synthesize_speech",
+    "tool",
+]
 
 if TYPE_CHECKING:
     from .llm import Rule, ScriptedLLM, ToolCallSpec, tool

@@ -1,4 +1,4 @@
-"""A scripted, deterministic stand-in for a cloud LLM, as a ``livekit.agents.llm.LLM`` plugin.
+r"""A scripted, deterministic stand-in for a cloud LLM, as a ``livekit.agents.llm.LLM`` plugin.
 
 A test lists :class:`Rule` objects: "when the caller says something matching this regex, say
 this and/or call these tools, then say that". :class:`ScriptedLLM` answers through the real
@@ -15,7 +15,7 @@ Example:
     ...             tools=(Rule.tool("lookup_order", order_id="1234"),),
     ...             after_tools="Your order status is: {output}",
     ...         ),
-    ...         Rule(r"\\bhuman\\b", reply="Transferring you now."),
+    ...         Rule(r"\bhuman\b", reply="Transferring you now."),
     ...     ],
     ...     greeting="Hello, how can I help?",
     ... )
@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
@@ -80,9 +80,7 @@ class ToolCallSpec:
         try:
             json.dumps(dict(self.arguments))
         except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"arguments of tool {self.name!r} must be JSON-serialisable: {e}"
-            ) from e
+            raise ValueError(f"arguments of tool {self.name!r} must be JSON-serialisable: {e}") from e
         # The caller's dict could be mutated later; a frozen rule must not change under it.
         object.__setattr__(self, "arguments", MappingProxyType(dict(self.arguments)))
 
@@ -187,7 +185,7 @@ class Rule:
         return self.after_tools.replace("{outputs}", " ".join(outputs)).replace("{output}", last)
 
 
-class ScriptedLLM(llm.LLM):
+class ScriptedLLM(llm.LLM[Literal["metrics_collected", "error"]]):
     """A ``livekit.agents`` LLM that answers from a list of :class:`Rule` objects.
 
     For each request it looks at the conversation:
@@ -350,9 +348,7 @@ class ScriptedLLMStream(llm.LLMStream):
         # Word-sized deltas (each keeps its leading space) so downstream streaming is exercised.
         for piece in re.findall(r"\s*\S+", text):
             self._event_ch.send_nowait(
-                llm.ChatChunk(
-                    id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece)
-                )
+                llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece))
             )
         if calls:
             self._event_ch.send_nowait(
@@ -395,24 +391,23 @@ class ScriptedLLMStream(llm.LLMStream):
         """
         scripted = self._llm
         items = list(self._chat_ctx.items)
-        user_index = next(
-            (
-                i
-                for i in range(len(items) - 1, -1, -1)
-                if _is_message(items[i], "user") and (items[i].text_content or "").strip()
-            ),
-            None,
-        )
+        user_index: int | None = None
+        user_text = ""
+        for i in range(len(items) - 1, -1, -1):
+            item = items[i]
+            if isinstance(item, llm.ChatMessage) and item.role == "user":
+                user_text = item.text_content or ""
+                if user_text.strip():
+                    user_index = i
+                    break
         if user_index is None:
             return (scripted._greeting or scripted._fallback), ()
-        user_text = items[user_index].text_content or ""
         after = items[user_index + 1 :]
 
-        outputs = [i for i in after if isinstance(i, llm.FunctionCallOutput)]
-        if outputs and isinstance(items[-1], llm.FunctionCallOutput):
+        if after and isinstance(after[-1], llm.FunctionCallOutput):
             # Second step of a tool-using turn: the tools of this user message have returned.
             rule = scripted.match(user_text)
-            # Only this round's outputs: those after the last assistant text of the turn.
+            # Only the latest round: the trailing run of tool calls and their outputs.
             last_round = _trailing_outputs(after)
             if rule is None:
                 return DEFAULT_AFTER_TOOLS, ()
