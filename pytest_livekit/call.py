@@ -158,6 +158,7 @@ class LivekitCall:
         self.caller.agent_identity = identity
         self.observer.set_agent_identity(identity)
         await self._guard(self.caller.wait_for_agent(identity, self.join_timeout))
+        self.timings["redispatches"] = float(agent.redispatches)
 
     async def _start_in_process(self) -> None:
         assert self.caller is not None

@@ -16,12 +16,14 @@ import pytest
 from .errors import ConfigError
 
 MARKER_HELP = (
-    "livekit(*, call_type=None, agent=None, join_timeout=None): configure the LiveKit call of "
-    "this test: its call type label, the agent under test ('module:attribute'), and seconds to "
-    "wait for the agent to join. See https://github.com/pytest-livekit/pytest-livekit#marker"
+    "livekit(*, call_type=None, agent=None, agent_mode=None, join_timeout=None): configure the "
+    "LiveKit call of this test: its call type label, the agent under test ('module:attribute'), "
+    "how it runs ('in-process' or 'worker'), and seconds to wait for the agent to join. "
+    "See https://github.com/pytest-livekit/pytest-livekit#marker"
 )
 
-_SERVER_MODES = ("auto", "binary", "external")
+_SERVER_MODES = ("auto", "binary", "docker", "external")
+AGENT_MODES = ("in-process", "worker")
 
 
 def _positive_float(text: str) -> float:
@@ -71,6 +73,12 @@ def add_options(parser: pytest.Parser) -> None:
         "--livekit-agent", default=None, help="agent under test as 'package.module:attribute'."
     )
     group.addoption(
+        "--livekit-agent-mode",
+        choices=AGENT_MODES,
+        default=None,
+        help="run the agent in-process (default) or as a real livekit-agents worker process.",
+    )
+    group.addoption(
         "--livekit-artifacts", default=None, help="folder for per-call artifacts (.livekit/calls)."
     )
     group.addoption(
@@ -82,6 +90,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("livekit_server", "server mode: auto, binary or external", default=None)
     parser.addini("livekit_server_binary", "path of a livekit-server binary", default=None)
     parser.addini("livekit_agent", "agent under test, 'package.module:attribute'", default=None)
+    parser.addini("livekit_agent_mode", "in-process (default) or worker", default=None)
     parser.addini("livekit_artifacts_dir", "folder for per-call artifacts", default=None)
     parser.addini("livekit_startup_timeout", "seconds to wait for server readiness", default=None)
     parser.addini(
@@ -117,6 +126,8 @@ class LivekitSettings:
     """Fixed port for the managed server."""
     agent_spec: Setting
     """Agent target spec."""
+    agent_mode: Setting
+    """``in-process`` or ``worker``."""
     artifacts_dir: Path
     """Folder for per-call artifacts."""
     startup_timeout: float
@@ -156,9 +167,9 @@ class LivekitSettings:
             binary = self.server_binary.value or "auto-detect"
             server = f"server=binary {binary} ({mode.source})"
         agent = (
-            f"agent={self.agent} (in-process, from {self.agent_spec.source})"
+            f"agent={self.agent} ({self.agent_mode.value}, from {self.agent_spec.source})"
             if self.agent
-            else "agent=(not configured)"
+            else f"agent=(not configured; {self.agent_mode.value})"
         )
         return f"livekit: {server} · {agent} · artifacts={self.artifacts_dir}"
 
@@ -225,6 +236,13 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     if not artifacts_dir.is_absolute():
         artifacts_dir = rootdir / artifacts_dir
     call_types = tuple(str(c).strip() for c in config.getini("livekit_call_types") if str(c).strip())
+    agent_mode = _pick(config, "livekit_agent_mode", "livekit_agent_mode")
+    if agent_mode.value is None:
+        agent_mode = Setting("in-process", "default")
+    if agent_mode.value not in AGENT_MODES:
+        raise ConfigError(
+            f"{agent_mode.value!r} is not a valid livekit_agent_mode. Valid modes: {', '.join(AGENT_MODES)}."
+        )
     return LivekitSettings(
         server_mode=mode,
         server_binary=_pick(config, "livekit_server_binary", "livekit_server_binary"),
@@ -233,6 +251,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         api_secret=secret,
         port=config.getoption("livekit_port"),
         agent_spec=_pick(config, "livekit_agent", "livekit_agent"),
+        agent_mode=agent_mode,
         artifacts_dir=artifacts_dir,
         startup_timeout=timeout,
         call_types=call_types,
@@ -248,6 +267,8 @@ class MarkerOptions:
     """Call type label (``refund``, ``booking``, ...)."""
     agent: str | None = None
     """Agent target spec overriding the configured one."""
+    agent_mode: str | None = None
+    """``in-process`` or ``worker``, overriding the configured mode."""
     join_timeout: float | None = None
     """Seconds to wait for the agent to join and listen."""
 
@@ -290,9 +311,14 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         from .agent_runner import resolve_agent_target
 
         resolve_agent_target(agent, rootdir=settings.rootdir)  # fail at collection on a typo
+    agent_mode = merged.get("agent_mode")
+    if agent_mode is not None and agent_mode not in AGENT_MODES:
+        raise ConfigError(
+            f"{agent_mode!r} is not a valid agent_mode. Valid modes: {', '.join(AGENT_MODES)}."
+        )
     timeout = merged.get("join_timeout")
     if timeout is not None and (
         not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
     ):
         raise ConfigError(f"join_timeout must be a number of seconds > 0, got {timeout!r}.")
-    return MarkerOptions(call_type=call_type, agent=agent, join_timeout=timeout)
+    return MarkerOptions(call_type=call_type, agent=agent, agent_mode=agent_mode, join_timeout=timeout)

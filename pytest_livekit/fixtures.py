@@ -85,6 +85,23 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def livekit_workers(livekit_settings: Any) -> Iterator[Any]:
+    """Agent worker processes for worker mode (:class:`pytest_livekit.worker.WorkerPool`), one per
+    agent spec, started on first use and stopped at session end."""
+    from .worker import WorkerPool
+
+    pool = WorkerPool(
+        cwd=livekit_settings.rootdir,
+        log_dir=Path(livekit_settings.artifacts_dir).parent,
+        startup_timeout=max(60.0, livekit_settings.startup_timeout),
+    )
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
 @pytest.fixture
 def livekit_agent(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
     """The agent under test (:class:`pytest_livekit.agent_runner.AgentTarget`).
@@ -121,6 +138,7 @@ def make_livekit_call(
     from .agent_runner import resolve_agent_target
     from .call import LivekitCall
     from .config import marker_options
+    from .errors import ConfigError
 
     opts = marker_options(request.node, livekit_settings)
     counter = iter(range(1, 10_000))
@@ -129,11 +147,28 @@ def make_livekit_call(
     async def factory(**overrides: Any) -> AsyncIterator[LivekitCall]:
         from .plugin import CALL_KEY
 
+        from .plugin import WORKER_KEY
+
         n = next(counter)
         # The livekit_agent fixture (possibly overridden by the user) only when no agent= is given.
         target = overrides.pop("agent", None) or request.getfixturevalue("livekit_agent")
         if isinstance(target, str) or not hasattr(target, "entrypoint"):
             target = resolve_agent_target(target, rootdir=livekit_settings.rootdir)
+        mode = overrides.pop("agent_mode", None) or opts.agent_mode or livekit_settings.agent_mode.value
+        worker = None
+        if mode == "worker":
+            if target.spec.count(":") != 1:
+                raise ConfigError(
+                    f"worker mode needs the agent as a 'package.module:attribute' string, got "
+                    f"{target.spec!r}.\nHint: set livekit_agent or @pytest.mark.livekit(agent=...)."
+                )
+            worker = request.getfixturevalue("livekit_workers").get(
+                target.spec,
+                url=livekit_server.url,
+                api_key=livekit_server.api_key,
+                api_secret=livekit_server.api_secret,
+            )
+            request.node.stash[WORKER_KEY] = worker
         call = LivekitCall(
             livekit_server.url,
             livekit_server.api_key,
@@ -145,6 +180,7 @@ def make_livekit_call(
             server_version=livekit_server.version,
             join_timeout=overrides.pop("join_timeout", None) or opts.join_timeout or 30.0,
             audio_root=Path(str(request.path)).parent,
+            worker=worker,
             **overrides,
         )
         request.node.stash[CALL_KEY] = call

@@ -26,6 +26,7 @@ from .fixtures import (
     livekit_call,
     livekit_server,
     livekit_settings,
+    livekit_workers,
     make_livekit_call,
 )
 
@@ -34,12 +35,14 @@ __all__ = [
     "livekit_call",
     "livekit_server",
     "livekit_settings",
+    "livekit_workers",
     "make_livekit_call",
 ]
 
 SETTINGS_KEY = pytest.StashKey[LivekitSettings]()
 CALL_KEY = pytest.StashKey[Any]()
 SERVER_KEY = pytest.StashKey[Any]()
+WORKER_KEY = pytest.StashKey[Any]()
 _CALL_FIXTURES = {"livekit_call", "make_livekit_call"}
 _PROPERTY = "livekit"
 
@@ -128,6 +131,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     uses_server = "livekit_server" in getattr(item, "fixturenames", ())
     if report.failed and uses_server and server is not None and hasattr(server, "log_tail"):
         report.sections.append((f"livekit-server log ({server.log_path})", server.log_tail(40)))
+    worker = item.stash.get(WORKER_KEY, None)
+    if report.failed and worker is not None:
+        report.sections.append((f"livekit agent worker log ({worker.log_path})", worker.log_tail(40)))
     if report.when == "call" and livekit_call_obj is not None:
         report.user_properties.append((_PROPERTY, json.dumps(call_summary(livekit_call_obj))))
     return report
@@ -183,7 +189,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 def pytest_keyboard_interrupt(excinfo: Any) -> None:
-    """Ctrl-C: stop every server we started before pytest exits."""
+    """Ctrl-C: stop every worker and server we started before pytest exits."""
+    import sys
+
+    worker_mod = sys.modules.get("pytest_livekit.worker")
+    if worker_mod is not None:
+        worker_mod.stop_all_workers()
     from .server import stop_all_servers
 
     stop_all_servers()
@@ -193,7 +204,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Safety net: nothing we started outlives the session."""
     import sys
 
-    mod = sys.modules.get("pytest_livekit.server")
-    if mod is not None:
-        mod.stop_all_servers()
+    for name, stop in (("pytest_livekit.worker", "stop_all_workers"), ("pytest_livekit.server", "stop_all_servers")):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            getattr(mod, stop)()
 

@@ -363,3 +363,45 @@ class DispatchedAgent:
         """Nothing to stop here: deleting the room ends the job in the worker."""
         if self._unsubscribe is not None:
             self._unsubscribe()
+
+
+class WorkerPool:
+    """One worker per agent spec, started on first use and stopped together (session scope).
+
+    Args:
+        cwd: working directory for the workers (the agent modules are imported from it).
+        log_dir: folder for ``worker-<name>.log`` files.
+        startup_timeout: seconds to wait for each worker to register.
+    """
+
+    def __init__(self, *, cwd: Path, log_dir: Path, startup_timeout: float = 60.0) -> None:
+        self.cwd = cwd
+        self.log_dir = log_dir
+        self.startup_timeout = startup_timeout
+        self._workers: dict[tuple[str, str], AgentWorker] = {}
+
+    def get(self, spec: str, *, url: str, api_key: str, api_secret: str) -> AgentWorker:
+        """The running worker for ``spec`` on the server at ``url``, started if needed."""
+        key = (spec, url)
+        worker = self._workers.get(key)
+        if worker is None or worker.pid is None:
+            name = f"pytest-livekit-{secrets.token_hex(4)}"
+            worker = AgentWorker(
+                spec,
+                url=url,
+                api_key=api_key,
+                api_secret=api_secret,
+                agent_name=name,
+                cwd=self.cwd,
+                log_path=self.log_dir / f"worker-{name}.log",
+                startup_timeout=self.startup_timeout,
+            )
+            self._workers[key] = worker
+            worker.start()
+        return worker
+
+    def stop_all(self) -> None:
+        """Stop every worker of the pool."""
+        for worker in self._workers.values():
+            worker.stop()
+        self._workers.clear()

@@ -35,7 +35,7 @@ def test_bad_startup_timeout_in_ini_is_a_usage_error(pytester: pytest.Pytester) 
 
 def test_marker_registered_with_signature(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.livekit(*, call_type=None, agent=None, join_timeout=None)*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.livekit(*, call_type=None, agent=None, agent_mode=None, join_timeout=None)*"])
 
 
 def test_header_shows_mode_agent_and_sources(pytester: pytest.Pytester) -> None:
@@ -44,6 +44,30 @@ def test_header_shows_mode_agent_and_sources(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
         ["livekit: server=binary auto-detect (auto) · agent=my_agent:server (in-process, from ini)*"]
+    )
+
+
+def test_header_shows_worker_mode(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nlivekit_agent = my_agent:server\nlivekit_agent_mode = worker\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["livekit: * agent=my_agent:server (worker, from ini)*"])
+
+
+def test_bad_agent_mode_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.livekit(agent_mode="thread")
+        def test_x():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*'thread' is not a valid agent_mode. Valid modes: in-process, worker."]
     )
 
 
@@ -62,7 +86,7 @@ def test_unknown_marker_key_fails_at_collection(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(
         [
             "*test_unknown_marker_key_fails_at_collection.py::test_x: 'call_typ' is not a valid "
-            "@pytest.mark.livekit argument. Valid keys: call_type, agent, join_timeout.",
+            "@pytest.mark.livekit argument. Valid keys: call_type, agent, agent_mode, join_timeout.",
         ]
     )
 
