@@ -276,7 +276,7 @@ class LivekitCall:
         if wait_for_listening:
             await self.wait_for_agent_state("listening", timeout=DEFAULT_REPLY_TIMEOUT)
         future = self.caller.enqueue(audio)
-        turn: CallerTurn = await self._guard(asyncio.wait_for(future, audio.duration + 10.0))
+        turn: CallerTurn = await self._guard(_within(future, audio.duration + 10.0, "the caller's clip to be sent"))
         return turn
 
     async def wait_for_agent_state(self, state: str, *, timeout: float = 10.0) -> None:
@@ -326,3 +326,11 @@ class LivekitCall:
     def __repr__(self) -> str:
         return f"<LivekitCall room={self.room_name!r} type={self.record.call_type!r}>"
 
+
+
+async def _within(future: asyncio.Future[Any], timeout: float, what: str) -> Any:
+    """Await ``future`` for at most ``timeout`` s (asyncio.wait: cancellation-safe on 3.11)."""
+    done, _ = await asyncio.wait({future}, timeout=timeout)
+    if not done:
+        raise CallTimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+    return future.result()

@@ -57,9 +57,15 @@ def add_options(parser: pytest.Parser) -> None:
         "--livekit-server",
         choices=_SERVER_MODES,
         default=None,
-        help="server mode: auto (default: binary), binary, or external (needs --livekit-url).",
+        help="server mode: auto (default: binary, else docker), binary, docker, or external "
+        "(needs --livekit-url).",
     )
     group.addoption("--livekit-server-binary", default=None, help="path of a livekit-server binary.")
+    group.addoption(
+        "--livekit-docker-image",
+        default=None,
+        help="image for --livekit-server=docker (livekit/livekit-server:v1.13.5).",
+    )
     group.addoption(
         "--livekit-url",
         default=None,
@@ -89,6 +95,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("livekit_server", "server mode: auto, binary or external", default=None)
     parser.addini("livekit_server_binary", "path of a livekit-server binary", default=None)
+    parser.addini("livekit_docker_image", "image for the docker server mode", default=None)
     parser.addini("livekit_agent", "agent under test, 'package.module:attribute'", default=None)
     parser.addini("livekit_agent_mode", "in-process (default) or worker", default=None)
     parser.addini("livekit_artifacts_dir", "folder for per-call artifacts", default=None)
@@ -116,6 +123,8 @@ class LivekitSettings:
     """``binary`` or ``external``."""
     server_binary: Setting
     """Explicit binary path, or None to search."""
+    docker_image: Setting
+    """Image for the docker mode."""
     url: Setting
     """External server URL (external mode only)."""
     api_key: Setting
@@ -163,9 +172,12 @@ class LivekitSettings:
         mode = self.server_mode
         if mode.value == "external":
             server = f"server=external {self.url.value} ({mode.source})"
+        elif mode.value == "docker":
+            server = f"server=docker {self.docker_image.value} ({mode.source}; image {self.docker_image.source})"
         else:
             binary = self.server_binary.value or "auto-detect"
-            server = f"server=binary {binary} ({mode.source})"
+            fallback = ", docker if no binary" if mode.source == "auto" else ""
+            server = f"server=binary {binary} ({mode.source}{fallback})"
         agent = (
             f"agent={self.agent} ({self.agent_mode.value}, from {self.agent_spec.source})"
             if self.agent
@@ -204,7 +216,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
             f"{mode.value!r} is not a valid livekit_server mode. Valid modes: {', '.join(_SERVER_MODES)}."
         )
     if mode.value == "auto":
-        mode = Setting("external" if url.value else "binary", "auto")
+        mode = Setting("external", "auto") if url.value else Setting("binary", "auto")
     key = _pick(config, "livekit_api_key", None, "LIVEKIT_API_KEY")
     secret = _pick(config, "livekit_api_secret", None, "LIVEKIT_API_SECRET")
     if mode.value == "external":
@@ -236,6 +248,11 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     if not artifacts_dir.is_absolute():
         artifacts_dir = rootdir / artifacts_dir
     call_types = tuple(str(c).strip() for c in config.getini("livekit_call_types") if str(c).strip())
+    docker_image = _pick(config, "livekit_docker_image", "livekit_docker_image")
+    if docker_image.value is None:
+        from .docker import DEFAULT_IMAGE
+
+        docker_image = Setting(DEFAULT_IMAGE, "default")
     agent_mode = _pick(config, "livekit_agent_mode", "livekit_agent_mode")
     if agent_mode.value is None:
         agent_mode = Setting("in-process", "default")
@@ -246,6 +263,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     return LivekitSettings(
         server_mode=mode,
         server_binary=_pick(config, "livekit_server_binary", "livekit_server_binary"),
+        docker_image=docker_image,
         url=url,
         api_key=key,
         api_secret=secret,

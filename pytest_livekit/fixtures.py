@@ -56,7 +56,7 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
     random secret; external mode (``--livekit-url``) checks the given server answers.
     """
     from .plugin import SERVER_KEY
-    from .server import LivekitServer, check_reachable, find_server_binary
+    from .server import check_reachable
 
     s = livekit_settings
     if s.server_mode.value == "external":
@@ -64,16 +64,13 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
         check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
         yield ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
         return
-    binary = find_server_binary(s.server_binary.value, root=s.rootdir)
     log_path = s.artifacts_dir.parent / f"livekit-server-{_worker_id(pytestconfig)}.log"
-    server = LivekitServer(
-        binary, port=s.port, startup_timeout=s.startup_timeout, log_path=log_path
-    )
+    server = _managed_server(s, log_path)
     pytestconfig.stash[SERVER_KEY] = server
     server.start()
     try:
         yield ServerHandle(
-            "binary",
+            "docker" if hasattr(server, "container_id") else "binary",
             server.url,
             server.api_key,
             server.api_secret,
@@ -83,6 +80,30 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
         )
     finally:
         server.stop()
+
+
+def _managed_server(s: Any, log_path: Path) -> Any:
+    """The server for binary or docker mode; in auto mode docker is the fallback when no binary
+    is found and a Docker engine with the image is available."""
+    from .errors import ServerBinaryNotFoundError
+    from .server import LivekitServer, find_server_binary
+
+    common = dict(port=s.port, startup_timeout=s.startup_timeout, log_path=log_path)
+    if s.server_mode.value == "docker":
+        from .docker import DockerLivekitServer
+
+        return DockerLivekitServer(str(s.docker_image.value), **common)
+    try:
+        binary = find_server_binary(s.server_binary.value, root=s.rootdir)
+    except ServerBinaryNotFoundError:
+        if s.server_mode.source != "auto" or s.server_binary.value:
+            raise
+        from .docker import DockerLivekitServer, docker_image_available
+
+        if docker_image_available(str(s.docker_image.value)):
+            return DockerLivekitServer(str(s.docker_image.value), **common)
+        raise
+    return LivekitServer(binary, **common)
 
 
 @pytest.fixture(scope="session")

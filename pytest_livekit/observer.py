@@ -184,8 +184,11 @@ async def wait_until(
         if remaining <= 0:
             return False
         changed.clear()
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # arrives while the awaited event fires (bpo-42130), which left a cancelled wait running.
+        waiter = asyncio.ensure_future(changed.wait())
         try:
-            await asyncio.wait_for(changed.wait(), remaining)
-        except asyncio.TimeoutError:
-            return condition()
+            await asyncio.wait({waiter}, timeout=remaining)
+        finally:
+            waiter.cancel()
     return True

@@ -54,6 +54,7 @@ Hint: get one in any of these ways:
   1. python -m pytest_livekit install-server      (builds v{version} with Go into .cache/pytest-livekit/bin)
   2. install a release binary and put it on PATH as 'livekit-server' (macOS: brew install livekit)
   3. point the plugin at it: --livekit-server-binary=PATH, ini livekit_server_binary, or ${env}
+  or run it in Docker: --livekit-server=docker (image livekit/livekit-server:v{version}),
   or use a server you already run: --livekit-url=ws://127.0.0.1:7880 with LIVEKIT_API_KEY/LIVEKIT_API_SECRET."""
 
 

@@ -217,6 +217,8 @@ class AgentWorker:
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
         _live_workers.discard(self)
 
     def __enter__(self) -> AgentWorker:

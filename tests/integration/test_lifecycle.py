@@ -7,6 +7,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,17 +38,19 @@ def _start_inner(tmp_path: Path, server_binary: Path) -> tuple[subprocess.Popen[
     )
     assert proc.stdout is not None
     server_pid = None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    while ready:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        # -s output shares the line with pytest's progress ("test_inner.py SERVERPID=...")
-        if "SERVERPID=" in line:
-            server_pid = int(line.split("SERVERPID=", 1)[1].split()[0])
-        if "PYTESTPID=" in line:
-            break
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
+    # A blocking read, bounded by a timer that kills the child: select() on a buffered text pipe
+    # misses lines already pulled into Python's buffer.
+    guard = threading.Timer(60, proc.kill)
+    guard.start()
+    try:
+        for line in proc.stdout:
+            # -s output shares the line with pytest's progress ("test_inner.py SERVERPID=...")
+            if "SERVERPID=" in line:
+                server_pid = int(line.split("SERVERPID=", 1)[1].split()[0])
+            if "PYTESTPID=" in line:
+                break
+    finally:
+        guard.cancel()
     if server_pid is None:
         proc.kill()
         pytest.fail(f"inner pytest did not report a server pid:\n{proc.communicate()[0]}")

@@ -43,7 +43,7 @@ def test_header_shows_mode_agent_and_sources(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
-        ["livekit: server=binary auto-detect (auto) · agent=my_agent:server (in-process, from ini)*"]
+        ["livekit: server=binary auto-detect (auto, docker if no binary) · agent=my_agent:server (in-process, from ini)*"]
     )
 
 

@@ -1,0 +1,232 @@
+"""livekit-server in Docker (``--livekit-server=docker``), same rules as binary mode.
+
+The container runs the official image (``livekit/livekit-server``, tag pinned to the version the
+plugin is tested with) with host networking: WebRTC media needs the server's UDP port reachable at
+the address it advertises, which port mapping on a bridge breaks. The config (with the secret) is
+a 0600 file mounted read-only, so it is in neither ``docker inspect`` nor the process list.
+
+Each container carries labels tying it to the test session and the pytest process. Containers of
+a pytest process that no longer exists (a crashed or SIGKILLed run) are removed at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .errors import ServerError, ServerStartError, ServerStartTimeoutError
+from .server import DEFAULT_SERVER_VERSION, LivekitServer, ServerPorts, _live_servers, free_port, redact
+
+#: Image used by ``--livekit-server=docker`` unless ``--livekit-docker-image`` says otherwise.
+DEFAULT_IMAGE = f"livekit/livekit-server:v{DEFAULT_SERVER_VERSION}"
+LABEL = "io.pytest-livekit.session"
+OWNER_LABEL = "io.pytest-livekit.owner-pid"
+
+
+class DockerUnavailableError(ServerError):
+    """No Docker client, or the client cannot reach a Docker engine."""
+
+
+def _docker(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    docker = shutil.which("docker")
+    if docker is None:
+        raise DockerUnavailableError(
+            "--livekit-server=docker needs the 'docker' command, which is not on PATH.\n"
+            "Hint: install Docker, or use the binary mode (python -m pytest_livekit install-server)."
+        )
+    proc = subprocess.run([docker, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise DockerUnavailableError(
+            f"'docker {' '.join(args[:2])}' failed (exit {proc.returncode}): {proc.stderr.strip()}\n"
+            "Hint: is the Docker engine running and reachable (DOCKER_HOST)?"
+        )
+    return proc
+
+
+def docker_image_available(image: str) -> bool:
+    """True if a Docker engine answers and has ``image`` locally (no pull: CI may be offline)."""
+    try:
+        _docker("version", "--format", "{{.Server.Version}}", timeout=10)
+        return _docker("image", "inspect", image, check=False, timeout=20).returncode == 0
+    except (DockerUnavailableError, subprocess.TimeoutExpired):
+        return False
+
+
+def reap_orphans() -> list[str]:
+    """Remove pytest-livekit containers whose pytest process is gone; returns their ids."""
+    out = _docker(
+        "ps", "-a", "--filter", f"label={LABEL}", "--format", f'{{{{.ID}}}} {{{{.Label "{OWNER_LABEL}"}}}}'
+    ).stdout
+    removed = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        cid, owner = parts
+        if owner.isdigit() and _pid_alive(int(owner)):
+            continue
+        _docker("rm", "-f", cid, check=False)
+        removed.append(cid)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DockerLivekitServer(LivekitServer):
+    """A livekit-server container with host networking.
+
+    Args:
+        image: image reference (default :data:`DEFAULT_IMAGE`).
+        session_id: label value tying containers to one test session.
+        kwargs: as :class:`~pytest_livekit.server.LivekitServer` (``binary`` is not used).
+    """
+
+    def __init__(self, image: str = DEFAULT_IMAGE, *, session_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(binary="docker", **kwargs)
+        self.image = image
+        self.session_id = session_id or uuid.uuid4().hex
+        self.container_id: str | None = None
+        self.reaped: list[str] = []
+        self._config_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._log_thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<DockerLivekitServer {self.image} {self.url if self.ports else 'not started'}>"
+
+    @property
+    def pid(self) -> int | None:
+        """Containers have no local pid; see :attr:`container_id`."""
+        return None
+
+    def start(self) -> DockerLivekitServer:
+        """Reap orphans, run the container, wait for ``GET /`` = 200; on failure remove it."""
+        if self.container_id is not None:
+            return self
+        _docker("version", "--format", "{{.Server.Version}}", timeout=20)
+        self.reaped = reap_orphans()
+        if _docker("image", "inspect", self.image, check=False).returncode != 0:
+            raise DockerUnavailableError(
+                f"Docker image {self.image!r} is not available locally.\n"
+                f"Hint: docker pull {self.image} (or build one: scripts/build-server-image), or pass "
+                "--livekit-docker-image."
+            )
+        self.ports = ServerPorts(
+            http=self._fixed_port or free_port(self.host, socket.SOCK_STREAM),
+            rtc_udp=free_port(self.host, socket.SOCK_DGRAM),
+        )
+        self.version = self.image.rsplit(":", 1)[-1].lstrip("v") if ":" in self.image else "unknown"
+        self._config_dir = tempfile.TemporaryDirectory(prefix="pytest-livekit-docker-")
+        cfg = Path(self._config_dir.name) / "livekit.json"
+        cfg.write_text(json.dumps(self.config()))
+        cfg.chmod(0o644)  # read by the container's user; the folder itself is 0700
+        if self._log_path is None:
+            self._log_path = Path(self._config_dir.name) / "livekit-server.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        run = _docker(
+            "run", "-d", "--rm", "--network", "host",
+            "--label", f"{LABEL}={self.session_id}",
+            "--label", f"{OWNER_LABEL}={os.getpid()}",
+            "-v", f"{cfg}:/etc/livekit.json:ro",
+            self.image, "--config", "/etc/livekit.json",
+            check=False,
+        )
+        if run.returncode != 0:
+            raise ServerStartError(
+                f"docker run {self.image} failed (exit {run.returncode}): {run.stderr.strip()}"
+            )
+        self.container_id = run.stdout.strip()
+        _live_servers.add(self)
+        self._follow_logs()
+        try:
+            self._wait_container_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _follow_logs(self) -> None:
+        assert self.container_id is not None and self._log_path is not None
+        log = open(self._log_path, "wb")  # noqa: SIM115 - owned by the thread
+        proc = subprocess.Popen(
+            ["docker", "logs", "-f", self.container_id], stdout=log, stderr=subprocess.STDOUT
+        )
+
+        def wait() -> None:
+            proc.wait()
+            log.close()
+
+        self._log_thread = threading.Thread(target=wait, daemon=True, name="pytest-livekit-docker-log")
+        self._log_thread.start()
+
+    def _running(self) -> bool:
+        if self.container_id is None:
+            return False
+        out = _docker("inspect", "-f", "{{.State.Running}}", self.container_id, check=False)
+        return out.returncode == 0 and out.stdout.strip() == "true"
+
+    def _wait_container_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(getattr(exc, "reason", exc))
+                if not self._running():
+                    raise ServerStartError(
+                        f"livekit-server container ({self.image}) exited before it was ready.\n"
+                        f"Last log lines:\n{self.log_tail()}"
+                    ) from None
+            time.sleep(0.1)  # polling an HTTP endpoint in a container: there is no event
+        raise ServerStartTimeoutError(
+            f"livekit-server container did not answer GET {self.http_url}/ with 200 within "
+            f"{self.startup_timeout:.0f} s (last: {last}).\nLast log lines:\n{self.log_tail()}"
+        )
+
+    def is_running(self) -> bool:
+        """True while the container runs."""
+        return self._running()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Remove the container (``docker rm -f``) and its config file."""
+        cid, self.container_id = self.container_id, None
+        if cid is not None:
+            with contextlib.suppress(ServerError, subprocess.TimeoutExpired):
+                _docker("rm", "-f", cid, check=False, timeout=30)
+        if self._log_thread is not None:
+            self._log_thread.join(timeout=5)
+            self._log_thread = None
+        if self._config_dir is not None:
+            self._config_dir.cleanup()
+            self._config_dir = None
+        _live_servers.discard(self)
+
+    def log_tail(self, lines: int = 30, width: int = 400) -> str:
+        """The last log lines of the container (secrets redacted)."""
+        return redact(super().log_tail(lines, width), [self.api_secret])

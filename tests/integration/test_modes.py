@@ -1,0 +1,105 @@
+"""Integration: worker mode and external-server mode run the same tests unchanged."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_livekit import assert_asr_accuracy, assert_time_to_first_audio, assert_tool_called
+from pytest_livekit.errors import AgentCrashedError
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_AGENT = "example_suite.support_agent:server"
+
+
+@pytest.mark.livekit(agent=EXAMPLE_AGENT, agent_mode="worker", call_type="refund")
+async def test_worker_mode_refund_call(livekit_call: Any) -> None:
+    await livekit_call.say("I want a refund for order one two three four")
+    await livekit_call.wait_for_agent_reply()
+    assert_time_to_first_audio(livekit_call, max_ms=3000)
+    assert_asr_accuracy(livekit_call, max_wer=0.2)
+    assert_tool_called(livekit_call, "lookup_order", order_id="1234")
+    rec = livekit_call.record
+    assert rec.agent_mode == "worker"
+    assert livekit_call.agent_identity.startswith("agent-AJ_")  # a real dispatched job
+    assert any(i.role == "assistant" and "e2e_latency" in i.metrics for i in rec.items)
+    assert {("agent", "speaking"), ("user", "speaking")} <= {(s.who, s.new) for s in rec.state_changes}
+
+
+async def test_worker_job_crash_fails_fast_with_traceback(make_livekit_call: Any) -> None:
+    started = time.monotonic()
+    with pytest.raises(AgentCrashedError) as excinfo:
+        async with make_livekit_call(agent="tests.agents.crashing_worker_agent:server", agent_mode="worker"):
+            pass
+    message = str(excinfo.value)
+    assert "boom: CRM unreachable from the job" in message
+    assert "_open_crm_connection" in message
+    assert time.monotonic() - started < 25
+
+
+def test_two_workers_get_distinct_health_ports(livekit_server: Any, tmp_path: Path) -> None:
+    from pytest_livekit.worker import WorkerPool
+
+    pool = WorkerPool(cwd=ROOT, log_dir=tmp_path)
+    try:
+        kw = dict(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)
+        first = pool.get(EXAMPLE_AGENT, **kw)
+        second = pool.get("tests.agents.crashing_worker_agent:server", **kw)
+        assert first.health_port != second.health_port
+        assert first.agent_name != second.agent_name
+        assert livekit_server.api_secret not in first.log_path.read_text()
+    finally:
+        pool.stop_all()
+    assert first.pid is None and second.pid is None
+
+
+def test_external_server_mode(pytester: pytest.Pytester, server_binary: Path, tmp_path: Path) -> None:
+    """--livekit-url against a server this test starts; the example call passes unchanged."""
+    from pytest_livekit.server import LivekitServer
+
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    pytester.makepyfile(
+        test_external="""
+        import pytest
+        from pytest_livekit import assert_time_to_first_audio, assert_tool_called
+
+        @pytest.mark.livekit(call_type="refund")
+        async def test_refund(livekit_call, livekit_server):
+            assert livekit_server.mode == "external"
+            await livekit_call.say("Can I speak to a human please")
+            await livekit_call.wait_for_agent_reply()
+            assert_time_to_first_audio(livekit_call, max_ms=3000)
+            assert_tool_called(livekit_call, "transfer_to_human")
+        """
+    )
+    with LivekitServer(server_binary, log_path=tmp_path / "server.log") as server:
+        env = {
+            **os.environ,
+            "LIVEKIT_API_KEY": server.api_key,
+            "LIVEKIT_API_SECRET": server.api_secret,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
+        result = _run(pytester, server.url, env)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"livekit: server=external {server.url} (cli --livekit-url)*"])
+    assert server.api_secret not in result.stdout.str()
+
+
+def _run(pytester: pytest.Pytester, url: str, env: dict[str, str]) -> pytest.RunResult:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--livekit-url={url}"],
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    return pytest.RunResult(proc.returncode, proc.stdout.splitlines(), proc.stderr.splitlines(), 0.0)
