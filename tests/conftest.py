@@ -13,21 +13,26 @@ EXAMPLE_AGENT = "example_suite.support_agent:server"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Integration tests need a livekit-server binary: skip them locally when there is none,
-    but never in CI, where a missing server is a failure (.ci/run installs one)."""
+    """Integration tests need a livekit-server binary, Docker tests a Docker engine with the
+    image: skip them locally when missing, but never in CI, where that is a failure (.ci/run
+    installs and starts both)."""
+    from pytest_livekit.docker import DEFAULT_IMAGE, docker_image_available
     from pytest_livekit.errors import ServerBinaryNotFoundError
     from pytest_livekit.server import find_server_binary
 
+    missing: dict[str, str] = {}
     try:
         find_server_binary(config.getoption("livekit_server_binary"), root=ROOT)
-        return
-    except ServerBinaryNotFoundError as exc:
-        if os.environ.get("CI"):
-            raise pytest.UsageError(f"CI needs a livekit-server binary: {exc}") from None
-        reason = "no livekit-server binary (python -m pytest_livekit install-server)"
+    except ServerBinaryNotFoundError:
+        missing["integration"] = "no livekit-server binary (python -m pytest_livekit install-server)"
+    if any(item.get_closest_marker("docker") for item in items) and not docker_image_available(DEFAULT_IMAGE):
+        missing["docker"] = f"no Docker engine with {DEFAULT_IMAGE} (run under scripts/with-dockerd)"
+    if missing and os.environ.get("CI"):
+        raise pytest.UsageError("CI must run every test: " + "; ".join(missing.values()))
     for item in items:
-        if item.get_closest_marker("integration"):
-            item.add_marker(pytest.mark.skip(reason=reason))
+        for marker, reason in missing.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture
