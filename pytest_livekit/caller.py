@@ -28,6 +28,9 @@ from .record import CallerTurn, CallRecord, HeardSegment
 FRAME_SECONDS = 0.010
 _FRAME_SAMPLES = int(CALL_SAMPLE_RATE * FRAME_SECONDS)
 
+#: A pause between received frames longer than this counts as a receive stall, in seconds.
+_STALL_SECONDS = 0.030
+
 #: Participant attribute through which livekit-agents publishes its state.
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 
@@ -217,6 +220,8 @@ class ScriptedCaller:
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(Exception):  # stats are a bonus; never fail a hang-up on them
+            self.record.rtc = await self._rtc_stats()
         if self._mic_task is not None:
             self._mic_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,6 +237,32 @@ class ScriptedCaller:
         self._close_open_segment()
         await self.room.disconnect()
         await self._source.aclose()
+
+    async def _rtc_stats(self) -> dict[str, float]:
+        """Receive-side stats of the agent's audio and our round-trip time (W3C units: s)."""
+        stats = await self.room.get_rtc_stats()
+        out: dict[str, float] = {}
+        # With a single peer connection (livekit-server >= 1.9 offers it) every stat is in
+        # publisher_stats; otherwise receive stats are in subscriber_stats. Scan both.
+        everything = [*stats.publisher_stats, *stats.subscriber_stats]
+        for item in everything:
+            if item.WhichOneof("stats") == "inbound_rtp":
+                rtp = item.inbound_rtp
+                if rtp.stream.kind != "audio":
+                    continue
+                out["packets_received"] = out.get("packets_received", 0.0) + rtp.received.packets_received
+                out["packets_lost"] = out.get("packets_lost", 0.0) + rtp.received.packets_lost
+                out["jitter"] = max(out.get("jitter", 0.0), rtp.received.jitter)
+                out["concealed_samples"] = out.get("concealed_samples", 0.0) + rtp.inbound.concealed_samples
+                out["total_samples_received"] = (
+                    out.get("total_samples_received", 0.0) + rtp.inbound.total_samples_received
+                )
+        for item in everything:
+            if item.WhichOneof("stats") == "remote_inbound_rtp":
+                rtt = item.remote_inbound_rtp.remote_inbound.round_trip_time
+                if rtt:
+                    out["round_trip_time"] = rtt
+        return out
 
     # -- speaking ---------------------------------------------------------------------------
     def enqueue(self, audio: CallerAudio) -> asyncio.Future[CallerTurn]:
@@ -307,12 +338,16 @@ class ScriptedCaller:
         self._on_change()
 
     async def _ear_loop(self, stream: rtc.AudioStream) -> None:
+        last: float | None = None
         try:
             async for event in stream:
                 t = self.now()
                 pcm = np.frombuffer(bytes(event.frame.data), dtype=np.int16).copy()
                 self.recording.heard_frames.append((t, pcm))
                 duration = len(pcm) / CALL_SAMPLE_RATE
+                if last is not None and t - last - duration > _STALL_SECONDS:
+                    self.record.receive_gaps.append((last, t - last - duration))
+                last = t
                 was_active = self.detector.active
                 closed = self.detector.push(t - duration, duration, pcm)
                 if closed is not None:

@@ -148,6 +148,13 @@ class CallRecord:
     """Tools the agent executed."""
     errors: list[AgentError] = field(default_factory=list)
     """Errors reported by the agent."""
+    receive_gaps: list[tuple[float, float]] = field(default_factory=list)
+    """``(start s, duration s)`` of stalls > 30 ms between audio frames the caller received
+    (caller's vantage point: dropped or late audio)."""
+    rtc: dict[str, float] = field(default_factory=dict)
+    """Caller-side WebRTC stats at hang-up: ``packets_lost``, ``packets_received``, ``jitter`` (s),
+    ``concealed_samples``, ``total_samples_received`` (agent audio received), ``round_trip_time`` (s,
+    caller to server)."""
     recording_path: str | None = None
     """Stereo WAV (left: caller sent, right: agent heard), when written."""
     artifacts_dir: str | None = None
@@ -194,6 +201,8 @@ class CallRecord:
         for key, value in data.items():
             if key in builders:
                 setattr(rec, key, [builders[key](**v) for v in value])
+            elif key == "receive_gaps":
+                rec.receive_gaps = [(float(a), float(b)) for a, b in value]
             else:
                 setattr(rec, key, value)
         return rec
