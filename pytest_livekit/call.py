@@ -102,6 +102,8 @@ class LivekitCall:
         self.agent_identity = "agent-under-test"
         self.timings: dict[str, float] = {}
         """Setup/teardown durations in seconds (``setup``, ``teardown``)."""
+        self.limits: dict[str, Any] = {}
+        """Per-call limits of this call's type (set by the plugin from pyproject and the marker)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> LivekitCall:
@@ -321,6 +323,25 @@ class LivekitCall:
                 f"state {caller.agent_state()!r}).\n"
                 f"Timeline:\n{record.timeline()}\n"
                 f"Recording (written at teardown): {record.recording_path}"
+            )
+
+    async def wait_for_agent_audio(self, *, timeout: float = DEFAULT_REPLY_TIMEOUT) -> None:
+        """Wait until the caller heard a complete stretch of agent audio after its last turn ended
+        (audio only: for agents without an AgentSession, e.g. tone or IVR bots)."""
+        assert self.caller is not None
+        caller = self.caller
+        turn = self.record.caller_turns[-1] if self.record.caller_turns else None
+        if turn is None or turn.ended_at is None:
+            raise CallTimeoutError("wait_for_agent_audio() needs a finished caller turn first.")
+        end = turn.ended_at
+        ok = await self._guard(
+            wait_until(lambda: any(s.start >= end for s in self.record.heard), self._changed, timeout)
+        )
+        if not ok:
+            raise CallTimeoutError(
+                f"no agent audio heard within {timeout:.1f} s after the caller's turn ended at "
+                f"{end:.2f} s (detector {'open' if caller.detector.active else 'idle'}).\n"
+                f"Timeline:\n{self.record.timeline()}"
             )
 
     def __repr__(self) -> str:

@@ -16,9 +16,11 @@ import pytest
 from .errors import ConfigError
 
 MARKER_HELP = (
-    "livekit(*, call_type=None, agent=None, agent_mode=None, join_timeout=None): configure the "
-    "LiveKit call of this test: its call type label, the agent under test ('module:attribute'), "
-    "how it runs ('in-process' or 'worker'), and seconds to wait for the agent to join. "
+    "livekit(*, call_type=None, call_types=None, agent=None, agent_mode=None, join_timeout=None, "
+    "**limit_overrides): configure the LiveKit call of this test: its call type (or call_types="
+    "'all' / a list to run once per call type), the agent under test ('module:attribute'), how it "
+    "runs ('in-process' or 'worker'), seconds to wait for the agent to join, and per-test "
+    "overrides of the call type's limits (e.g. ttfa_ms_max=2000). "
     "See https://github.com/pytest-livekit/pytest-livekit#marker"
 )
 
@@ -143,6 +145,8 @@ class LivekitSettings:
     """Seconds to wait for server readiness."""
     call_types: tuple[str, ...] = ()
     """Allowed call types (empty: any)."""
+    call_type_configs: dict[str, Any] = field(default_factory=dict)
+    """``[tool.pytest_livekit.call_types.*]`` as :class:`pytest_livekit.thresholds.CallType`."""
     rootdir: Path = field(default_factory=Path.cwd)
     """pytest rootdir (agent modules are imported relative to it)."""
     _target: Any = None
@@ -247,7 +251,13 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     artifacts_dir = Path(artifacts.value) if artifacts.value else Path(".livekit") / "calls"
     if not artifacts_dir.is_absolute():
         artifacts_dir = rootdir / artifacts_dir
-    call_types = tuple(str(c).strip() for c in config.getini("livekit_call_types") if str(c).strip())
+    from .thresholds import load_call_types
+
+    inipath = Path(str(config.inipath)) if config.inipath else None
+    pyproject = inipath if inipath is not None and inipath.name == "pyproject.toml" else rootdir / "pyproject.toml"
+    call_type_configs = load_call_types(pyproject)
+    listed = [str(c).strip() for c in config.getini("livekit_call_types") if str(c).strip()]
+    call_types = tuple(dict.fromkeys([*listed, *call_type_configs]))
     docker_image = _pick(config, "livekit_docker_image", "livekit_docker_image")
     if docker_image.value is None:
         from .docker import DEFAULT_IMAGE
@@ -273,6 +283,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         artifacts_dir=artifacts_dir,
         startup_timeout=timeout,
         call_types=call_types,
+        call_type_configs=call_type_configs,
         rootdir=rootdir,
     )
 
@@ -283,6 +294,10 @@ class MarkerOptions:
 
     call_type: str | None = None
     """Call type label (``refund``, ``booking``, ...)."""
+    call_types: tuple[str, ...] = ()
+    """Run the test once per call type listed (``"all"``: every configured one)."""
+    limits: dict[str, Any] = field(default_factory=dict)
+    """Per-test overrides of the call type's limits."""
     agent: str | None = None
     """Agent target spec overriding the configured one."""
     agent_mode: str | None = None
@@ -291,7 +306,7 @@ class MarkerOptions:
     """Seconds to wait for the agent to join and listen."""
 
 
-_MARKER_KEYS = tuple(f.name for f in fields(MarkerOptions))
+_MARKER_KEYS = tuple(f.name for f in fields(MarkerOptions) if f.name != "limits")
 
 
 def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOptions:
@@ -307,11 +322,13 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
                 f"@pytest.mark.livekit takes keyword arguments only, got positional {mark.args!r}. "
                 f"Valid keys: {', '.join(_MARKER_KEYS)}."
             )
-        unknown = sorted(set(mark.kwargs) - set(_MARKER_KEYS))
+        from .thresholds import CALL_LIMITS
+
+        unknown = sorted(set(mark.kwargs) - set(_MARKER_KEYS) - set(CALL_LIMITS))
         if unknown:
             raise ConfigError(
                 f"{', '.join(map(repr, unknown))} is not a valid @pytest.mark.livekit argument. "
-                f"Valid keys: {', '.join(_MARKER_KEYS)}."
+                f"Valid keys: {', '.join(_MARKER_KEYS)}, or a limit: {', '.join(CALL_LIMITS)}."
             )
         merged.update(mark.kwargs)
     call_type = merged.get("call_type")
@@ -322,6 +339,31 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
             f"{call_type!r} is not a valid call_type. Valid call types: "
             f"{', '.join(settings.call_types)}.\nHint: add it to livekit_call_types in your ini."
         )
+    from .thresholds import CALL_LIMITS, validate_limits
+
+    limits = validate_limits(
+        "@pytest.mark.livekit", {k: v for k, v in merged.items() if k in CALL_LIMITS}, CALL_LIMITS
+    )
+    raw_types = merged.get("call_types")
+    call_types: tuple[str, ...] = ()
+    if raw_types == "all":
+        call_types = settings.call_types
+        if not call_types:
+            raise ConfigError(
+                "call_types='all' but no call types are configured.\nHint: add "
+                "[tool.pytest_livekit.call_types.<name>] tables to pyproject.toml."
+            )
+    elif raw_types is not None:
+        if not isinstance(raw_types, (list, tuple)) or not all(isinstance(t, str) for t in raw_types):
+            raise ConfigError(f"call_types must be 'all' or a list of call type names, got {raw_types!r}.")
+        call_types = tuple(raw_types)
+    if call_types and call_type is not None:
+        raise ConfigError("give either call_type or call_types, not both.")
+    for name in call_types:
+        if settings.call_types and name not in settings.call_types:
+            raise ConfigError(
+                f"{name!r} is not a valid call_type. Valid call types: {', '.join(settings.call_types)}."
+            )
     agent = merged.get("agent")
     if agent is not None and not isinstance(agent, str):
         raise ConfigError(f"agent must be a 'package.module:attribute' string, got {agent!r}.")
@@ -339,4 +381,11 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
     ):
         raise ConfigError(f"join_timeout must be a number of seconds > 0, got {timeout!r}.")
-    return MarkerOptions(call_type=call_type, agent=agent, agent_mode=agent_mode, join_timeout=timeout)
+    return MarkerOptions(
+        call_type=call_type,
+        call_types=call_types,
+        limits=limits,
+        agent=agent,
+        agent_mode=agent_mode,
+        join_timeout=timeout,
+    )

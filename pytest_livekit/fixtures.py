@@ -140,6 +140,25 @@ def livekit_agent(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
     return livekit_settings.agent_target()
 
 
+@pytest.fixture
+def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
+    """The test's call type (:class:`pytest_livekit.thresholds.CallType`) with its limits, SLOs and
+    script, after the marker's limit overrides; ``None`` when the test has no call type.
+
+    Tests marked ``@pytest.mark.livekit(call_types="all")`` (or a list) run once per call type,
+    with this fixture set to each in turn.
+    """
+    from .config import marker_options
+    from .thresholds import CallType
+
+    opts = marker_options(request.node, livekit_settings)
+    name = getattr(request, "param", None) or opts.call_type
+    if name is None:
+        return None
+    base = livekit_settings.call_type_configs.get(name) or CallType(name)
+    return base.with_overrides(opts.limits) if opts.limits else base
+
+
 def _call_folder(settings: Any, request: pytest.FixtureRequest, suffix: str = "") -> Path:
     from .call import sanitize
 
@@ -151,6 +170,7 @@ def make_livekit_call(
     request: pytest.FixtureRequest,
     livekit_server: ServerHandle,
     livekit_settings: Any,
+    livekit_call_type: Any,
 ) -> Callable[..., Any]:
     """Factory for extra or repeated calls in one test: ``async with make_livekit_call() as call``.
 
@@ -171,6 +191,12 @@ def make_livekit_call(
         from .plugin import WORKER_KEY
 
         n = next(counter)
+        call_type = livekit_call_type
+        if "call_type" in overrides:
+            from .thresholds import CallType
+
+            name = overrides.pop("call_type")
+            call_type = livekit_settings.call_type_configs.get(name) or CallType(name)
         # The livekit_agent fixture (possibly overridden by the user) only when no agent= is given.
         target = overrides.pop("agent", None) or request.getfixturevalue("livekit_agent")
         if isinstance(target, str) or not hasattr(target, "entrypoint"):
@@ -196,7 +222,7 @@ def make_livekit_call(
             livekit_server.api_secret,
             agent=target,
             name=request.node.name,
-            call_type=overrides.pop("call_type", opts.call_type),
+            call_type=call_type.name if call_type is not None else None,
             artifacts_dir=_call_folder(livekit_settings, request, "" if n == 1 else f"-{n}"),
             server_version=livekit_server.version,
             join_timeout=overrides.pop("join_timeout", None) or opts.join_timeout or 30.0,
@@ -204,6 +230,7 @@ def make_livekit_call(
             worker=worker,
             **overrides,
         )
+        call.limits = dict(call_type.limits) if call_type is not None else {}
         request.node.stash[CALL_KEY] = call
         async with call:
             yield call

@@ -24,6 +24,7 @@ from .errors import PytestLivekitError
 from .fixtures import (
     livekit_agent,
     livekit_call,
+    livekit_call_type,
     livekit_server,
     livekit_settings,
     livekit_workers,
@@ -33,6 +34,7 @@ from .fixtures import (
 __all__ = [
     "livekit_agent",
     "livekit_call",
+    "livekit_call_type",
     "livekit_server",
     "livekit_settings",
     "livekit_workers",
@@ -67,6 +69,26 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     """One line: which server mode and agent are in use, and where each setting came from."""
     settings = config.stash.get(SETTINGS_KEY, None)
     return [settings.header()] if settings is not None else None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.livekit(call_types=...)``: one test id per call type."""
+    marks = list(metafunc.definition.iter_markers("livekit"))
+    if not any("call_types" in m.kwargs for m in marks):
+        return
+    settings = metafunc.config.stash.get(SETTINGS_KEY, None)
+    if settings is None:
+        return
+    try:
+        opts = marker_options(metafunc.definition, settings)
+    except PytestLivekitError as exc:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: {exc}") from None
+    if "livekit_call_type" not in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: call_types= needs the livekit_call, make_livekit_call "
+            "or livekit_call_type fixture."
+        )
+    metafunc.parametrize("livekit_call_type", list(opts.call_types), ids=list(opts.call_types), indirect=True)
 
 
 def _is_coroutine_test(item: pytest.Item) -> bool:

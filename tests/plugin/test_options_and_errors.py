@@ -35,7 +35,7 @@ def test_bad_startup_timeout_in_ini_is_a_usage_error(pytester: pytest.Pytester) 
 
 def test_marker_registered_with_signature(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.livekit(*, call_type=None, agent=None, agent_mode=None, join_timeout=None)*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.livekit(*, call_type=None, call_types=None, agent=None, agent_mode=None, join_timeout=None, **limit_overrides)*"])
 
 
 def test_header_shows_mode_agent_and_sources(pytester: pytest.Pytester) -> None:
@@ -86,7 +86,7 @@ def test_unknown_marker_key_fails_at_collection(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(
         [
             "*test_unknown_marker_key_fails_at_collection.py::test_x: 'call_typ' is not a valid "
-            "@pytest.mark.livekit argument. Valid keys: call_type, agent, agent_mode, join_timeout.",
+            "@pytest.mark.livekit argument. Valid keys: call_type, call_types, agent, agent_mode, join_timeout, or a limit: *",
         ]
     )
 
