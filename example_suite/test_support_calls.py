@@ -39,7 +39,6 @@ async def test_escalation_to_human(livekit_call):
     assert_tool_called(livekit_call, "transfer_to_human")
 
 
-@pytest.mark.livekit(call_type="refund")
 async def test_greeting_from_a_recorded_wav(livekit_call):
     # A recorded caller: 16 kHz stereo WAV, resampled to 48 kHz mono by the caller.
     await livekit_call.play("audio/hello_16k_stereo.wav", text="hello")

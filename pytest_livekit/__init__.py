@@ -20,6 +20,12 @@ _EXPORTS = {
     "assert_time_to_first_audio": "pytest_livekit.assertions",
     "assert_asr_accuracy": "pytest_livekit.assertions",
     "assert_tool_called": "pytest_livekit.assertions",
+    "assert_tool_not_called": "pytest_livekit.assertions",
+    "assert_tools_called_in_order": "pytest_livekit.assertions",
+    "assert_within_limits": "pytest_livekit.assertions",
+    "assert_no_duplicated_turns": "pytest_livekit.assertions",
+    "assert_outcome": "pytest_livekit.assertions",
+    "compute_metrics": "pytest_livekit.call_metrics",
     "LivekitServer": "pytest_livekit.server",
     "find_server_binary": "pytest_livekit.server",
     "LivekitCall": "pytest_livekit.call",
@@ -38,7 +44,17 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
     from .agent_runner import AgentTarget, InProcessAgent, resolve_agent_target
-    from .assertions import assert_asr_accuracy, assert_time_to_first_audio, assert_tool_called
+    from .assertions import (
+        assert_asr_accuracy,
+        assert_no_duplicated_turns,
+        assert_outcome,
+        assert_time_to_first_audio,
+        assert_tool_called,
+        assert_tool_not_called,
+        assert_tools_called_in_order,
+        assert_within_limits,
+    )
+    from .call_metrics import compute_metrics
     from .call import LivekitCall
     from .caller import ScriptedCaller
     from .errors import PytestLivekitError

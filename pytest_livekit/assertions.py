@@ -15,7 +15,16 @@ from typing import Any
 from .metrics import time_to_first_audio, user_transcript, word_error_rate
 from .record import CallRecord, ToolCall
 
-__all__ = ["assert_asr_accuracy", "assert_time_to_first_audio", "assert_tool_called"]
+__all__ = [
+    "assert_asr_accuracy",
+    "assert_no_duplicated_turns",
+    "assert_outcome",
+    "assert_time_to_first_audio",
+    "assert_tool_called",
+    "assert_tool_not_called",
+    "assert_tools_called_in_order",
+    "assert_within_limits",
+]
 
 
 def _is_number(value: Any) -> bool:
@@ -159,3 +168,85 @@ def assert_tool_called(call: Any, name: str, /, **expected_args: Any) -> ToolCal
     raise AssertionError(
         f"tool {name}({wanted}) was not called. Calls made:\n{made}\n{_context(rec, None)}"
     )
+
+
+def assert_within_limits(call: Any, **overrides: Any) -> None:
+    """Assert a call meets every limit of its call type (``[tool.pytest_livekit.call_types.*]``,
+    after marker overrides, then ``overrides``), reporting every breach at once.
+
+    Needs a :class:`~pytest_livekit.call.LivekitCall` (the limits and the audio live on it).
+    """
+    __tracebackhide__ = True
+    from .call_metrics import compute_metrics
+    from .thresholds import CALL_LIMITS, check_call, validate_limits
+
+    rec = _record(call)
+    limits = {**getattr(call, "limits", {}), **validate_limits("assert_within_limits", overrides, CALL_LIMITS)}
+    if not limits:
+        raise ValueError(
+            f"call type {rec.call_type!r} has no limits: add [tool.pytest_livekit.call_types."
+            f"{rec.call_type or '<name>'}] to pyproject.toml, or pass limits as keyword arguments."
+        )
+    caller = getattr(call, "caller", None)
+    stereo = caller.recording.stereo() if caller is not None else None
+    metrics = compute_metrics(rec, stereo).to_dict()
+    breaches = check_call(metrics, limits)
+    if breaches:
+        lines = "\n".join(f"  {b}" for b in breaches)
+        raise AssertionError(
+            f"{len(breaches)} limit(s) of call type {rec.call_type!r} breached:\n{lines}\n"
+            f"{_context(rec, None)}"
+        )
+
+
+def assert_tool_not_called(call: Any, name: str, /) -> None:
+    """Assert the agent never executed tool ``name``."""
+    __tracebackhide__ = True
+    rec = _record(call)
+    made = [c for c in rec.tool_calls if c.name == name]
+    if made:
+        raise AssertionError(
+            f"tool {name} was called {len(made)} time(s), expected never: "
+            f"{', '.join(_fmt_call(c) for c in made)}\n{_context(rec, None)}"
+        )
+
+
+def assert_tools_called_in_order(call: Any, *names: str) -> None:
+    """Assert the tools ``names`` were executed in this order (others may come in between)."""
+    __tracebackhide__ = True
+    rec = _record(call)
+    called = [c.name for c in rec.tool_calls]
+    it = iter(called)
+    if not all(n in it for n in names):
+        raise AssertionError(
+            f"tools not called in order {list(names)}; calls made in order: {called}\n{_context(rec, None)}"
+        )
+
+
+def assert_no_duplicated_turns(call: Any) -> None:
+    """Assert the agent never answered one caller turn twice with the same words."""
+    __tracebackhide__ = True
+    from .call_metrics import turn_metrics
+
+    rec = _record(call)
+    dups = [t for t in turn_metrics(rec) if t.duplicated]
+    if dups:
+        raise AssertionError(
+            f"the agent answered {len(dups)} caller turn(s) twice: turns "
+            f"{', '.join(str(t.index + 1) for t in dups)}\n{_context(rec, None)}"
+        )
+
+
+def assert_outcome(call: Any, expected: str, *, completion_tools: tuple[str, ...] = (),
+                   transfer_tools: tuple[str, ...] = ("transfer_to_human",)) -> None:
+    """Assert the call ended as ``expected``: completed, transferred, hung_up or incomplete."""
+    __tracebackhide__ = True
+    from .call_metrics import call_outcome
+    from .thresholds import OUTCOMES
+
+    if expected not in OUTCOMES:
+        raise ValueError(f"{expected!r} is not an outcome. Valid outcomes: {', '.join(OUTCOMES)}.")
+    rec = _record(call)
+    got = call_outcome(rec, completion_tools=completion_tools, transfer_tools=transfer_tools)
+    if got != expected:
+        raise AssertionError(f"call outcome {got!r}, expected {expected!r}\n{_context(rec, None)}")

@@ -57,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker and validate the configuration early."""
     config.addinivalue_line("markers", MARKER_HELP)
+    _aggregate_for(config)
     if config.option.help or config.option.version:
         return  # validation must never break --help / --version
     try:
@@ -162,52 +163,137 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def call_summary(call: Any) -> dict[str, Any]:
-    """Per-call numbers for the terminal summary and JUnit properties (seconds)."""
-    from .metrics import time_to_first_audio, user_transcript, word_error_rate
+    """Per-call numbers for the summary, SLOs and JUnit properties (metrics in seconds).
+
+    Also writes them to ``metrics.json`` next to the call's recording.
+    """
+    from .call_metrics import compute_metrics, interruption_recovery
+    from .thresholds import check_call
 
     rec = call.record
-    turns = []
-    for i, turn in enumerate(rec.caller_turns):
-        ttfa = time_to_first_audio(rec, i)
-        wer = None
-        if turn.text is not None:
-            wer = word_error_rate(turn.text, user_transcript(rec, i)).wer
-        turns.append({"ttfa": ttfa, "wer": wer})
-    return {
+    stereo = call.caller.recording.stereo() if call.caller is not None else None
+    metrics = compute_metrics(rec, stereo).to_dict()
+    breaches = check_call(metrics, call.limits)
+    summary = {
         "call_type": rec.call_type,
-        "turns": turns,
-        "tools": [f"{t.name}({', '.join(f'{k}={v!r}' for k, v in t.arguments.items())})" for t in rec.tool_calls],
+        "metrics": metrics,
+        "breaches": [str(b) for b in breaches],
+        "tool_breaches": [str(b) for b in breaches if b.name in ("expected_tools", "forbidden_tools")],
+        "conditions": list(getattr(call, "conditions", ()) or ()),
+        "interruptions": list(interruption_recovery(rec)),
+        # reconnects the caller made and how many the call survived (caller reconnects: issue 4)
+        "reconnects": list(getattr(call, "reconnects", (0, 0))),
+        "tools": [
+            f"{t.name}({', '.join(f'{k}={v!r}' for k, v in t.arguments.items())})" for t in rec.tool_calls
+        ],
         "setup_s": call.timings.get("setup"),
         "teardown_s": call.timings.get("teardown"),
         "artifacts": rec.artifacts_dir,
     }
+    if rec.artifacts_dir:
+        folder = Path(rec.artifacts_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "metrics.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(folder / "metrics.json")
+    return summary
+
+
+class _RunAggregate:
+    """Every call's summary row of this run, per call type (on the xdist controller too: the
+    rows travel in the reports' ``user_properties``)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict[str, Any]]] = []
+        self.slo_breaches: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect each call's row (runs on the xdist controller for worker reports)."""
+        if report.when == "call":
+            self.add(report)
+
+    def add(self, report: pytest.TestReport) -> None:
+        """Take the livekit row of a call-phase report, if it has one."""
+        for key, value in report.user_properties:
+            if key == _PROPERTY:
+                data = json.loads(value)
+                data["outcome_test"] = report.outcome
+                self.rows.append((report.nodeid, report.outcome, data))
+
+    def summaries(self) -> dict[str, Any]:
+        from .thresholds import CallTypeSummary
+
+        out: dict[str, CallTypeSummary] = {}
+        for _, _, data in self.rows:
+            name = data.get("call_type") or "-"
+            out.setdefault(name, CallTypeSummary(name)).add(data)
+        return out
+
+
+AGGREGATE_KEY = pytest.StashKey[_RunAggregate]()
+
+
+def _aggregate_for(config: pytest.Config) -> _RunAggregate:
+    if AGGREGATE_KEY not in config.stash:
+        config.stash[AGGREGATE_KEY] = _RunAggregate()
+        config.pluginmanager.register(config.stash[AGGREGATE_KEY], "livekit-run-aggregate")
+    return config.stash[AGGREGATE_KEY]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Evaluate the session SLOs per call type; a breach fails the run."""
+    if hasattr(session.config, "workerinput"):
+        return  # xdist worker: the controller sees every report and decides
+    settings = session.config.stash.get(SETTINGS_KEY, None)
+    aggregate = _aggregate_for(session.config)
+    if settings is None or not aggregate.rows:
+        return
+    for name, summary in aggregate.summaries().items():
+        call_type = settings.call_type_configs.get(name)
+        if call_type is not None and call_type.slo:
+            aggregate.slo_breaches += [str(b) for b in summary.check(call_type.slo)]
+    if aggregate.slo_breaches and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    """Print one line per call: TTFA and WER per turn, tool calls (quiet under -q)."""
+    """A table per call type, SLO breaches, then one line per call (quiet under -q)."""
+    aggregate = _aggregate_for(config)
+    if not aggregate.rows:
+        return
+    write = terminalreporter.write_line
+    if aggregate.slo_breaches or config.get_verbosity() >= 0:
+        terminalreporter.section("livekit calls")
+    if config.get_verbosity() >= 0:
+        write(f"{'call type':<14}{'calls':>6}  {'ttfa p50':>9} {'p95':>8} {'p99':>8}  {'wer':>5}  "
+              f"{'tools ok':>9}  {'failed':>6}  outcomes")
+        for name, summary in sorted(aggregate.summaries().items()):
+            v = summary.values()
+            wer = f"{v['wer_mean']:.2f}" if v["wer_mean"] is not None else "—"
+            outcomes = ", ".join(
+                f"{o} {summary.outcomes.count(o)}" for o in sorted(set(summary.outcomes))
+            )
+            write(f"{name:<14}{summary.calls:>6}  {_ms(v['ttfa_p50_ms']):>9} {_ms(v['ttfa_p95_ms']):>8} "
+                  f"{_ms(v['ttfa_p99_ms']):>8}  {wer:>5}  {summary.tools_ok:>4}/{summary.calls:<4}  "
+                  f"{summary.failed:>6}  {outcomes}")
+    for breach in aggregate.slo_breaches:
+        terminalreporter.write_line(f"SLO breach: {breach}", red=True, bold=True)
     if config.get_verbosity() < 0:
         return
-    rows = []
-    for reports in terminalreporter.stats.values():
-        for rep in reports:
-            if getattr(rep, "when", None) != "call":
-                continue
-            for key, value in getattr(rep, "user_properties", ()):
-                if key == _PROPERTY:
-                    rows.append((rep.nodeid, rep.outcome, json.loads(value)))
-    if not rows:
-        return
-    terminalreporter.section("livekit calls")
-    for nodeid, outcome, data in sorted(rows):
-        ttfa = " ".join(
-            f"{t['ttfa'] * 1000:.0f}ms" if t["ttfa"] is not None else "—" for t in data["turns"]
-        )
-        wer = " ".join(f"{t['wer']:.2f}" if t["wer"] is not None else "—" for t in data["turns"])
+    write("")
+    for nodeid, outcome, data in sorted(aggregate.rows):
+        turns = data["metrics"].get("turns") or []
+        ttfa = " ".join(f"{t['ttfa'] * 1000:.0f}ms" if t.get("ttfa") is not None else "—" for t in turns)
+        wer = " ".join(f"{t['wer']:.2f}" if t.get("wer") is not None else "—" for t in turns)
         tools = ", ".join(data["tools"]) or "no tools"
-        terminalreporter.write_line(
-            f"{nodeid} [{data['call_type'] or '-'}] {outcome}: ttfa {ttfa or '—'} · wer {wer or '—'} · {tools}"
-        )
-    terminalreporter.write_line(f"artifacts: {Path(rows[0][2]['artifacts'] or '.').parent}")
+        write(f"{nodeid} [{data['call_type'] or '-'}] {outcome}: ttfa {ttfa or '—'} · wer {wer or '—'} · {tools}")
+    write(f"artifacts: {Path(aggregate.rows[0][2]['artifacts'] or '.').parent}")
 
 
 def pytest_keyboard_interrupt(excinfo: Any) -> None:

@@ -53,6 +53,7 @@ SLO_LIMITS: dict[str, tuple[str, str]] = {
     "failure_rate_max": ("number", "failed tests / calls (0-1), also per cohort"),
     "task_completion_min": ("number", "calls with outcome completed / calls (0-1)"),
     "human_transfer_max": ("number", "calls with outcome transferred / calls (0-1)"),
+    "human_transfer_min": ("number", "calls with outcome transferred / calls (0-1), for escalation types"),
     "packet_loss_max": ("number", "mean caller-side packet loss ratio (0-1)"),
     "interruption_recovery_min": ("number", "interrupted turns the agent answered / interrupted turns"),
     "reconnect_success_min": ("number", "reconnects after which the call went on / reconnects"),
@@ -263,6 +264,14 @@ class CallTypeSummary:
     """Condition kind -> per-call failed flags."""
     tools_ok: int = 0
     """Calls that met their tool expectations."""
+    barge_ins: int = 0
+    """Caller turns that started while the agent was audible."""
+    recovered: int = 0
+    """Barge-ins after which the agent was heard again."""
+    reconnects: int = 0
+    """Caller reconnects."""
+    reconnects_ok: int = 0
+    """Reconnects after which the call went on."""
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Add one call's summary row (see ``plugin.call_summary``)."""
@@ -282,6 +291,12 @@ class CallTypeSummary:
             self.cohorts.setdefault(kind, []).append(failed)
         if not row.get("tool_breaches"):
             self.tools_ok += 1
+        barge, recovered = row.get("interruptions") or (0, 0)
+        self.barge_ins += barge
+        self.recovered += recovered
+        made, survived = row.get("reconnects") or (0, 0)
+        self.reconnects += made
+        self.reconnects_ok += survived
 
     def values(self) -> dict[str, float | None]:
         """The SLO quantities of this call type."""
@@ -295,8 +310,8 @@ class CallTypeSummary:
             "task_completion": self.outcomes.count("completed") / n if self.outcomes else None,
             "human_transfer": self.outcomes.count("transferred") / n if self.outcomes else None,
             "packet_loss": statistics.fmean(self.packet_loss) if self.packet_loss else None,
-            "interruption_recovery": None,
-            "reconnect_success": None,
+            "interruption_recovery": self.recovered / self.barge_ins if self.barge_ins else None,
+            "reconnect_success": self.reconnects_ok / self.reconnects if self.reconnects else None,
         }
 
     def check(self, slo: Mapping[str, Any]) -> list[Breach]:

@@ -72,3 +72,26 @@ def test_parse_rejects_bad_tables() -> None:
         parse_call_types({"refund": {"script": "hello"}})
     with pytest.raises(ConfigError, match="must be >= 0"):
         parse_call_types({"refund": {"wer_max": -1}})
+
+
+def test_interruption_recovery_rate_from_rows() -> None:
+    summary = CallTypeSummary("refund")
+    summary.add({"metrics": {}, "interruptions": [2, 1]})
+    summary.add({"metrics": {}, "interruptions": [1, 1]})
+    assert summary.values()["interruption_recovery"] == pytest.approx(2 / 3)
+    (breach,) = summary.check({"interruption_recovery_min": 0.9})
+    assert breach.name == "interruption_recovery_min"
+
+
+def test_interruption_recovery_from_a_record() -> None:
+    from pytest_livekit.call_metrics import interruption_recovery
+    from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment
+
+    rec = CallRecord(call_id="c", call_type=None, started_at_epoch=0.0)
+    rec.caller_turns = [
+        CallerTurn(0, "tts", "hi", started_at=1.0, ended_at=2.0),
+        CallerTurn(1, "tts", "stop", started_at=3.5, ended_at=4.0),  # agent audible at 3.5
+        CallerTurn(2, "tts", "again", started_at=6.5, ended_at=7.0),  # barge-in, no answer after
+    ]
+    rec.heard = [HeardSegment(3.0, 3.8), HeardSegment(4.5, 5.0), HeardSegment(6.0, 6.9)]
+    assert interruption_recovery(rec) == (2, 1)

@@ -1,0 +1,16 @@
+"""One test body per call type: each runs its own caller script against its own limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_livekit import assert_no_duplicated_turns, assert_within_limits
+
+
+@pytest.mark.livekit(call_types="all")
+async def test_scripted_call(livekit_call, livekit_call_type):
+    for line in livekit_call_type.script:
+        await livekit_call.say(line)
+        await livekit_call.wait_for_agent_reply()
+    assert_no_duplicated_turns(livekit_call)
+    assert_within_limits(livekit_call)
