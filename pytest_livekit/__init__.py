@@ -54,8 +54,8 @@ if TYPE_CHECKING:
         assert_tools_called_in_order,
         assert_within_limits,
     )
-    from .call_metrics import compute_metrics
     from .call import LivekitCall
+    from .call_metrics import compute_metrics
     from .caller import ScriptedCaller
     from .errors import PytestLivekitError
     from .metrics import time_to_first_audio, user_transcript, word_error_rate

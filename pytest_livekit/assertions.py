@@ -157,7 +157,8 @@ def _fmt_call(c: ToolCall) -> str:
 
 def assert_tool_called(call: Any, name: str, /, **expected_args: Any) -> ToolCall:
     """Assert the agent executed tool ``name`` with at least ``expected_args`` (subset match;
-    ``"1234"`` matches ``1234``). Returns the first matching call."""
+    ``"1234"`` matches ``1234``). Returns the first matching call.
+    """
     __tracebackhide__ = True
     rec = _record(call)
     for c in rec.tool_calls:

@@ -327,7 +327,8 @@ class LivekitCall:
 
     async def wait_for_agent_audio(self, *, timeout: float = DEFAULT_REPLY_TIMEOUT) -> None:
         """Wait until the caller heard a complete stretch of agent audio after its last turn ended
-        (audio only: for agents without an AgentSession, e.g. tone or IVR bots)."""
+        (audio only: for agents without an AgentSession, e.g. tone or IVR bots).
+        """
         assert self.caller is not None
         caller = self.caller
         turn = self.record.caller_turns[-1] if self.record.caller_turns else None

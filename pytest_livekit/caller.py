@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from livekit import rtc
 
 from .audio import CALL_SAMPLE_RATE, ActivityDetector, CallerAudio, Pcm
@@ -174,7 +173,8 @@ class ScriptedCaller:
 
     async def wait_for_agent(self, agent_identity: str, timeout: float) -> None:
         """Wait until the agent has joined, subscribed to our microphone, published its audio
-        (which we subscribed to) and reports ``lk.agent.state == listening``."""
+        (which we subscribed to) and reports ``lk.agent.state == listening``.
+        """
         self.agent_identity = agent_identity
         assert self._publication is not None
         changed = asyncio.Event()

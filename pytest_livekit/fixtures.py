@@ -84,7 +84,8 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
 
 def _managed_server(s: Any, log_path: Path) -> Any:
     """The server for binary or docker mode; in auto mode docker is the fallback when no binary
-    is found and a Docker engine with the image is available."""
+    is found and a Docker engine with the image is available.
+    """
     from .errors import ServerBinaryNotFoundError
     from .server import LivekitServer, find_server_binary
 
@@ -109,7 +110,8 @@ def _managed_server(s: Any, log_path: Path) -> Any:
 @pytest.fixture(scope="session")
 def livekit_workers(livekit_settings: Any) -> Iterator[Any]:
     """Agent worker processes for worker mode (:class:`pytest_livekit.worker.WorkerPool`), one per
-    agent spec, started on first use and stopped at session end."""
+    agent spec, started on first use and stopped at session end.
+    """
     from .worker import WorkerPool
 
     pool = WorkerPool(
@@ -172,7 +174,7 @@ def make_livekit_call(
     livekit_settings: Any,
     livekit_call_type: Any,
 ) -> Callable[..., Any]:
-    """Factory for extra or repeated calls in one test: ``async with make_livekit_call() as call``.
+    """Factory for extra or repeated calls in one test (``async with make_livekit_call() as c``).
 
     Keyword arguments override the marker (``call_type=``, ``join_timeout=``).
     """
@@ -186,9 +188,7 @@ def make_livekit_call(
 
     @contextlib.asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[LivekitCall]:
-        from .plugin import CALL_KEY
-
-        from .plugin import WORKER_KEY
+        from .plugin import CALL_KEY, WORKER_KEY
 
         n = next(counter)
         call_type = livekit_call_type
@@ -241,6 +241,7 @@ def make_livekit_call(
 @pytest_asyncio.fixture
 async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[Any]:
     """A call to the agent under test in a fresh room: the caller is connected and the agent is
-    listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown."""
+    listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown.
+    """
     async with make_livekit_call() as call:
         yield call

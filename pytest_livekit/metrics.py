@@ -34,7 +34,8 @@ def time_to_first_audio(record: CallRecord, turn: int = -1) -> float | None:
 def user_transcript(record: CallRecord, turn: int = -1) -> str:
     """The agent's raw final STT text for a caller turn: every final user transcript emitted
     between the turn's start and the next caller turn, joined with spaces (never the LLM's or a
-    summariser's rewording)."""
+    summariser's rewording).
+    """
     start, end = record.turn_window(turn)
     finals = [tr.text.strip() for tr in record.transcripts if tr.is_final and start <= tr.t < end]
     return " ".join(f for f in finals if f)
@@ -52,7 +53,8 @@ def spell_out_digits(text: str) -> str:
 
 def normalize_text(text: str, *, exact: bool = False, normalize_numbers: bool = False) -> str:
     """Standard WER scoring normalisation: lowercase, drop punctuation (keeping apostrophes
-    inside words), collapse spaces. ``exact=True`` only collapses whitespace."""
+    inside words), collapse spaces. ``exact=True`` only collapses whitespace.
+    """
     if normalize_numbers:
         text = spell_out_digits(text)
     if exact:

@@ -201,7 +201,8 @@ def call_summary(call: Any) -> dict[str, Any]:
 
 class _RunAggregate:
     """Every call's summary row of this run, per call type (on the xdist controller too: the
-    rows travel in the reports' ``user_properties``)."""
+    rows travel in the reports' ``user_properties``).
+    """
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, dict[str, Any]]] = []
@@ -216,7 +217,7 @@ class _RunAggregate:
         """Take the livekit row of a call-phase report, if it has one."""
         for key, value in report.user_properties:
             if key == _PROPERTY:
-                data = json.loads(value)
+                data = json.loads(str(value))
                 data["outcome_test"] = report.outcome
                 self.rows.append((report.nodeid, report.outcome, data))
 

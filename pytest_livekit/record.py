@@ -233,7 +233,8 @@ class CallRecord:
 
     def timeline(self, around: float | None = None, width: float = 15.0) -> str:
         """Human-readable merged timeline (caller, agent heard, transcripts, tools), optionally
-        limited to ``around ± width`` seconds."""
+        limited to ``around ± width`` seconds.
+        """
         rows: list[tuple[float, str]] = []
         for turn in self.caller_turns:
             end = f"{turn.ended_at:06.2f}" if turn.ended_at is not None else "  …   "

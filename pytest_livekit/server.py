@@ -379,14 +379,7 @@ class LivekitServer:
         """Stop the server: SIGTERM to its process group, then SIGKILL after ``timeout`` s."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
+            stop_process_group(proc, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -398,12 +391,9 @@ class LivekitServer:
 
     def log_tail(self, lines: int = 30, width: int = 400) -> str:
         """The last ``lines`` lines of the server log, each cut to ``width`` characters (the
-        server logs whole SDPs at info level), secrets redacted."""
-        if self._log_path is None or not self._log_path.exists():
-            return "(no log)"
-        text = self._log_path.read_text(errors="replace").splitlines()[-lines:]
-        cut = [t if len(t) <= width else t[:width] + " …" for t in text]
-        return redact("\n".join(cut), [self.api_secret])
+        server logs whole SDPs at info level), secrets redacted.
+        """
+        return tail_lines(self._log_path, lines, width, [self.api_secret])
 
     def cleanup_files(self) -> None:
         """Remove the temporary log folder, if the server made one."""
@@ -416,6 +406,33 @@ class LivekitServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float, *, sweep: bool = False) -> None:
+    """SIGTERM ``proc``'s process group, wait ``timeout`` s, then SIGKILL the group if the leader is
+    still alive, or always with ``sweep`` (children that outlive their parent).
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+        alive = False
+    except subprocess.TimeoutExpired:
+        alive = True
+    if alive or sweep:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+
+
+def tail_lines(path: Path | None, lines: int, width: int, secrets_: list[str]) -> str:
+    """The last ``lines`` lines of a log file, each cut to ``width`` characters, redacted."""
+    if path is None or not path.exists():
+        return "(no log)"
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    cut = [t if len(t) <= width else t[:width] + " …" for t in text]
+    return redact("\n".join(cut), secrets_)
 
 
 def redact(text: str, secrets_: list[str]) -> str:

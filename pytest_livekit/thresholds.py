@@ -183,7 +183,8 @@ def _fmt(value: Any) -> str:
 
 def check_call(metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> list[Breach]:
     """Compare a call's metrics dict (:meth:`CallMetrics.to_dict` plus ``tools_called``) with its
-    limits; returns every breach."""
+    limits; returns every breach.
+    """
     out: list[Breach] = []
 
     def over(name: str, value: float | None, limit: float, detail: str = "") -> None:

@@ -15,11 +15,9 @@ Works without pytest::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import AgentCrashedError, AgentTargetError, CallTimeoutError
-from .server import _set_parent_death_signal, free_port, redact
+from .server import _set_parent_death_signal, free_port, redact, stop_process_group, tail_lines
 
 _READY_MESSAGE = "registered worker"
 #: Seconds without an agent after which a dispatch with no job is sent again.
@@ -102,7 +100,8 @@ class AgentWorker:
 
     def on_job_error(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(traceback_text)`` from the reader thread on each job failure; returns
-        a function that unregisters it."""
+        a function that unregisters it.
+        """
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
@@ -194,26 +193,14 @@ class AgentWorker:
 
     def log_tail(self, lines: int = 30, width: int = 400) -> str:
         """The last lines of the worker log (secrets redacted, long lines cut)."""
-        if not self.log_path.exists():
-            return "(no log)"
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(t if len(t) <= width else t[:width] + " …" for t in tail)
+        return tail_lines(self.log_path, lines, width, [self._api_secret])
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the worker's process group (it drains its jobs), SIGKILL after ``timeout`` s."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            # job processes may outlive the worker's own exit: clear the whole group
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
+            # job processes may outlive the worker's own exit: sweep the whole group
+            stop_process_group(proc, timeout, sweep=True)
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
@@ -247,7 +234,8 @@ def stop_all_workers() -> None:
 
 class DispatchedAgent:
     """The agent of one call, dispatched to a worker by agent name (same interface as
-    :class:`~pytest_livekit.agent_runner.InProcessAgent`)."""
+    :class:`~pytest_livekit.agent_runner.InProcessAgent`).
+    """
 
     def __init__(
         self,
