@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, RunContext, cli
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, RunContext, cli, room_io
 from livekit.agents.llm import function_tool
 from livekit.plugins import silero
 
@@ -104,9 +104,6 @@ class SupportAgent(Agent):
         return "transfer queued"
 
 
-server = AgentServer()
-
-
 def prewarm(proc: JobProcess) -> None:
     """Load the models once per process (a worker does this before its first job)."""
     proc.userdata["vad"] = silero.VAD.load()
@@ -115,12 +112,8 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["stt"] = stt
 
 
-server.setup_fnc = prewarm
-
-
-@server.rtc_session(agent_name="support-agent")
-async def entrypoint(ctx: JobContext) -> None:
-    """Start the support agent in the job's room."""
+async def run_support_session(ctx: JobContext, interruption: dict[str, Any]) -> None:
+    """Start the support agent in the job's room with the given interruption options."""
     userdata: dict[str, Any] = ctx.proc.userdata
     session: AgentSession = AgentSession(
         vad=userdata["vad"],
@@ -132,7 +125,7 @@ async def entrypoint(ctx: JobContext) -> None:
         # the first agent turn.
         turn_handling={
             "turn_detection": "vad",
-            "interruption": {"mode": "vad", "min_duration": 0.3},
+            "interruption": {"mode": "vad", **interruption},
             "endpointing": {"min_delay": 0.4, "max_delay": 2.0},
             "preemptive_generation": {"enabled": False},
         },
@@ -142,8 +135,38 @@ async def entrypoint(ctx: JobContext) -> None:
         # nothing pending by then, and the 2 s default would be paid by every test's teardown.
         session_close_transcript_timeout=0.3,
     )
-    await session.start(SupportAgent(), room=ctx.room)
+    await session.start(
+        SupportAgent(),
+        room=ctx.room,
+        # A caller whose connection drops and comes back (a full reconnect leaves with reason
+        # CLIENT_INITIATED) must not end the conversation; the room's deletion ends it.
+        room_options=room_io.RoomOptions(close_on_disconnect=False),
+    )
     await ctx.connect()
+
+
+#: The support agent: half a second of caller speech interrupts it (quick to yield on barge-in).
+server = AgentServer()
+server.setup_fnc = prewarm
+
+
+@server.rtc_session(agent_name="support-agent")
+async def entrypoint(ctx: JobContext) -> None:
+    """Support agent that yields to 0.5 s of caller speech."""
+    await run_support_session(ctx, {"min_duration": 0.5})
+
+
+#: The same agent tuned to ignore backchannels: only a transcript of two or more words
+#: interrupts it ("mm-hmm" does not), at the price of yielding only once the caller's words are
+#: transcribed. Pick per product; the example suite tests both behaviours.
+patient_server = AgentServer()
+patient_server.setup_fnc = prewarm
+
+
+@patient_server.rtc_session(agent_name="support-agent-patient")
+async def patient_entrypoint(ctx: JobContext) -> None:
+    """Support agent that keeps talking through backchannels."""
+    await run_support_session(ctx, {"min_duration": 0.5, "min_words": 2})
 
 
 if __name__ == "__main__":

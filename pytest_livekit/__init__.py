@@ -2,6 +2,9 @@
 
 Public names are imported lazily so that loading the plugin in a pytest run that uses no LiveKit
 fixture imports nothing heavy (no livekit, numpy or jiwer).
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ _EXPORTS = {
     "assert_within_limits": "pytest_livekit.assertions",
     "assert_no_duplicated_turns": "pytest_livekit.assertions",
     "assert_outcome": "pytest_livekit.assertions",
+    "assert_barge_in_stopped": "pytest_livekit.assertions",
+    "assert_answers_interruption": "pytest_livekit.assertions",
+    "assert_no_reply_during_pause": "pytest_livekit.assertions",
+    "assert_reply_after_reconnect": "pytest_livekit.assertions",
+    "assert_backchannel_ignored": "pytest_livekit.assertions",
     "compute_metrics": "pytest_livekit.call_metrics",
     "LivekitServer": "pytest_livekit.server",
     "find_server_binary": "pytest_livekit.server",
@@ -45,9 +53,14 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from .agent_runner import AgentTarget, InProcessAgent, resolve_agent_target
     from .assertions import (
+        assert_answers_interruption,
         assert_asr_accuracy,
+        assert_backchannel_ignored,
+        assert_barge_in_stopped,
         assert_no_duplicated_turns,
+        assert_no_reply_during_pause,
         assert_outcome,
+        assert_reply_after_reconnect,
         assert_time_to_first_audio,
         assert_tool_called,
         assert_tool_not_called,

@@ -1,4 +1,7 @@
-"""Command line: ``python -m pytest_livekit install-server [--version V] [--dir D]``."""
+"""Command line: ``python -m pytest_livekit install-server [--version V] [--dir D]``.
+
+PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 Builds the server from its Go module (the only source reachable on offline CI machines that have
 a Go toolchain and the module proxy), caches it in the project's ignored ``.cache/pytest-livekit/bin``
 and in the per-user cache so a fresh clone on the same machine does not rebuild.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

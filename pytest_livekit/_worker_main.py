@@ -15,6 +15,9 @@ three test-run settings the ``start`` command cannot take from outside:
 URL, key and secret come from the environment (``LIVEKIT_URL``, ``LIVEKIT_API_KEY``,
 ``LIVEKIT_API_SECRET``), never argv. ``LIVEKIT_DEV_MODE`` is removed: dev mode sends turn detection
 and interruption to LiveKit Cloud.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The user points the plugin at their production entrypoint: either an ``AgentServ
 ``@server.rtc_session`` function and ``setup_fnc``/prewarm are used) or a plain
 ``async def entrypoint(ctx: JobContext)``. It runs inside livekit-agents' ``fake_job_context``
 with a real ``rtc.Room`` that the runner connects first with an agent-kind token.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -206,6 +209,12 @@ class InProcessAgent:
         for cb in list(getattr(ctx, "_shutdown_callbacks", [])):
             with contextlib.suppress(Exception):
                 await cb("test finished")
+        # The JobContext's session folder is only cleaned by a session's end hook; an agent
+        # without an AgentSession would leave it to the garbage collector (ResourceWarning).
+        tempdir = getattr(ctx, "_tempdir", None)
+        if tempdir is not None:
+            with contextlib.suppress(Exception):
+                tempdir.cleanup()
 
     async def aclose(self) -> None:
         """Close the session, run shutdown callbacks, disconnect the agent's room."""

@@ -16,7 +16,12 @@ from .metrics import time_to_first_audio, user_transcript, word_error_rate
 from .record import CallRecord, ToolCall
 
 __all__ = [
+    "assert_answers_interruption",
     "assert_asr_accuracy",
+    "assert_backchannel_ignored",
+    "assert_barge_in_stopped",
+    "assert_no_reply_during_pause",
+    "assert_reply_after_reconnect",
     "assert_no_duplicated_turns",
     "assert_outcome",
     "assert_time_to_first_audio",
@@ -251,3 +256,108 @@ def assert_outcome(call: Any, expected: str, *, completion_tools: tuple[str, ...
     got = call_outcome(rec, completion_tools=completion_tools, transfer_tools=transfer_tools)
     if got != expected:
         raise AssertionError(f"call outcome {got!r}, expected {expected!r}\n{_context(rec, None)}")
+
+
+def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> float:
+    """Assert the agent stopped speaking within ``max_ms`` after the caller talked over it
+    (caller's vantage point, see :func:`~pytest_livekit.metrics.barge_in_stop_latency`).
+    """
+    __tracebackhide__ = True
+    from .metrics import barge_in_stop_latency
+
+    if not _is_number(max_ms) or not max_ms > 0:
+        raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
+    rec = _record(call)
+    latency = barge_in_stop_latency(rec, turn)
+    if latency is None:
+        raise AssertionError(
+            f"barge-in: the agent was not audible when caller {_turn_label(rec, turn)} started, "
+            f"so nothing was interrupted {_context(rec, turn)}"
+        )
+    if latency * 1000 > max_ms:
+        raise AssertionError(
+            f"barge-in stop latency {latency * 1000:.0f} ms > {max_ms:.0f} ms allowed "
+            f"{_context(rec, turn)}"
+        )
+    return latency * 1000
+
+
+def assert_answers_interruption(call: Any, *, turn: int = -1) -> None:
+    """Assert the agent answered the interrupting caller turn (it was heard again after the turn
+    ended, and added a reply).
+    """
+    __tracebackhide__ = True
+    from .metrics import time_to_first_audio
+
+    rec = _record(call)
+    t = rec.turn(turn)
+    replied = any(i.role == "assistant" and t.ended_at is not None and i.t >= t.ended_at for i in rec.items)
+    if time_to_first_audio(rec, turn) is None or not replied:
+        raise AssertionError(
+            f"the agent did not answer the interrupting {_turn_label(rec, turn)} {t.text!r} "
+            f"{_context(rec, turn)}"
+        )
+
+
+def assert_no_reply_during_pause(call: Any, *, turn: int = -1, grace_ms: float = 100.0) -> None:
+    """Assert the agent did not start talking during the caller's mid-sentence pause (a reply
+    there means the agent's endpointing cut the caller off).
+    """
+    __tracebackhide__ = True
+    rec = _record(call)
+    t = rec.turn(turn)
+    if t.pause is None:
+        raise ValueError(f"caller {_turn_label(rec, turn)} has no pause: use call.say(text, pause=Pause(...))")
+    start, end = t.started_at + t.pause[0], t.started_at + t.pause[1] + grace_ms / 1000.0
+    talked = [s for s in rec.heard if start <= s.start < end]
+    if talked:
+        raise AssertionError(
+            f"the agent started talking {talked[0].start - start:.2f} s into the caller's "
+            f"{t.pause[1] - t.pause[0]:.2f} s pause (premature end of turn) {_context(rec, turn)}"
+        )
+
+
+def assert_reply_after_reconnect(call: Any, *, max_s: float, reconnect: int = -1) -> float:
+    """Assert that after a caller reconnect, the agent answered the next caller turn within
+    ``max_s`` seconds (caller's time-to-first-audio).
+    """
+    __tracebackhide__ = True
+    from .metrics import reply_after_reconnect
+
+    rec = _record(call)
+    if not rec.reconnects:
+        raise ValueError("the call has no reconnect: use await call.reconnect() first")
+    value = reply_after_reconnect(rec, reconnect)
+    if value is None or value > max_s:
+        got = "no answer" if value is None else f"{value:.2f} s"
+        raise AssertionError(
+            f"after the {rec.reconnects[reconnect]['kind']} reconnect at "
+            f"{rec.reconnects[reconnect]['t']:.2f} s the agent answered: {got} (allowed {max_s:.2f} s) "
+            f"{_context(rec, None)}"
+        )
+    return value
+
+
+def assert_backchannel_ignored(call: Any, *, turn: int = -1) -> None:
+    """Assert the agent kept talking through a backchannel ("mm-hmm"): it was audible when the
+    backchannel started, was heard again after it ended, and the reply it was giving was not
+    marked interrupted.
+    """
+    __tracebackhide__ = True
+    rec = _record(call)
+    t = rec.turn(turn)
+    end = t.ended_at if t.ended_at is not None else t.started_at
+    if not any(s.start <= t.started_at < s.end for s in rec.heard):
+        raise AssertionError(
+            f"the agent was not audible when backchannel {t.text!r} started {_context(rec, turn)}"
+        )
+    reply = next((i for i in rec.items if i.role == "assistant" and i.t >= t.started_at), None)
+    if reply is not None and reply.interrupted:
+        raise AssertionError(
+            f"backchannel {t.text!r} interrupted the agent: {reply.text!r} was cut off "
+            f"{_context(rec, turn)}"
+        )
+    if not any(s.end > end for s in rec.heard if reply is None or s.start <= reply.t):
+        raise AssertionError(
+            f"the agent went quiet after backchannel {t.text!r} {_context(rec, turn)}"
+        )

@@ -2,6 +2,9 @@
 
 All PCM inside pytest-livekit is mono ``int16`` at :data:`CALL_SAMPLE_RATE` unless a name says
 otherwise.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ Works without pytest::
         await call.say("I want a refund for order one two three four")
         await call.wait_for_agent_reply()
         print(time_to_first_audio(call.record))
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .agent_runner import AgentTarget, InProcessAgent
 from .audio import CALL_SAMPLE_RATE, CallerAudio, float_to_pcm16, load_wav, resample, to_mono_float
@@ -56,6 +61,8 @@ class LivekitCall:
         join_timeout: seconds to wait for the agent to join and listen.
         audio_root: folder relative WAV paths are resolved against.
         worker: run the agent in this worker process (explicit dispatch) instead of in-process.
+        conditions: :class:`~pytest_livekit.conditions.Conditions` applied to every caller turn
+            (a turn may bring its own instead); bitrate conditions set the published encoder.
     """
 
     def __init__(
@@ -74,12 +81,14 @@ class LivekitCall:
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
         audio_root: Path | None = None,
         worker: AgentWorker | None = None,
+        conditions: Any = None,
     ) -> None:
         self.url = url
         self._api_key = api_key
         self._api_secret = api_secret
         self.agent_target = agent
         self.worker = worker
+        self.conditions = conditions
         self.room_name = f"{sanitize(name, 80)}-{secrets.token_hex(4)}"
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else None
         self.voice = voice
@@ -92,10 +101,12 @@ class LivekitCall:
             started_at_epoch=time.time(),
             server_version=server_version,
             agent_mode="worker" if worker is not None else "in-process",
+            conditions=conditions.to_dict() if conditions is not None else {},
             artifacts_dir=str(self.artifacts_dir) if self.artifacts_dir else None,
             recording_path=str(self.artifacts_dir / "call.wav") if self.artifacts_dir else None,
         )
         self._changed = asyncio.Event()
+        self._closed = False
         self.caller: ScriptedCaller | None = None
         self.agent: InProcessAgent | DispatchedAgent | None = None
         self.observer: SessionObserver | None = None
@@ -132,6 +143,7 @@ class LivekitCall:
                 self.room_name,
                 identity="caller",
             ),
+            max_bitrate_bps=self._max_bitrate(),
         )
         if self.worker is not None:
             await self._start_dispatched(self.worker)
@@ -139,6 +151,22 @@ class LivekitCall:
             await self._start_in_process()
         self.timings["setup"] = time.monotonic() - t0
         return self
+
+    def _max_bitrate(self) -> int | None:
+        if self.conditions is None:
+            return None
+        rate = self.conditions.publish_bitrate_bps
+        return int(rate) if rate else None
+
+    @property
+    def condition_kinds(self) -> tuple[str, ...]:
+        """Kinds of the call's non-clean conditions (cohorts for SLOs), e.g. ``("noise",)``."""
+        return tuple(self.conditions.kinds()) if self.conditions is not None else ()
+
+    @property
+    def reconnects(self) -> tuple[int, int]:
+        """``(reconnects made, reconnects after which the agent listened again)``."""
+        return len(self.record.reconnects), sum(1 for r in self.record.reconnects if r["ok"])
 
     async def _start_dispatched(self, worker: AgentWorker) -> None:
         assert self.caller is not None and self.observer is not None
@@ -181,7 +209,10 @@ class LivekitCall:
         await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout))
 
     async def aclose(self) -> None:
-        """Hang up, stop the agent, delete the room and write the artifacts (always)."""
+        """Hang up, stop the agent, delete the room and write the artifacts (always; once)."""
+        if self._closed:
+            return
+        self._closed = True
         t0 = time.monotonic()
         try:
             if self.caller is not None:
@@ -255,12 +286,44 @@ class LivekitCall:
         audio = float_to_pcm16(resample(to_mono_float(pcm), rate, CALL_SAMPLE_RATE))
         return CallerAudio(pcm=audio, source=f"tts:{self.voice}@{self.words_per_minute}wpm", text=text)
 
-    async def say(self, text: str, *, wait_for_listening: bool = True) -> CallerTurn:
-        """Speak ``text`` (offline TTS) and return when its last frame is on the wire."""
-        return await self.speak(self.synthesize(text), wait_for_listening=wait_for_listening)
+    async def say(
+        self,
+        text: str,
+        *,
+        wait_for_listening: bool = True,
+        conditions: Any = None,
+        pause: Any = None,
+    ) -> CallerTurn:
+        """Speak ``text`` (offline TTS) and return when its last frame is on the wire.
+
+        Args:
+            text: what the caller says (also the ASR reference).
+            wait_for_listening: first wait until the agent is listening.
+            conditions: :class:`~pytest_livekit.conditions.Conditions` for this turn only
+                (instead of the call's).
+            pause: a :class:`~pytest_livekit.conditions.Pause`: speak the sentence with a silent
+                gap after word ``pause.at_word`` (probes premature endpointing).
+        """
+        if pause is not None:
+            from .conditions import split_text_for_pause
+
+            first, second = split_text_for_pause(text, pause.at_word)
+            a, b = self.synthesize(first), self.synthesize(second)
+            gap = np.zeros(int(round(pause.duration_s * CALL_SAMPLE_RATE)), dtype=np.int16)
+            audio = CallerAudio(np.concatenate([a.pcm, gap, b.pcm]), a.source, text)
+            window = (a.duration, a.duration + pause.duration_s)
+            return await self.speak(
+                audio, wait_for_listening=wait_for_listening, conditions=conditions, kind="pause", pause=window
+            )
+        return await self.speak(self.synthesize(text), wait_for_listening=wait_for_listening, conditions=conditions)
 
     async def play(
-        self, path: str | Path, *, text: str | None = None, wait_for_listening: bool = True
+        self,
+        path: str | Path,
+        *,
+        text: str | None = None,
+        wait_for_listening: bool = True,
+        conditions: Any = None,
     ) -> CallerTurn:
         """Play a WAV file (any rate/channels); ``text`` is its transcript for ASR scoring.
 
@@ -269,17 +332,145 @@ class LivekitCall:
         p = Path(path)
         if not p.is_absolute():
             p = self.audio_root / p
-        return await self.speak(load_wav(p, text=text), wait_for_listening=wait_for_listening)
+        return await self.speak(load_wav(p, text=text), wait_for_listening=wait_for_listening, conditions=conditions)
 
-    async def speak(self, audio: CallerAudio, *, wait_for_listening: bool = True) -> CallerTurn:
+    def _prepare(self, audio: CallerAudio, conditions: Any, turn_index: int) -> tuple[CallerAudio, Any, Any, str]:
+        """Apply signal conditions; derive sender-side frame loss and jitter for this turn."""
+        conds = conditions if conditions is not None else self.conditions
+        if conds is None or conds.is_clean:
+            return audio, None, None, ""
+        from .conditions import FrameLoss, Jitter
+
+        # Frame loss happens on the wire (frames are not sent), not as zeroed samples.
+        pcm = conds.apply(audio.pcm, skip=("loss",), turn=turn_index)
+        n_frames = -(-len(pcm) // int(CALL_SAMPLE_RATE * 0.01))
+        lost = delays = None
+        for item in conds.items:
+            rng = conds.rng_for(item, turn=turn_index)  # stable when other items change
+            if isinstance(item, FrameLoss) and item.rate > 0:
+                per = max(1, item.frame_ms // 10)
+                lost = np.repeat(item.mask(-(-n_frames // per), rng), per)[:n_frames]
+            elif isinstance(item, Jitter) and item.std_ms > 0:
+                step = max(1, item.frame_ms // 10)
+                delays = np.repeat(item.offsets(-(-n_frames // step), rng), step)[:n_frames]
+                # offsets are cumulative send delays; the mic loop sleeps the increments
+                delays = np.diff(np.concatenate([[0.0], delays])).clip(min=0.0)
+        described = f"{conds.describe()} (turn {turn_index + 1})"
+        return CallerAudio(pcm, audio.source, audio.text), lost, delays, described
+
+    async def speak(
+        self,
+        audio: CallerAudio,
+        *,
+        wait_for_listening: bool = True,
+        conditions: Any = None,
+        kind: str = "say",
+        start_at: float | None = None,
+        pause: tuple[float, float] | None = None,
+    ) -> CallerTurn:
         """Send a prepared clip; by default first wait until the agent is listening."""
         assert self.caller is not None, "call not started"
         self._check_agent()
         if wait_for_listening:
             await self.wait_for_agent_state("listening", timeout=DEFAULT_REPLY_TIMEOUT)
-        future = self.caller.enqueue(audio)
-        turn: CallerTurn = await self._guard(_within(future, audio.duration + 10.0, "the caller's clip to be sent"))
+        index = len(self.record.caller_turns)
+        audio, lost, delays, described = self._prepare(audio, conditions, index)
+        future = self.caller.enqueue(
+            audio, kind=kind, start_at=start_at, lost=lost, delays=delays, conditions=described
+        )
+        turn = self.record.caller_turns[index]
+        turn.pause = pause
+        wait = audio.duration + 10.0 + (max(0.0, start_at - self.caller.now()) if start_at else 0.0)
+        await self._guard(_within(future, wait, "the caller's clip to be sent"))
         return turn
+
+    async def _agent_onset_after(self, t: float, timeout: float) -> float:
+        """Call time at which agent audio first became audible after ``t``."""
+        assert self.caller is not None
+        caller = self.caller
+
+        def onset() -> float | None:
+            starts = [s.start for s in caller.heard_segments() if s.start >= t]
+            return min(starts) if starts else None
+
+        if not await self._guard(wait_until(lambda: onset() is not None, self._changed, timeout)):
+            raise CallTimeoutError(
+                f"the agent did not start speaking within {timeout:.1f} s after {t:.2f} s.\n"
+                f"Timeline:\n{self.record.timeline()}"
+            )
+        result = onset()
+        assert result is not None
+        return result
+
+    async def barge_in(
+        self, text: str, *, offset_s: float = 0.5, conditions: Any = None, kind: str = "barge_in",
+        timeout: float = DEFAULT_REPLY_TIMEOUT,
+    ) -> CallerTurn:
+        """Talk over the agent: start ``text`` ``offset_s`` seconds after the agent's reply to the
+        last caller turn became audible at the caller (scheduled on the microphone's clock).
+        """
+        last = self.record.caller_turns[-1] if self.record.caller_turns else None
+        since = last.ended_at if last is not None and last.ended_at is not None else 0.0
+        onset = await self._agent_onset_after(since, timeout)
+        return await self.speak(
+            self.synthesize(text), wait_for_listening=False, conditions=conditions, kind=kind,
+            start_at=onset + offset_s,
+        )
+
+    async def backchannel(self, text: str = "mm-hmm", *, offset_s: float = 0.5) -> CallerTurn:
+        """Say a short acknowledgement while the agent speaks (it should usually not stop)."""
+        return await self.barge_in(text, offset_s=offset_s, kind="backchannel")
+
+    async def stay_silent(self, duration_s: float) -> None:
+        """Keep the microphone silent for ``duration_s`` seconds (a silent caller)."""
+        assert self.caller is not None
+        silence = CallerAudio(np.zeros(int(duration_s * CALL_SAMPLE_RATE), dtype=np.int16), "silence")
+        future = self.caller.enqueue(silence, as_turn=False)
+        await self._guard(_within(future, duration_s + 10.0, "the silence to pass"))
+
+    async def reconnect(self, kind: str = "full", *, timeout: float = 30.0) -> float:
+        """Drop and re-establish the caller's connection mid-call; returns the seconds it took.
+
+        ``full``: the rtc SDK tears down its RTC session and joins again, re-publishing the
+        microphone (a caller that leaves and rejoins). ``signal``: only the signalling connection
+        is resumed. Waits until the SDK reports ``reconnected`` and the agent listens again.
+        """
+        from livekit import rtc
+
+        assert self.caller is not None
+        kinds = {
+            "full": rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT,
+            "signal": rtc.SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT,
+        }
+        if kind not in kinds:
+            raise ConfigError(f"{kind!r} is not a reconnect kind. Valid kinds: full, signal.")
+        t0 = self.caller.now()
+        self.caller.reconnected.clear()
+        self.caller.reset_mic_subscription()
+        entry: dict[str, Any] = {"t": t0, "kind": kind, "ok": False, "took": None}
+        self.record.reconnects.append(entry)
+        await self.caller.room.simulate_scenario(kinds[kind])
+        if not await self._guard(
+            wait_until(self.caller.reconnected.is_set, self._changed, timeout)
+        ):
+            raise CallTimeoutError(f"the caller did not reconnect ({kind}) within {timeout:.0f} s")
+        caller = self.caller
+        if kind == "full" and not await self._guard(
+            # a full reconnect re-publishes the microphone: the agent must subscribe again
+            wait_until(caller.mic_subscribed, self._changed, timeout)
+        ):
+            raise CallTimeoutError(
+                f"after the full reconnect the agent did not subscribe to the caller's microphone "
+                f"again within {timeout:.0f} s.\nTimeline:\n{self.record.timeline()}"
+            )
+        await self.wait_for_agent_state("listening", timeout=timeout)
+        entry["took"] = self.caller.now() - t0
+        entry["ok"] = True
+        return float(entry["took"])
+
+    async def hang_up(self) -> None:
+        """End the call now (the fixture's teardown then has nothing left to do)."""
+        await self.aclose()
 
     async def wait_for_agent_state(self, state: str, *, timeout: float = 10.0) -> None:
         """Wait until the agent's ``lk.agent.state`` attribute equals ``state``."""
@@ -310,13 +501,15 @@ class LivekitCall:
         turn_end = record.caller_turns[-1].ended_at
 
         def replied() -> bool:
-            heard = any(s.start >= turn_end for s in caller.heard_segments())
+            # agent audio after the caller finished (a reply may run on from audio that began
+            # while the caller was still talking, e.g. during a barge-in)
+            heard = any(s.end > turn_end + 0.2 for s in caller.heard_segments())
             said = any(i.role == "assistant" and i.t >= turn_end for i in record.items)
             return heard and said and caller.agent_state() == "listening" and not caller.detector.active
 
         ok = await self._guard(wait_until(replied, self._changed, timeout))
         if not ok:
-            heard = any(s.start >= turn_end for s in caller.heard_segments())
+            heard = any(s.end > turn_end + 0.2 for s in caller.heard_segments())
             raise CallTimeoutError(
                 f"the agent did not finish a reply within {timeout:.1f} s after the caller's turn "
                 f"ended at {turn_end:.2f} s (heard agent audio: {'yes' if heard else 'no'}; agent "

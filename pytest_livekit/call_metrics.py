@@ -24,6 +24,9 @@ recognition of every agent message).
 Heavy dependencies are imported inside the functions that need them: ``jiwer`` (text metrics),
 ``pyloudnorm`` and ``scipy`` (loudness), ``speechmos`` (DNSMOS), ``soundfile`` (:func:`load_call`)
 and pocketsphinx/livekit (:func:`default_transcriber`).
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ there is something to say, digital silence otherwise, as a real microphone would
 the agent's audio and records both directions on one clock. Timing is taken where the caller sits:
 a frame's send time is when it was handed to WebRTC; a heard frame's time is when it came out of
 the caller's receive stream.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -37,9 +41,16 @@ AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 @dataclass
 class _Clip:
     pcm: Pcm
-    turn: CallerTurn
-    done: asyncio.Future[CallerTurn]
+    turn: CallerTurn | None
+    done: asyncio.Future[CallerTurn | None]
     pos: int = 0
+    start_at: float | None = None
+    """Call time (s) before which the clip must not start (barge-in scheduling)."""
+    lost: Any = None
+    """Bool per 10 ms frame: True = not sent (network frame loss at the sender)."""
+    delays: Any = None
+    """Send delay per 10 ms frame in seconds (jitter of the sent frames)."""
+    frame_index: int = 0
 
 
 @dataclass
@@ -138,6 +149,8 @@ class ScriptedCaller:
         # log "ignoring text stream" for every segment (the session events carry the text).
         self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
         self.room.on("participant_connected", lambda p: self._on_change())
+        self.reconnected = asyncio.Event()
+        self.room.on("reconnected", self._on_reconnected)
         self.room.on("participant_disconnected", lambda p: self._on_change())
 
     # -- state of the far end ---------------------------------------------------------------
@@ -153,7 +166,7 @@ class ScriptedCaller:
         return time.time() - self.record.started_at_epoch
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def connect(self, url: str, token: str) -> None:
+    async def connect(self, url: str, token: str, *, max_bitrate_bps: int | None = None) -> None:
         """Join the room and publish the microphone track.
 
         ``Room.connect`` is never wrapped in a timeout: cancelling it makes the rtc FFI kill the
@@ -167,6 +180,9 @@ class ScriptedCaller:
         # DTX off: silence is sent as silence, so the agent's VAD sees a steady stream and
         # timings do not depend on the encoder's comfort-noise decisions.
         options.dtx = False
+        if max_bitrate_bps is not None:
+            # the real Opus encoder setting of the published track (bandwidth condition)
+            options.audio_encoding.max_bitrate = int(max_bitrate_bps)
         self._publication = await self.room.local_participant.publish_track(track, options)
         self.recording.sent_start = self.now()
         self._mic_task = asyncio.create_task(self._mic_loop(), name="pytest-livekit-caller-mic")
@@ -209,6 +225,14 @@ class ScriptedCaller:
 
     def _agent_subscribed(self) -> bool:
         return self._mic_subscribed
+
+    def mic_subscribed(self) -> bool:
+        """True once someone (the agent) subscribed to the caller's microphone."""
+        return self._mic_subscribed
+
+    def reset_mic_subscription(self) -> None:
+        """Forget the subscription (before a reconnect that re-publishes the microphone)."""
+        self._mic_subscribed = False
 
     def _on_local_track_subscribed(self, track: rtc.Track) -> None:
         # The only other participant is the agent, so the first subscriber is the agent.
@@ -265,14 +289,41 @@ class ScriptedCaller:
         return out
 
     # -- speaking ---------------------------------------------------------------------------
-    def enqueue(self, audio: CallerAudio) -> asyncio.Future[CallerTurn]:
-        """Queue a clip on the microphone; the future resolves when its last frame was sent."""
-        turn = CallerTurn(
-            index=len(self.record.caller_turns), source=audio.source, text=audio.text, started_at=-1.0
-        )
-        self.record.caller_turns.append(turn)
-        fut: asyncio.Future[CallerTurn] = asyncio.get_running_loop().create_future()
-        self._clips.append(_Clip(audio.pcm, turn, fut))
+    def enqueue(
+        self,
+        audio: CallerAudio,
+        *,
+        kind: str = "say",
+        start_at: float | None = None,
+        lost: Any = None,
+        delays: Any = None,
+        as_turn: bool = True,
+        conditions: str = "",
+    ) -> asyncio.Future[CallerTurn | None]:
+        """Queue a clip on the microphone; the future resolves when its last frame was sent.
+
+        Args:
+            audio: the clip (48 kHz mono int16).
+            kind: turn kind recorded (``say``, ``barge_in``, ``backchannel``, ``pause``).
+            start_at: earliest call time (s) to start it.
+            lost: bool per 10 ms frame; True frames are not sent (sender-side frame loss).
+            delays: per-10 ms-frame send delays in seconds (jitter).
+            as_turn: False for filler audio (silence) that is not a caller turn.
+            conditions: description of the conditions applied, saved with the turn.
+        """
+        turn = None
+        if as_turn:
+            turn = CallerTurn(
+                index=len(self.record.caller_turns),
+                source=audio.source,
+                text=audio.text,
+                started_at=-1.0,
+                kind=kind,
+                conditions=conditions,
+            )
+            self.record.caller_turns.append(turn)
+        fut: asyncio.Future[CallerTurn | None] = asyncio.get_running_loop().create_future()
+        self._clips.append(_Clip(audio.pcm, turn, fut, start_at=start_at, lost=lost, delays=delays))
         return fut
 
     async def _mic_loop(self) -> None:
@@ -284,23 +335,39 @@ class ScriptedCaller:
         silence = np.zeros(_FRAME_SAMPLES, dtype=np.int16)
         while True:
             chunk = silence
+            send = True
             finished: _Clip | None = None
-            if self._clips:
-                clip = self._clips[0]
-                if clip.pos == 0:
+            clip = self._clips[0] if self._clips else None
+            if clip is not None and clip.start_at is not None and self.now() < clip.start_at:
+                clip = None  # scheduled for later: keep sending silence until then
+            if clip is not None:
+                if clip.pos == 0 and clip.turn is not None:
                     clip.turn.started_at = self.now()
                     self._on_change()
+                i = clip.frame_index
+                if clip.delays is not None and i < len(clip.delays) and clip.delays[i] > 0:
+                    # jitter: this frame leaves late; later frames catch up (no reordering)
+                    await asyncio.sleep(float(clip.delays[i]))
                 chunk = clip.pcm[clip.pos : clip.pos + _FRAME_SAMPLES]
                 clip.pos += _FRAME_SAMPLES
+                clip.frame_index += 1
                 if len(chunk) < _FRAME_SAMPLES:
                     chunk = np.concatenate([chunk, silence[: _FRAME_SAMPLES - len(chunk)]])
+                if clip.lost is not None and i < len(clip.lost) and clip.lost[i]:
+                    send = False
+                    self.record.frames_dropped += 1
+                self.record.frames_in_turns += 1
                 if clip.pos >= len(clip.pcm):
                     finished = self._clips.pop(0)
-            frame = rtc.AudioFrame(chunk.tobytes(), CALL_SAMPLE_RATE, 1, _FRAME_SAMPLES)
-            await self._source.capture_frame(frame)
-            self.recording.sent_frames.append(chunk)
+            if send:
+                frame = rtc.AudioFrame(chunk.tobytes(), CALL_SAMPLE_RATE, 1, _FRAME_SAMPLES)
+                await self._source.capture_frame(frame)
+                self.recording.sent_frames.append(chunk)
+            else:
+                self.recording.sent_frames.append(silence)  # nothing went on the wire
             if finished is not None:
-                finished.turn.ended_at = self.now()
+                if finished.turn is not None:
+                    finished.turn.ended_at = self.now()
                 if not finished.done.done():
                     finished.done.set_result(finished.turn)
                 self._on_change()
@@ -373,6 +440,10 @@ class ScriptedCaller:
         if open_start is not None:
             segs.append(HeardSegment(open_start, self.detector.all_segments()[-1].end))
         return segs
+
+    def _on_reconnected(self) -> None:
+        self.reconnected.set()
+        self._on_change()
 
     def _on_attributes_changed(
         self, changed: dict[str, str], participant: rtc.Participant

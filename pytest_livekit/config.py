@@ -2,6 +2,9 @@
 
 Every setting remembers where its value came from (``cli``, ``ini``, ``env``, ``default``) so the
 pytest header can show it. Light imports only: this module is loaded with the plugin.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

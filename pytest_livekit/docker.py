@@ -7,6 +7,9 @@ a 0600 file mounted read-only, so it is in neither ``docker inspect`` nor the pr
 
 Each container carries labels tying it to the test session and the pytest process. Containers of
 a pytest process that no longer exists (a crashed or SIGKILLed run) are removed at the next start.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The plugin's fixtures. Each one delegates to a library class that works without pytest."""
+"""The plugin's fixtures. Each one delegates to a library class that works without pytest.
+
+PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
+"""
 
 from __future__ import annotations
 
@@ -174,10 +177,11 @@ def make_livekit_call(
     livekit_settings: Any,
     livekit_call_type: Any,
 ) -> Callable[..., Any]:
-    """Factory for extra or repeated calls in one test (``async with make_livekit_call() as c``).
+    """Factory for extra or repeated calls in one test: ``async with factory() as call``.
 
     Keyword arguments override the marker (``call_type=``, ``join_timeout=``).
     """
+    from . import call_metrics  # noqa: F401 - imported here, not first inside a report hook
     from .agent_runner import resolve_agent_target
     from .call import LivekitCall
     from .config import marker_options

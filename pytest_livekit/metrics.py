@@ -2,6 +2,9 @@
 
 Every duration is in float seconds, like livekit-agents' own metrics. Each function states the
 vantage point its number is measured from.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -112,3 +115,34 @@ def word_error_rate(
         reference=ref,
         hypothesis=hyp,
     )
+
+
+def barge_in_stop_latency(record: CallRecord, turn: int = -1) -> float | None:
+    """Seconds from the start of a barge-in turn on the wire until the agent audio stopped, as
+    the caller heard it: the end of the last stretch of agent audio that began before the caller
+    finished the interrupting turn. ``None`` if the agent was not audible during the turn.
+
+    Includes the agent's VAD/interruption decision, its output queue flush and the transport. A
+    pause between the agent's sentences does not count as stopping: audio that resumes while the
+    caller is still talking extends the latency.
+    """
+    t = record.turn(turn)
+    end_of_turn = t.ended_at if t.ended_at is not None else t.started_at
+    overlapping = [s for s in record.heard if s.start < end_of_turn and s.end > t.started_at]
+    if not overlapping:
+        return None
+    return max(s.end for s in overlapping) - t.started_at
+
+
+def reply_after_reconnect(record: CallRecord, reconnect: int = -1) -> float | None:
+    """Time-to-first-audio (s) of the first caller turn that started after a reconnect finished
+    (caller's vantage point); ``None`` if no turn followed or the agent did not answer it.
+    """
+    if not record.reconnects:
+        return None
+    r = record.reconnects[reconnect]
+    done = float(r["t"]) + float(r.get("took") or 0.0)
+    for i, turn in enumerate(record.caller_turns):
+        if turn.started_at >= done:
+            return time_to_first_audio(record, i)
+    return None

@@ -3,6 +3,9 @@
 The agent's ``AgentSession`` broadcasts its events over the ``lk.agent.session`` byte-stream topic
 (``SessionHost``). Reading them through the caller's own connection gives one event model for an
 agent running in-process and one running as a real worker process.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ All times are float **seconds since the call started** (the caller's room connec
 the machine's wall clock (``time.time()``), which the caller, the in-process agent and a worker on
 the same machine share. The record is plain data: metrics and assertions are pure functions of it,
 and it serialises to JSON (``call.json`` next to the recording).
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ class CallerTurn:
     """When its first frame went to WebRTC, in seconds since call start."""
     ended_at: float | None = None
     """When its last frame went to WebRTC (end of speech on the wire), in seconds since call start."""
+    kind: str = "say"
+    """``say``, ``barge_in``, ``backchannel`` or ``pause`` (a sentence with a mid-sentence pause)."""
+    pause: tuple[float, float] | None = None
+    """For ``pause`` turns: the pause's (start, end) offsets into the clip, in seconds."""
+    conditions: str = ""
+    """Description of the conditions applied to this turn's audio (with the seed)."""
 
     @property
     def duration(self) -> float | None:
@@ -151,6 +160,14 @@ class CallRecord:
     receive_gaps: list[tuple[float, float]] = field(default_factory=list)
     """``(start s, duration s)`` of stalls > 30 ms between audio frames the caller received
     (caller's vantage point: dropped or late audio)."""
+    conditions: dict[str, Any] = field(default_factory=dict)
+    """The call-wide :class:`~pytest_livekit.conditions.Conditions` (``to_dict()``: specs and seed)."""
+    reconnects: list[dict[str, Any]] = field(default_factory=list)
+    """Caller reconnects: ``{"t": s, "kind": "full"|"signal", "ok": bool, "took": s}``."""
+    frames_in_turns: int = 0
+    """10 ms frames of caller speech the microphone handled."""
+    frames_dropped: int = 0
+    """Of those, frames deliberately not sent (frame-loss condition)."""
     rtc: dict[str, float] = field(default_factory=dict)
     """Caller-side WebRTC stats at hang-up: ``packets_lost``, ``packets_received``, ``jitter`` (s),
     ``concealed_samples``, ``total_samples_received`` (agent audio received), ``round_trip_time`` (s,

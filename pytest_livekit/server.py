@@ -9,6 +9,9 @@ It writes a loopback-only config with free ports, uses a fresh random API secret
 readiness (``GET /`` answers 200, which livekit-server only does once its node stats are fresh),
 keeps the server's log in a file and stops the whole process group on exit. The child also gets
 ``PR_SET_PDEATHSIG`` so that it dies with the test process even on ``kill -9``.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

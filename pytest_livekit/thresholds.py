@@ -15,6 +15,9 @@
 
 Pure code (``tomllib`` only): it is loaded when the plugin configures, so unknown names and bad
 values are usage errors before any test runs.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

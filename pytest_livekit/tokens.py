@@ -1,4 +1,7 @@
-"""Least-grant access tokens for the participants of a test call."""
+"""Least-grant access tokens for the participants of a test call.
+
+PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
+"""
 
 from __future__ import annotations
 

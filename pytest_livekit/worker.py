@@ -10,6 +10,9 @@ Works without pytest::
 
     with AgentWorker("my_agent:server", url=..., api_key=..., api_secret=...) as worker:
         ...  # LivekitCall(..., worker=worker)
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ leaves the machine and nothing is downloaded: the models ship inside the Python 
 
 Names are imported lazily: importing this package loads none of livekit, numpy, espeak-ng or
 pocketsphinx until one of the names is used.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
+the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

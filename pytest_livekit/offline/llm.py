@@ -19,6 +19,8 @@ Example:
     ...     ],
     ...     greeting="Hello, how can I help?",
     ... )
+
+PYTEST_DONT_REWRITE (only ``pytest_livekit.assertions`` is rewritten).
 """
 
 from __future__ import annotations

@@ -1,0 +1,81 @@
+"""Integration: each sender-side condition reaches the agent through the real server, seen in
+the agent's own receive statistics (in-process agent, real rtc Room)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_livekit.audio import CALL_SAMPLE_RATE, CallerAudio
+
+pytestmark = pytest.mark.integration
+
+LISTENER = "tests.agents.listener_agent:entrypoint"
+
+
+def _speechlike(seconds: float = 4.0) -> CallerAudio:
+    t = np.arange(int(seconds * CALL_SAMPLE_RATE)) / CALL_SAMPLE_RATE
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 3 * t))  # syllable-rate loudness changes
+    pcm = (0.3 * 32767 * envelope * np.sin(2 * np.pi * 300 * t)).astype(np.int16)
+    return CallerAudio(pcm=pcm, source="synthetic", text=None)
+
+
+async def _agent_inbound(call: Any) -> dict[str, float]:
+    stats = await call.agent.room.get_rtc_stats()
+    for item in [*stats.publisher_stats, *stats.subscriber_stats]:
+        if item.WhichOneof("stats") == "inbound_rtp" and item.inbound_rtp.stream.kind == "audio":
+            rtp = item.inbound_rtp
+            return {
+                "packets": float(rtp.received.packets_received),
+                "bytes": float(rtp.inbound.bytes_received),
+                "concealed": float(rtp.inbound.concealed_samples),
+                "samples": float(rtp.inbound.total_samples_received),
+                "jitter": float(rtp.received.jitter),
+            }
+    raise AssertionError("the agent has no inbound audio stats")
+
+
+async def _send(make_livekit_call: Any, conditions: Any) -> dict[str, float]:
+    async with make_livekit_call(agent=LISTENER, conditions=conditions) as call:
+        before = await _agent_inbound(call)
+        await call.speak(_speechlike())
+        after = await _agent_inbound(call)
+    return {k: after[k] - before[k] for k in after if k != "jitter"} | {"jitter": after["jitter"]}
+
+
+async def test_bitrate_limits_the_published_encoder(make_livekit_call: Any) -> None:
+    from pytest_livekit.conditions import Bitrate, Conditions
+
+    clean = await _send(make_livekit_call, None)
+    low = await _send(make_livekit_call, Conditions((Bitrate(max_bitrate_bps=8_000),), seed=1))
+    # 4 s of audio: bytes at the agent reflect the caller's Opus encoder setting
+    assert low["bytes"] < 0.6 * clean["bytes"], (clean, low)
+
+
+async def test_frame_loss_is_concealed_at_the_agent(make_livekit_call: Any) -> None:
+    from pytest_livekit.conditions import Conditions, FrameLoss
+
+    clean = await _send(make_livekit_call, None)
+    lossy = await _send(make_livekit_call, Conditions((FrameLoss(rate=0.2, model="random"),), seed=3))
+    assert lossy["packets"] < 0.9 * clean["packets"], (clean, lossy)
+    assert lossy["concealed"] > clean["concealed"], (clean, lossy)
+
+
+async def test_noise_reaches_the_agent(make_livekit_call: Any) -> None:
+    """The audio the agent decoded carries the added noise: more energy than the clean clip."""
+    from pytest_livekit.conditions import Conditions, Noise
+    from tests.agents import listener_agent
+
+    energies = []
+    for conditions in (None, Conditions((Noise(snr_db=3, color="white"),), seed=5)):
+        async with make_livekit_call(agent=LISTENER, conditions=conditions) as call:
+            frames = listener_agent.received[call.room_name]
+            start = len(frames)
+            await call.speak(_speechlike())
+            got = np.concatenate(frames[start:]).astype(np.float64)
+        energies.append(float(np.sum(got * got)))
+    clean, noisy = energies
+    # SNR 3 dB adds half the speech power again; Opus keeps most of it
+    assert noisy > 1.2 * clean, (clean, noisy)
