@@ -156,7 +156,7 @@ async def entrypoint(ctx: JobContext) -> None:
     await run_support_session(ctx, {"min_duration": 0.5})
 
 
-#: The same agent tuned to ignore backchannels: only a transcript of two or more words
+#: The same agent tuned to ignore backchannels: only a transcript of three or more words
 #: interrupts it ("mm-hmm" does not), at the price of yielding only once the caller's words are
 #: transcribed. Pick per product; the example suite tests both behaviours.
 patient_server = AgentServer()
@@ -166,7 +166,7 @@ patient_server.setup_fnc = prewarm
 @patient_server.rtc_session(agent_name="support-agent-patient")
 async def patient_entrypoint(ctx: JobContext) -> None:
     """Support agent that keeps talking through backchannels."""
-    await run_support_session(ctx, {"min_duration": 0.5, "min_words": 2})
+    await run_support_session(ctx, {"min_duration": 0.5, "min_words": 3})
 
 
 if __name__ == "__main__":

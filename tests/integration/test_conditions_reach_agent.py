@@ -79,3 +79,51 @@ async def test_noise_reaches_the_agent(make_livekit_call: Any) -> None:
     clean, noisy = energies
     # SNR 3 dB adds half the speech power again; Opus keeps most of it
     assert noisy > 1.2 * clean, (clean, noisy)
+
+
+async def _received(make_livekit_call: Any, conditions: Any, audio: CallerAudio) -> np.ndarray:
+    from tests.agents import listener_agent
+
+    async with make_livekit_call(agent=LISTENER, conditions=conditions) as call:
+        frames = listener_agent.received[call.room_name]
+        start = len(frames)
+        await call.speak(audio)
+        return np.concatenate(frames[start:]).astype(np.float64)
+
+
+def _wideband(seconds: float = 3.0) -> CallerAudio:
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal(int(seconds * CALL_SAMPLE_RATE)) * 0.1 * 32767).astype(np.int16)
+    return CallerAudio(pcm=pcm, source="white noise")
+
+
+def _band_share(x: np.ndarray, lo_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / CALL_SAMPLE_RATE)
+    return float(spectrum[freqs >= lo_hz].sum() / spectrum.sum())
+
+
+async def test_level_reaches_the_agent(make_livekit_call: Any) -> None:
+    from pytest_livekit.conditions import Conditions, Level
+
+    loud = await _received(make_livekit_call, None, _speechlike())
+    quiet = await _received(make_livekit_call, Conditions((Level(gain_db=-20.0),), seed=1), _speechlike())
+    ratio_db = 10 * np.log10(np.sum(quiet * quiet) / np.sum(loud * loud))
+    assert -24 < ratio_db < -16, ratio_db  # -20 dB through Opus and the server
+
+
+async def test_telephony_band_reaches_the_agent(make_livekit_call: Any) -> None:
+    from pytest_livekit.conditions import Conditions, Telephony
+
+    wide = await _received(make_livekit_call, None, _wideband())
+    phone = await _received(make_livekit_call, Conditions((Telephony(),), seed=1), _wideband())
+    assert _band_share(wide, 4500) > 0.3
+    assert _band_share(phone, 4500) < 0.01
+
+
+async def test_jitter_reaches_the_agent(make_livekit_call: Any) -> None:
+    from pytest_livekit.conditions import Conditions, Jitter
+
+    clean = await _send(make_livekit_call, None)
+    jittery = await _send(make_livekit_call, Conditions((Jitter(std_ms=40.0),), seed=2))
+    assert jittery["jitter"] > clean["jitter"] + 0.005, (clean, jittery)
