@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, note, settings
 
@@ -17,6 +19,7 @@ from pytest_livekit import (
 )
 from pytest_livekit import strategies as lks
 from pytest_livekit.conditions import Conditions, Noise, Pause
+from pytest_livekit.errors import CallTimeoutError
 
 REFUND = "I want a refund for order one two three four"
 
@@ -78,6 +81,9 @@ async def test_refund_sweep_fragile(make_livekit_call, conditions):
     note(f"conditions: {conditions.describe()}")
     async with make_livekit_call(conditions=conditions) as call:
         await call.say(REFUND)
-        await call.wait_for_agent_reply(timeout=15)
+        with contextlib.suppress(CallTimeoutError):
+            # no reply at all (the VAD missed the caller) is the same failure as a wrong one:
+            # one failure type keeps hypothesis's replay of the example consistent
+            await call.wait_for_agent_reply(timeout=15)
         # The refund must still go through: the agent must have understood the order number.
         assert_tool_called(call, "lookup_order", order_id="1234")
