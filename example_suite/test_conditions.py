@@ -36,9 +36,9 @@ async def test_noisy_refund_call(make_livekit_call):
 @pytest.mark.livekit(call_type="escalation")
 async def test_barge_in_during_the_reply(livekit_call):
     await livekit_call.say(REFUND)
-    await livekit_call.barge_in("Can I speak to a human please", offset_s=0.6)
+    await livekit_call.barge_in("Can I speak to a human please", offset_s=0.2)
     await livekit_call.wait_for_agent_reply()
-    assert_barge_in_stopped(livekit_call, max_ms=1000)
+    assert_barge_in_stopped(livekit_call, max_ms=1400)
     assert_answers_interruption(livekit_call)
     assert_tool_called(livekit_call, "transfer_to_human")
 
