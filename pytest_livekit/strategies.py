@@ -43,6 +43,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from . import conditions as _conditions
 from .conditions import (
     NOISE_COLORS,
     BargeIn,
@@ -83,47 +84,21 @@ LOSS_STEP = 0.005
 
 # -- eager validation ------------------------------------------------------------------------
 def _check_number(name: str, value: object, lo: float, hi: float) -> float:
-    """Check that ``value`` is a finite real number (not a bool) in ``[lo, hi]``.
-
-    Args:
-        name: Argument name, repeated in the message.
-        value: The value to check.
-        lo: Smallest valid value.
-        hi: Largest valid value.
-
-    Returns:
-        The value as a float.
-
-    Raises:
-        InvalidArgument: If it is not.
+    """The specs' own number check, raising hypothesis's ``InvalidArgument`` (the error users of
+    strategies expect for bad arguments).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidArgument(f"{name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name}={value!r} is outside the valid range [{lo:g}, {hi:g}]")
-    return float(value)
+    try:
+        return _conditions._check_number(name, value, lo, hi)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
-    """Check that ``value`` is an int (not a bool) in ``[lo, hi]``.
-
-    Args:
-        name: Argument name, repeated in the message.
-        value: The value to check.
-        lo: Smallest valid value.
-        hi: Largest valid value.
-
-    Returns:
-        The value.
-
-    Raises:
-        InvalidArgument: If it is not.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{name}={value!r} must be an int in [{lo}, {hi}]")
-    if not lo <= value <= hi:
-        raise InvalidArgument(f"{name}={value!r} is outside the valid range [{lo}, {hi}]")
-    return value
+    """The specs' own int check, raising hypothesis's ``InvalidArgument``."""
+    try:
+        return _conditions._check_int(name, value, lo, hi)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _check_interval(low_name: str, low: float, high_name: str, high: float) -> None:
