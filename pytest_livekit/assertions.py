@@ -37,6 +37,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(float(value))
 
 
+def _check_max_ms(max_ms: Any) -> None:
+    if not _is_number(max_ms) or not max_ms > 0:
+        raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
+
+
 def _record(call: Any) -> CallRecord:
     if isinstance(call, CallRecord):
         return call
@@ -72,8 +77,7 @@ def assert_time_to_first_audio(call: Any, *, max_ms: float, turn: int = -1) -> f
     Returns the measured value in milliseconds.
     """
     __tracebackhide__ = True
-    if not _is_number(max_ms) or not max_ms > 0:
-        raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
+    _check_max_ms(max_ms)
     rec = _record(call)
     ttfa = time_to_first_audio(rec, turn)
     if ttfa is None:
@@ -265,8 +269,7 @@ def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> floa
     __tracebackhide__ = True
     from .metrics import barge_in_stop_latency
 
-    if not _is_number(max_ms) or not max_ms > 0:
-        raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
+    _check_max_ms(max_ms)
     rec = _record(call)
     latency = barge_in_stop_latency(rec, turn)
     if latency is None:

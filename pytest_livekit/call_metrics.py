@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .audio import CALL_SAMPLE_RATE
-from .metrics import spell_out_digits, time_to_first_audio, user_transcript
+from .metrics import fold_text, spell_out_digits, time_to_first_audio, user_transcript
 from .record import CallRecord, ConversationItem, HeardSegment
 
 __all__ = [
@@ -159,16 +159,13 @@ class ScoringOptions:
         Returns:
             The normalised text, words separated by single spaces.
         """
-        if self.normalize_numbers:
-            text = spell_out_digits(text)
-        if self.fold_case:
-            text = text.lower()
-        if self.strip_punctuation:
-            text = re.sub(r"[^\w\s']|_", " ", text)
-            text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
-        for pattern, replacement in self.rules:
-            text = re.sub(pattern, replacement, text)
-        return " ".join(text.split())
+        return fold_text(
+            text,
+            fold_case=self.fold_case,
+            strip_punctuation=self.strip_punctuation,
+            normalize_numbers=self.normalize_numbers,
+            rules=self.rules,
+        )
 
     def describe(self) -> str:
         """Human-readable description of the transform, for reports.

@@ -206,7 +206,7 @@ class ScriptedCaller:
 
             steps: list[tuple[str, Callable[[], bool]]] = [
                 ("the agent to join the room", lambda: agent_identity in self.room.remote_participants),
-                ("the agent to subscribe to the caller's microphone", self._agent_subscribed),
+                ("the agent to subscribe to the caller's microphone", self.mic_subscribed),
                 ("the agent's audio track", self.agent_audio_subscribed.is_set),
                 ("the agent to be listening", lambda: self.agent_state() == "listening"),
             ]
@@ -222,9 +222,6 @@ class ScriptedCaller:
                     )
         finally:
             self._on_change = previous
-
-    def _agent_subscribed(self) -> bool:
-        return self._mic_subscribed
 
     def mic_subscribed(self) -> bool:
         """True once someone (the agent) subscribed to the caller's microphone."""

@@ -39,7 +39,7 @@ class ServerHandle:
         return f"ServerHandle(mode={self.mode!r}, url={self.url!r}, version={self.version!r})"
 
 
-def _worker_id(config: pytest.Config) -> str:
+def _worker_id() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
@@ -67,7 +67,7 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
         check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
         yield ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
         return
-    log_path = s.artifacts_dir.parent / f"livekit-server-{_worker_id(pytestconfig)}.log"
+    log_path = s.artifacts_dir.parent / f"livekit-server-{_worker_id()}.log"
     server = _managed_server(s, log_path)
     pytestconfig.stash[SERVER_KEY] = server
     server.start()

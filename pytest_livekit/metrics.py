@@ -58,13 +58,32 @@ def normalize_text(text: str, *, exact: bool = False, normalize_numbers: bool = 
     """Standard WER scoring normalisation: lowercase, drop punctuation (keeping apostrophes
     inside words), collapse spaces. ``exact=True`` only collapses whitespace.
     """
+    return fold_text(
+        text, fold_case=not exact, strip_punctuation=not exact, normalize_numbers=normalize_numbers
+    )
+
+
+def fold_text(
+    text: str,
+    *,
+    fold_case: bool = True,
+    strip_punctuation: bool = True,
+    normalize_numbers: bool = False,
+    rules: tuple[tuple[str, str], ...] = (),
+) -> str:
+    """The one text normalisation behind WER/CER scoring: digits spelled out (opt-in), lowercase,
+    punctuation removed (apostrophes inside words kept), then ``rules`` (regex, replacement) in
+    order, then whitespace collapsed to single spaces.
+    """
     if normalize_numbers:
         text = spell_out_digits(text)
-    if exact:
-        return " ".join(text.split())
-    text = text.lower()
-    text = re.sub(r"[^\w\s']|_", " ", text)
-    text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
+    if fold_case:
+        text = text.lower()
+    if strip_punctuation:
+        text = re.sub(r"[^\w\s']|_", " ", text)
+        text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
+    for pattern, replacement in rules:
+        text = re.sub(pattern, replacement, text)
     return " ".join(text.split())
 
 

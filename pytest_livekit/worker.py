@@ -264,7 +264,6 @@ class DispatchedAgent:
         self._failed = asyncio.Event()
         self._on_failure: list[Callable[[], None]] = []
         self._unsubscribe: Callable[[], None] | None = None
-        self.target = worker
 
     def on_failure(self, callback: Callable[[], None]) -> None:
         """Register a callback run when a job of this worker fails."""
