@@ -1,4 +1,7 @@
-"""Command line: ``python -m pytest_livekit install-server [--version V] [--dir D]``.
+"""Command line.
+
+- ``python -m pytest_livekit install-server [--version V] [--dir D]``
+- ``python -m pytest_livekit replay FOLDER [--agent module:attr] [--server-binary PATH] [--out DIR]``
 
 PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
 """
@@ -21,13 +24,41 @@ def main(argv: list[str] | None = None) -> int:
     inst = sub.add_parser("install-server", help="build or fetch from cache a livekit-server binary")
     inst.add_argument("--version", default=DEFAULT_SERVER_VERSION)
     inst.add_argument("--dir", type=Path, default=None, help="install folder")
+    rep = sub.add_parser(
+        "replay",
+        help="re-run a recorded call from its artifact folder (same script, conditions, seed)",
+    )
+    rep.add_argument("folder", type=Path, help="the call's artifact folder (holds trace.json)")
+    rep.add_argument("--agent", default=None, help="agent spec instead of the recorded one")
+    rep.add_argument("--server-binary", default=None, help="livekit-server binary")
+    rep.add_argument("--out", type=Path, default=None, help="artifact folder of the replay")
     args = parser.parse_args(argv)
     try:
+        if args.command == "replay":
+            return _replay(args)
         install_server(args.version, dest_dir=args.dir)
-    except PytestLivekitError as exc:
+    except (PytestLivekitError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .replay import replay_with_server
+
+    result = asyncio.run(
+        replay_with_server(args.folder, agent=args.agent, server_binary=args.server_binary, out_dir=args.out)
+    )
+    print(f"replay of {args.folder} ({result.original['test'].get('nodeid', '')})")
+    print(result.table())
+    if result.error:
+        print(f"step failed: {result.error}")
+    for breach in result.breaches:
+        print(f"limit breached: {breach}")
+    print(f"artifacts: {result.folder}")
+    return 1 if result.failed else 0
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import contextlib
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,10 @@ class LivekitCall:
         """Setup/teardown durations in seconds (``setup``, ``teardown``)."""
         self.limits: dict[str, Any] = {}
         """Per-call limits of this call's type (set by the plugin from pyproject and the marker)."""
+        self.on_progress: Callable[[LivekitCall, str, int, dict[str, Any]], None] | None = None
+        """Called at each script step with ``(call, action, caller turns so far, arguments)``
+        (the plugin's progress line)."""
+        self.record.agent_spec = getattr(agent, "spec", "") or ""
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> LivekitCall:
@@ -254,6 +259,18 @@ class LivekitCall:
         self.record.save(self.artifacts_dir / "call.json")
         return self.artifacts_dir
 
+    def _script(self, action: str, **arguments: Any) -> None:
+        """Note a step of the test's script (what replay re-runs), with its call time in s."""
+        now = self.caller.now() if self.caller is not None else 0.0
+        self.record.script.append({"action": action, "t": round(now, 3), **arguments})
+        self._progress(action, arguments)
+
+    def _progress(self, action: str, arguments: dict[str, Any]) -> None:
+        if self.on_progress is not None:
+            turn = len(self.record.caller_turns)
+            with contextlib.suppress(Exception):  # a display problem must never fail a call
+                self.on_progress(self, action, turn, arguments)
+
     # -- guards -----------------------------------------------------------------------------
     async def _guard(self, awaitable: Any) -> Any:
         """Await ``awaitable`` but fail at once with the agent's traceback if the agent crashes."""
@@ -304,6 +321,11 @@ class LivekitCall:
             pause: a :class:`~pytest_livekit.conditions.Pause`: speak the sentence with a silent
                 gap after word ``pause.at_word`` (probes premature endpointing).
         """
+        self._script(
+            "say", text=text, wait_for_listening=wait_for_listening,
+            conditions=conditions.to_dict() if conditions is not None else None,
+            pause=pause.to_dict() if pause is not None else None,
+        )
         if pause is not None:
             from .conditions import split_text_for_pause
 
@@ -332,6 +354,10 @@ class LivekitCall:
         p = Path(path)
         if not p.is_absolute():
             p = self.audio_root / p
+        self._script(
+            "play", path=str(p.resolve()), text=text, wait_for_listening=wait_for_listening,
+            conditions=conditions.to_dict() if conditions is not None else None,
+        )
         return await self.speak(load_wav(p, text=text), wait_for_listening=wait_for_listening, conditions=conditions)
 
     def _prepare(self, audio: CallerAudio, conditions: Any, turn_index: int) -> tuple[CallerAudio, Any, Any, str]:
@@ -372,7 +398,7 @@ class LivekitCall:
         assert self.caller is not None, "call not started"
         self._check_agent()
         if wait_for_listening:
-            await self.wait_for_agent_state("listening", timeout=DEFAULT_REPLY_TIMEOUT)
+            await self._wait_for_agent_state("listening", timeout=DEFAULT_REPLY_TIMEOUT)
         index = len(self.record.caller_turns)
         audio, lost, delays, described = self._prepare(audio, conditions, index)
         future = self.caller.enqueue(
@@ -409,6 +435,10 @@ class LivekitCall:
         """Talk over the agent: start ``text`` ``offset_s`` seconds after the agent's reply to the
         last caller turn became audible at the caller (scheduled on the microphone's clock).
         """
+        self._script(
+            "barge_in", text=text, offset_s=offset_s, kind=kind, timeout=timeout,
+            conditions=conditions.to_dict() if conditions is not None else None,
+        )
         last = self.record.caller_turns[-1] if self.record.caller_turns else None
         since = last.ended_at if last is not None and last.ended_at is not None else 0.0
         onset = await self._agent_onset_after(since, timeout)
@@ -424,6 +454,7 @@ class LivekitCall:
     async def stay_silent(self, duration_s: float) -> None:
         """Keep the microphone silent for ``duration_s`` seconds (a silent caller)."""
         assert self.caller is not None
+        self._script("stay_silent", duration_s=duration_s)
         silence = CallerAudio(np.zeros(int(duration_s * CALL_SAMPLE_RATE), dtype=np.int16), "silence")
         future = self.caller.enqueue(silence, as_turn=False)
         await self._guard(_within(future, duration_s + 10.0, "the silence to pass"))
@@ -444,6 +475,7 @@ class LivekitCall:
         }
         if kind not in kinds:
             raise ConfigError(f"{kind!r} is not a reconnect kind. Valid kinds: full, signal.")
+        self._script("reconnect", kind=kind, timeout=timeout)
         t0 = self.caller.now()
         self.caller.reconnected.clear()
         self.caller.reset_mic_subscription()
@@ -463,17 +495,23 @@ class LivekitCall:
                 f"after the full reconnect the agent did not subscribe to the caller's microphone "
                 f"again within {timeout:.0f} s.\nTimeline:\n{self.record.timeline()}"
             )
-        await self.wait_for_agent_state("listening", timeout=timeout)
+        await self._wait_for_agent_state("listening", timeout=timeout)
         entry["took"] = self.caller.now() - t0
         entry["ok"] = True
         return float(entry["took"])
 
     async def hang_up(self) -> None:
         """End the call now (the fixture's teardown then has nothing left to do)."""
+        if not self._closed:
+            self._script("hang_up")
         await self.aclose()
 
     async def wait_for_agent_state(self, state: str, *, timeout: float = 10.0) -> None:
         """Wait until the agent's ``lk.agent.state`` attribute equals ``state``."""
+        self._script("wait_for_agent_state", state=state, timeout=timeout)
+        await self._wait_for_agent_state(state, timeout=timeout)
+
+    async def _wait_for_agent_state(self, state: str, *, timeout: float) -> None:
         assert self.caller is not None
         caller = self.caller
         ok = await self._guard(wait_until(lambda: caller.agent_state() == state, self._changed, timeout))
@@ -492,6 +530,7 @@ class LivekitCall:
         audio has gone quiet.
         """
         assert self.caller is not None
+        self._script("wait_for_agent_reply", timeout=timeout)
         caller = self.caller
         record = self.record
         if not record.caller_turns or record.caller_turns[-1].ended_at is None:
@@ -523,6 +562,7 @@ class LivekitCall:
         (audio only: for agents without an AgentSession, e.g. tone or IVR bots).
         """
         assert self.caller is not None
+        self._script("wait_for_agent_audio", timeout=timeout)
         caller = self.caller
         turn = self.record.caller_turns[-1] if self.record.caller_turns else None
         if turn is None or turn.ended_at is None:

@@ -101,11 +101,12 @@ class Recording:
 
         folder.mkdir(parents=True, exist_ok=True)
         stereo = self.stereo()
-        path = folder / "call.wav"
-        sf.write(str(path), stereo, CALL_SAMPLE_RATE, subtype="PCM_16")
-        sf.write(str(folder / "caller.wav"), stereo[:, 0], CALL_SAMPLE_RATE, subtype="PCM_16")
-        sf.write(str(folder / "agent.wav"), stereo[:, 1], CALL_SAMPLE_RATE, subtype="PCM_16")
-        return path
+        for name, data in (("call.wav", stereo), ("caller.wav", stereo[:, 0]), ("agent.wav", stereo[:, 1])):
+            # atomic: a reader (or a crash) never sees half a file
+            tmp = folder / f".{name}.tmp"
+            sf.write(str(tmp), data, CALL_SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            tmp.replace(folder / name)
+        return folder / "call.wav"
 
 
 class ScriptedCaller:
@@ -243,6 +244,7 @@ class ScriptedCaller:
         self._closed = True
         with contextlib.suppress(Exception):  # stats are a bonus; never fail a hang-up on them
             self.record.rtc = await self._rtc_stats()
+        self._note_participants()
         if self._mic_task is not None:
             self._mic_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -259,13 +261,49 @@ class ScriptedCaller:
         await self.room.disconnect()
         await self._source.aclose()
 
+    def _note_participants(self) -> None:
+        """Record the room's sid and who was in the call (for the trace), before leaving."""
+        info = getattr(self.room, "_info", None)  # Room.sid is async; the info is already here
+        if info is not None and info.sid:
+            self.record.room_sid = info.sid
+        local = self.room.local_participant
+        people = [{"identity": local.identity, "sid": local.sid, "role": "caller", "kind": "standard"}]
+        for p in self.room.remote_participants.values():
+            role = "agent" if p.identity == self.agent_identity else "other"
+            kind = rtc.ParticipantKind.Name(p.kind).removeprefix("PARTICIPANT_KIND_").lower()
+            people.append({"identity": p.identity, "sid": p.sid, "role": role, "kind": kind})
+        known = {(p["identity"], p["sid"]) for p in self.record.participants}
+        # a reconnect or an agent that already left: keep everyone seen so far
+        self.record.participants += [p for p in people if (p["identity"], p["sid"]) not in known]
+
     async def _rtc_stats(self) -> dict[str, float]:
-        """Receive-side stats of the agent's audio and our round-trip time (W3C units: s)."""
+        """Receive-side stats of the agent's audio and our round-trip time (W3C units: s).
+
+        Also records the audio codecs in use (``record.media``).
+        """
         stats = await self.room.get_rtc_stats()
         out: dict[str, float] = {}
         # With a single peer connection (livekit-server >= 1.9 offers it) every stat is in
         # publisher_stats; otherwise receive stats are in subscriber_stats. Scan both.
         everything = [*stats.publisher_stats, *stats.subscriber_stats]
+        used = set()
+        for item in everything:
+            which = item.WhichOneof("stats")
+            if which in ("inbound_rtp", "outbound_rtp"):
+                stream = getattr(item, which).stream
+                if stream.kind == "audio":
+                    used.add(stream.codec_id)
+        codecs = {
+            item.codec.rtc.id: {
+                "mime_type": item.codec.codec.mime_type,
+                "clock_rate": item.codec.codec.clock_rate,
+                "channels": item.codec.codec.channels,
+                "payload_type": item.codec.codec.payload_type,
+            }
+            for item in everything
+            if item.WhichOneof("stats") == "codec" and item.codec.rtc.id in used
+        }
+        self.record.media = {"codecs": sorted(codecs.values(), key=lambda c: str(c["mime_type"]))}
         for item in everything:
             if item.WhichOneof("stats") == "inbound_rtp":
                 rtp = item.inbound_rtp

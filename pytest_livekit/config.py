@@ -10,6 +10,7 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,52 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="seconds to wait for the managed server to be ready (30).",
     )
+    group.addoption(
+        "--livekit-keep",
+        choices=("all", "failed"),
+        default=None,
+        help="keep the recordings of every call (all, default) or only of calls that did not pass "
+        "(failed); traces are always kept.",
+    )
+    group.addoption(
+        "--livekit-report",
+        default=None,
+        metavar="FILE",
+        help="write a self-contained HTML report of the run's calls to FILE.",
+    )
+    group.addoption(
+        "--livekit-baseline-save",
+        default=None,
+        metavar="NAME",
+        help="save this run's metrics as baseline NAME (.livekit/baselines/NAME.json).",
+    )
+    group.addoption(
+        "--livekit-baseline-compare",
+        default=None,
+        metavar="NAME",
+        help="compare this run against baseline NAME (or a baseline .json path); a regression "
+        "beyond the tolerances fails the run.",
+    )
+    group.addoption(
+        "--livekit-tolerance",
+        action="append",
+        default=None,
+        metavar="METRIC=ALLOWANCE",
+        help="allowed worsening for a baseline metric, e.g. ttfa_p95_ms=20%% or wer_mean=0.05 "
+        "(repeatable; overrides [tool.pytest_livekit.baseline.tolerances]).",
+    )
+    group.addoption(
+        "--livekit-otel",
+        default=None,
+        metavar="FILE",
+        help="write the run's calls as OpenTelemetry spans to FILE (OTLP JSON).",
+    )
+    group.addoption(
+        "--livekit-progress",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="progress line while a call runs: auto (on a terminal, not under -q), on, off.",
+    )
     parser.addini("livekit_server", "server mode: auto, binary or external", default=None)
     parser.addini("livekit_server_binary", "path of a livekit-server binary", default=None)
     parser.addini("livekit_docker_image", "image for the docker server mode", default=None)
@@ -105,6 +152,10 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("livekit_agent_mode", "in-process (default) or worker", default=None)
     parser.addini("livekit_artifacts_dir", "folder for per-call artifacts", default=None)
     parser.addini("livekit_startup_timeout", "seconds to wait for server readiness", default=None)
+    parser.addini("livekit_keep", "keep recordings of: all (default) or failed calls", default=None)
+    parser.addini("livekit_report", "write an HTML report of the run's calls to this file", default=None)
+    parser.addini("livekit_otel", "write the run's calls as OTLP JSON spans to this file", default=None)
+    parser.addini("livekit_progress", "progress line: auto, on or off", default=None)
     parser.addini(
         "livekit_call_types", "allowed call types for @pytest.mark.livekit(call_type=...)", type="linelist"
     )
@@ -152,6 +203,30 @@ class LivekitSettings:
     """``[tool.pytest_livekit.call_types.*]`` as :class:`pytest_livekit.thresholds.CallType`."""
     rootdir: Path = field(default_factory=Path.cwd)
     """pytest rootdir (agent modules are imported relative to it)."""
+    keep: str = "all"
+    """Keep the recordings of ``all`` calls or only of ``failed`` ones (traces always stay)."""
+    report_path: Path | None = None
+    """Where to write the HTML report, if asked."""
+    otel_path: Path | None = None
+    """Where to write the OTLP JSON spans, if asked."""
+    baseline_save: str | None = None
+    """Save this run's metrics as this baseline name."""
+    baseline_compare: str | None = None
+    """Compare this run against this baseline name or path."""
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    """Baseline tolerances (:class:`pytest_livekit.baseline.Tolerance` per metric)."""
+    progress: str = "auto"
+    """``auto``, ``on`` or ``off``."""
+
+    @property
+    def session_dir(self) -> Path:
+        """Folder of session-wide files (``calls.jsonl``, logs): the artifacts folder's parent."""
+        return self.artifacts_dir.parent
+
+    @property
+    def baselines_dir(self) -> Path:
+        """Folder of saved baselines (``<session dir>/baselines``)."""
+        return self.session_dir / "baselines"
     _target: Any = None
 
     @property
@@ -273,6 +348,29 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         raise ConfigError(
             f"{agent_mode.value!r} is not a valid livekit_agent_mode. Valid modes: {', '.join(AGENT_MODES)}."
         )
+    keep = _pick(config, "livekit_keep", "livekit_keep").value or "all"
+    if keep not in ("all", "failed"):
+        raise ConfigError(f"livekit_keep = {keep!r} is not valid. Valid values: all, failed.")
+    progress = _pick(config, "livekit_progress", "livekit_progress").value or "auto"
+    if progress not in ("auto", "on", "off"):
+        raise ConfigError(f"livekit_progress = {progress!r} is not valid. Valid values: auto, on, off.")
+
+    def out_path(option: str, ini: str) -> Path | None:
+        value = _pick(config, option, ini).value
+        if not value:
+            return None
+        path = Path(str(value))
+        # CLI paths are relative to where pytest was started, ini paths to the rootdir
+        return path if path.is_absolute() else (Path.cwd() if config.getoption(option) else rootdir) / path
+
+    compare = config.getoption("livekit_baseline_compare")
+    save = config.getoption("livekit_baseline_save")
+    tolerances = _tolerances(config, pyproject) if (compare or save) else {}
+    if save and not re.fullmatch(r"[A-Za-z0-9_.-]+", save):
+        raise ConfigError(
+            f"--livekit-baseline-save {save!r}: a baseline name may use letters, digits, '_', '.' "
+            "and '-' only (it becomes a file name)."
+        )
     return LivekitSettings(
         server_mode=mode,
         server_binary=_pick(config, "livekit_server_binary", "livekit_server_binary"),
@@ -288,7 +386,43 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         call_types=call_types,
         call_type_configs=call_type_configs,
         rootdir=rootdir,
+        keep=str(keep),
+        report_path=out_path("livekit_report", "livekit_report"),
+        otel_path=out_path("livekit_otel", "livekit_otel"),
+        baseline_save=save,
+        baseline_compare=compare,
+        tolerances=tolerances,
+        progress=str(progress),
     )
+
+
+def _tolerances(config: pytest.Config, pyproject: Path) -> dict[str, Any]:
+    """Baseline tolerances: ``[tool.pytest_livekit.baseline.tolerances]``, then the CLI's."""
+    from .baseline import DEFAULT_TOLERANCES, parse_tolerance
+
+    out: dict[str, Any] = dict(DEFAULT_TOLERANCES)
+    table: dict[str, Any] = {}
+    if pyproject.is_file():
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+
+        data = tomllib.loads(pyproject.read_text())
+        table = dict(data.get("tool", {}).get("pytest_livekit", {}).get("baseline", {}).get("tolerances", {}))
+    for item in config.getoption("livekit_tolerance") or []:
+        metric, sep, allowance = str(item).partition("=")
+        if not sep:
+            raise ConfigError(
+                f"--livekit-tolerance {item!r} is not METRIC=ALLOWANCE (e.g. ttfa_p95_ms=20% or wer_mean=0.05)."
+            )
+        table[metric.strip()] = allowance.strip()
+    for metric, allowance in table.items():
+        try:
+            out[metric] = parse_tolerance(metric, allowance)
+        except ValueError as exc:
+            raise ConfigError(f"baseline tolerance {metric} = {allowance!r}: {exc}") from None
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

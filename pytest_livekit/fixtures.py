@@ -235,6 +235,10 @@ def make_livekit_call(
             **overrides,
         )
         call.limits = dict(call_type.limits) if call_type is not None else {}
+        from .plugin import progress_for
+
+        label = request.node.name + (f"#{n}" if n > 1 else "")
+        call.on_progress = progress_for(request.node, label)
         request.node.stash[CALL_KEY] = call
         async with call:
             yield call

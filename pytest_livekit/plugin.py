@@ -136,21 +136,90 @@ def pytest_collection_modifyitems(
         raise pytest.UsageError("pytest-livekit:\n" + "\n".join(problems))
 
 
+OUTCOME_KEY = pytest.StashKey[dict[str, Any]]()
+PROGRESS_KEY = pytest.StashKey[Any]()
+
+
+def progress_for(item: pytest.Item, label: str) -> Any:
+    """The progress callback for a call of ``item`` (None when off: ``-q``, an xdist worker, not
+    a terminal under ``auto``, or ``--livekit-progress=off``).
+    """
+    from .progress import CallProgress, ProgressLine
+
+    config = item.config
+    settings = config.stash.get(SETTINGS_KEY, None)
+    mode = settings.progress if settings is not None else "auto"
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if mode == "off" or reporter is None or config.get_verbosity() < 0 or hasattr(config, "workerinput"):
+        return None
+    writer = getattr(reporter, "_tw", None)
+    # pytest's own output stream: sys.stdout is captured while the test runs
+    stream = getattr(writer, "_file", None)
+    tty = bool(getattr(reporter, "isatty", False))
+    if tty and stream is not None and writer is not None:
+        progress = CallProgress(
+            label, line=ProgressLine(stream, width=writer.fullwidth),
+            column=lambda: int(writer.width_of_current_line),
+        )
+    elif mode == "on":
+        progress = CallProgress(label, write_line=reporter.write_line)
+    else:
+        return None
+    item.stash[PROGRESS_KEY] = progress
+    return progress
+
+
+def _phase_outcome(report: pytest.TestReport, exc: BaseException | None) -> str:
+    """``passed``/``failed``/``error``/``timeout``/``skipped`` for one phase's report."""
+    from .errors import CallTimeoutError
+
+    if report.skipped:
+        return "skipped"
+    if not report.failed:
+        return "passed"
+    if isinstance(exc, CallTimeoutError) or "Timeout" in type(exc).__name__ or (
+        exc is not None and str(exc).startswith("Timeout")  # pytest-timeout's signal method
+    ):
+        return "timeout"
+    return "failed" if report.when == "call" else "error"
+
+
+_SEVERITY = {"passed": 0, "skipped": 1, "failed": 2, "timeout": 3, "error": 4}
+
+
+def _note_outcome(item: pytest.Item, report: pytest.TestReport, exc: BaseException | None) -> None:
+    """Keep the test's worst phase outcome so far (what the trace records)."""
+    outcome = _phase_outcome(report, exc)
+    seen = item.stash.setdefault(OUTCOME_KEY, {"outcome": "passed", "phase": "", "message": ""})
+    if _SEVERITY[outcome] > _SEVERITY[seen["outcome"]]:
+        text = str(report.longrepr) if report.longrepr is not None else ""
+        seen.update(outcome=outcome, phase=report.when, message="\n".join(text.splitlines()[-12:]))
+    seen["duration_s"] = seen.get("duration_s", 0.0) + float(report.duration)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
-    """Short errors for our own exceptions; call timeline and server log on failures."""
+    """Short errors for our own exceptions; call timeline and server log on failures; the call's
+    trace, metrics properties and artifacts at teardown.
+    """
     report: pytest.TestReport = yield
     exc = call.excinfo.value if call.excinfo is not None else None
     if isinstance(exc, PytestLivekitError):
         # Our messages carry their evidence and a hint; the plugin's stack frames add nothing.
         report.longrepr = f"{type(exc).__name__}: {exc}"
     livekit_call_obj = item.stash.get(CALL_KEY, None)
+    if livekit_call_obj is not None:
+        _note_outcome(item, report, exc)
+    progress = item.stash.get(PROGRESS_KEY, None)
+    if progress is not None and (report.when == "call" or report.failed):
+        progress.close()  # erase it before pytest writes the result
     if report.failed and livekit_call_obj is not None:
         rec = livekit_call_obj.record
         report.sections.append(
             (
                 "livekit call",
-                f"room {rec.call_id}; artifacts {rec.artifacts_dir}\n{rec.timeline()}",
+                f"room {rec.call_id}; artifacts {rec.artifacts_dir}\n"
+                f"replay: python -m pytest_livekit replay {rec.artifacts_dir}\n{rec.timeline()}",
             )
         )
     server = item.config.stash.get(SERVER_KEY, None)
@@ -160,53 +229,45 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     worker = item.stash.get(WORKER_KEY, None)
     if report.failed and worker is not None:
         report.sections.append((f"livekit agent worker log ({worker.log_path})", worker.log_tail(40)))
-    if report.when == "call" and livekit_call_obj is not None:
-        try:
-            summary = call_summary(livekit_call_obj)
-        except Exception as exc:  # metrics must never turn a test result into an internal error
-            summary = {"call_type": livekit_call_obj.record.call_type, "metrics": {}, "tools": [],
-                       "artifacts": livekit_call_obj.record.artifacts_dir,
-                       "error": f"metrics failed: {type(exc).__name__}: {exc}"}
-            report.sections.append(("livekit metrics error", summary["error"]))
-        report.user_properties.append((_PROPERTY, json.dumps(summary)))
+    if report.when == "teardown" and livekit_call_obj is not None:
+        _finish_call(item, report, livekit_call_obj)
     return report
 
 
-def call_summary(call: Any) -> dict[str, Any]:
-    """Per-call numbers for the summary, SLOs and JUnit properties (metrics in seconds).
-
-    Also writes them to ``metrics.json`` next to the call's recording.
+def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any) -> None:
+    """After the call's teardown (it has hung up): metrics, the trace, JUnit properties, the
+    keep policy. Runs for passed, failed, errored and timed-out tests alike.
     """
-    from .call_metrics import compute_metrics, interruption_recovery
-    from .thresholds import check_call
+    from .artifacts import finish_call
 
-    rec = call.record
-    stereo = call.caller.recording.stereo() if call.caller is not None else None
-    metrics = compute_metrics(rec, stereo).to_dict()
-    breaches = check_call(metrics, call.limits)
-    summary = {
-        "call_type": rec.call_type,
-        "metrics": metrics,
-        "breaches": [str(b) for b in breaches],
-        "tool_breaches": [str(b) for b in breaches if b.name in ("expected_tools", "forbidden_tools")],
-        "conditions": list(getattr(call, "condition_kinds", ()) or ()),
-        "interruptions": list(interruption_recovery(rec)),
-        # reconnects the caller made and how many the call survived (caller reconnects: issue 4)
-        "reconnects": list(getattr(call, "reconnects", (0, 0))),
-        "tools": [
-            f"{t.name}({', '.join(f'{k}={v!r}' for k, v in t.arguments.items())})" for t in rec.tool_calls
-        ],
-        "setup_s": call.timings.get("setup"),
-        "teardown_s": call.timings.get("teardown"),
-        "artifacts": rec.artifacts_dir,
-    }
-    if rec.artifacts_dir:
-        folder = Path(rec.artifacts_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "metrics.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(folder / "metrics.json")
-    return summary
+    settings = item.config.stash.get(SETTINGS_KEY, None)
+    outcome = dict(item.stash.get(OUTCOME_KEY, {"outcome": "passed", "phase": "", "message": ""}))
+    outcome["rootdir"] = str(settings.rootdir if settings is not None else item.config.rootpath)
+    server = item.config.stash.get(SERVER_KEY, None)
+    secrets = [getattr(server, "api_secret", "")]
+    if settings is not None:
+        secrets.append(str(settings.api_secret.value or ""))
+    try:
+        summary, trace = finish_call(
+            call,
+            nodeid=item.nodeid,
+            outcome=outcome,
+            keep=settings.keep if settings is not None else "all",
+            secrets=secrets,
+        )
+    except Exception as exc:  # artifacts must never turn a test result into an internal error
+        summary = {"call_type": call.record.call_type, "metrics": {}, "tools": [],
+                   "artifacts": call.record.artifacts_dir,
+                   "error": f"metrics failed: {type(exc).__name__}: {exc}"}
+        trace = None
+        report.sections.append(("livekit metrics error", summary["error"]))
+    summary["outcome_test"] = outcome["outcome"]
+    report.user_properties.append((_PROPERTY, json.dumps(summary)))
+    from .artifacts import junit_properties
+
+    report.user_properties.extend(junit_properties(summary, trace))
+    # travels to the xdist controller with the report (TestReport keeps extra attributes)
+    report.livekit_trace = trace  # type: ignore[attr-defined]
 
 
 class _RunAggregate:
@@ -216,20 +277,36 @@ class _RunAggregate:
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, dict[str, Any]]] = []
+        self.traces: list[dict[str, Any]] = []
         self.slo_breaches: list[str] = []
+        self.baseline_lines: list[str] = []
+        self.baseline_failed = False
+        self.written: list[str] = []
+        self._worst: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect each call's row (runs on the xdist controller for worker reports)."""
-        if report.when == "call":
-            self.add(report)
+        """Collect each call's row and trace at its teardown report (on the xdist controller for
+        worker reports: the row and the trace travel with the report).
+        """
+        outcome = "failed" if report.failed else ("skipped" if report.skipped else "passed")
+        if report.failed and report.when != "call":
+            outcome = "error"
+        previous = self._worst.get(report.nodeid, "passed")
+        if _SEVERITY[outcome] > _SEVERITY[previous]:
+            self._worst[report.nodeid] = outcome
+        if report.when == "teardown":
+            self.add(report, self._worst.pop(report.nodeid, "passed"))
 
-    def add(self, report: pytest.TestReport) -> None:
-        """Take the livekit row of a call-phase report, if it has one."""
+    def add(self, report: pytest.TestReport, outcome: str) -> None:
+        """Take the livekit row (and trace) of a teardown report, if it has one."""
         for key, value in report.user_properties:
             if key == _PROPERTY:
                 data = json.loads(str(value))
-                data["outcome_test"] = report.outcome
-                self.rows.append((report.nodeid, report.outcome, data))
+                data["outcome_test"] = data.get("outcome_test") or outcome
+                self.rows.append((report.nodeid, data["outcome_test"], data))
+        trace = getattr(report, "livekit_trace", None)
+        if trace:
+            self.traces.append(trace)
 
     def summaries(self) -> dict[str, Any]:
         from .thresholds import CallTypeSummary
@@ -252,19 +329,58 @@ def _aggregate_for(config: pytest.Config) -> _RunAggregate:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Evaluate the session SLOs per call type; a breach fails the run."""
+    """Evaluate the session SLOs per call type (a breach fails the run); write the session's
+    JSONL, HTML report, baseline and OTel files; compare against a baseline.
+    """
     if hasattr(session.config, "workerinput"):
         return  # xdist worker: the controller sees every report and decides
     settings = session.config.stash.get(SETTINGS_KEY, None)
     aggregate = _aggregate_for(session.config)
-    if settings is None or not aggregate.rows:
+    if settings is None:
         return
     for name, summary in aggregate.summaries().items():
         call_type = settings.call_type_configs.get(name)
         if call_type is not None and call_type.slo:
             aggregate.slo_breaches += [str(b) for b in summary.check(call_type.slo)]
-    if aggregate.slo_breaches and session.exitstatus == pytest.ExitCode.OK:
+    if aggregate.traces:
+        _session_files(settings, aggregate)
+    failed = aggregate.slo_breaches or aggregate.baseline_failed
+    if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _session_files(settings: LivekitSettings, aggregate: _RunAggregate) -> None:
+    from .artifacts import write_session_jsonl
+
+    traces = sorted(aggregate.traces, key=lambda t: (t["test"]["nodeid"], t["call"]["started_at_epoch"]))
+    aggregate.written.append(f"calls: {write_session_jsonl(settings.session_dir / 'calls.jsonl', traces)}")
+    if settings.report_path is not None:
+        from .report import write_report
+
+        aggregate.written.append(f"report: {write_report(settings.report_path, traces, settings=settings)}")
+    if settings.otel_path is not None:
+        from .otel import write_otlp_json
+
+        aggregate.written.append(f"otel: {write_otlp_json(settings.otel_path, traces)}")
+    if settings.baseline_compare:
+        from .baseline import baseline_from_traces, compare, load_baseline
+
+        try:
+            saved = load_baseline(settings.baseline_compare, settings.baselines_dir)
+        except (FileNotFoundError, ValueError) as exc:
+            aggregate.baseline_lines.append(f"baseline: {exc}")
+            aggregate.baseline_failed = True
+        else:
+            result = compare(baseline_from_traces("current", traces), saved, settings.tolerances)
+            aggregate.baseline_lines += [f"baseline {saved.name}: {w}" for w in result.warnings]
+            aggregate.baseline_lines += result.lines()
+            aggregate.baseline_lines += [f"REGRESSION {r}" for r in result.regressions]
+            aggregate.baseline_failed = not result.ok
+    if settings.baseline_save:
+        from .baseline import baseline_from_traces, save_baseline
+
+        path = save_baseline(baseline_from_traces(settings.baseline_save, traces), settings.baselines_dir)
+        aggregate.written.append(f"baseline: {path}")
 
 
 def _ms(value: float | None) -> str:
@@ -279,7 +395,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not aggregate.rows:
         return
     write = terminalreporter.write_line
-    if aggregate.slo_breaches or config.get_verbosity() >= 0:
+    if aggregate.slo_breaches or aggregate.baseline_failed or config.get_verbosity() >= 0:
         terminalreporter.section("livekit calls")
     if config.get_verbosity() >= 0:
         write(f"{'call type':<14}{'calls':>6}  {'ttfa p50':>9} {'p95':>8} {'p99':>8}  {'wer':>5}  "
@@ -295,6 +411,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                   f"{summary.failed:>6}  {outcomes}")
     for breach in aggregate.slo_breaches:
         terminalreporter.write_line(f"SLO breach: {breach}", red=True, bold=True)
+    for line in aggregate.baseline_lines:
+        bad = line.startswith("REGRESSION") or line.startswith("baseline: ")
+        terminalreporter.write_line(line, red=bad, bold=bad)
     if config.get_verbosity() < 0:
         return
     write("")
@@ -305,6 +424,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tools = ", ".join(data["tools"]) or "no tools"
         write(f"{nodeid} [{data['call_type'] or '-'}] {outcome}: ttfa {ttfa or '—'} · wer {wer or '—'} · {tools}")
     write(f"artifacts: {Path(aggregate.rows[0][2]['artifacts'] or '.').parent}")
+    for line in aggregate.written:
+        write(line)
 
 
 def pytest_keyboard_interrupt(excinfo: Any) -> None:

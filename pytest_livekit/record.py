@@ -172,6 +172,19 @@ class CallRecord:
     """Caller-side WebRTC stats at hang-up: ``packets_lost``, ``packets_received``, ``jitter`` (s),
     ``concealed_samples``, ``total_samples_received`` (agent audio received), ``round_trip_time`` (s,
     caller to server)."""
+    room_sid: str = ""
+    """The server's id of the room (``RM_...``), when known."""
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    """Who was in the call: ``{"identity", "sid", "role": "caller"|"agent", "kind"}``."""
+    media: dict[str, Any] = field(default_factory=dict)
+    """Codecs the caller's connection negotiated: ``{"codecs": [{"mime_type", "clock_rate",
+    "channels", "payload_type"}]}`` (from the WebRTC codec stats at hang-up)."""
+    agent_spec: str = ""
+    """The agent under test as ``module:attribute`` (for replay)."""
+    script: list[dict[str, Any]] = field(default_factory=list)
+    """What the test asked the caller to do, in order (``say``, ``play``, ``barge_in``,
+    ``backchannel``, ``stay_silent``, ``reconnect`` and the waits), with the arguments needed to
+    replay it: see :mod:`pytest_livekit.replay`."""
     recording_path: str | None = None
     """Stereo WAV (left: caller sent, right: agent heard), when written."""
     artifacts_dir: str | None = None

@@ -278,9 +278,9 @@ class CallTypeSummary:
     """Reconnects after which the call went on."""
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Add one call's summary row (see ``plugin.call_summary``)."""
+        """Add one call's summary row (see :func:`pytest_livekit.artifacts.call_summary`)."""
         self.calls += 1
-        failed = row.get("outcome_test") == "failed"
+        failed = row.get("outcome_test") in ("failed", "error", "timeout")
         self.failed += int(failed)
         m = row.get("metrics") or {}
         self.ttfa += [t["ttfa"] for t in m.get("turns", []) if t.get("ttfa") is not None]

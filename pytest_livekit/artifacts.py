@@ -1,0 +1,164 @@
+"""Per-call and per-session artifacts: metrics, the trace, JUnit properties, the session JSONL.
+
+A call's folder (``<artifacts>/<test id>/``) holds ``call.wav`` (stereo: left = caller as sent,
+right = agent as heard), ``caller.wav`` and ``agent.wav`` (each channel), ``call.json`` (the raw
+:class:`~pytest_livekit.record.CallRecord`), ``metrics.json`` (the summary row) and
+``trace.json`` (:mod:`pytest_livekit.trace`). The session writes ``calls.jsonl`` next to the
+call folders' parent: one trace per line, for every call of the run (xdist workers included).
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .trace import build_trace, json_safe, redact_text, write_trace
+
+#: ``keep`` values: keep every call's recordings, or only those of calls that did not pass.
+KEEP_CHOICES = ("all", "failed")
+#: Recordings removed for passed calls under ``keep="failed"`` (the small JSON files stay).
+RECORDING_FILES = ("call.wav", "caller.wav", "agent.wav")
+
+
+def call_summary(call: Any) -> dict[str, Any]:
+    """Per-call numbers for the run summary, SLOs and JUnit (metrics in seconds).
+
+    Also writes them to ``metrics.json`` in the call's folder.
+    """
+    from .call_metrics import compute_metrics, interruption_recovery
+    from .thresholds import check_call
+
+    rec = call.record
+    stereo = call.caller.recording.stereo() if call.caller is not None else None
+    metrics = compute_metrics(rec, stereo).to_dict()
+    breaches = check_call(metrics, call.limits)
+    summary = {
+        "call_type": rec.call_type,
+        "metrics": metrics,
+        "breaches": [str(b) for b in breaches],
+        "tool_breaches": [str(b) for b in breaches if b.name in ("expected_tools", "forbidden_tools")],
+        "conditions": list(getattr(call, "condition_kinds", ()) or ()),
+        "interruptions": list(interruption_recovery(rec)),
+        # reconnects the caller made and how many the call survived
+        "reconnects": list(getattr(call, "reconnects", (0, 0))),
+        "tools": [
+            f"{t.name}({', '.join(f'{k}={v!r}' for k, v in t.arguments.items())})" for t in rec.tool_calls
+        ],
+        "setup_s": call.timings.get("setup"),
+        "teardown_s": call.timings.get("teardown"),
+        "artifacts": rec.artifacts_dir,
+    }
+    if rec.artifacts_dir:
+        _write_json(Path(rec.artifacts_dir) / "metrics.json", json_safe(summary))
+    return summary
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def finish_call(
+    call: Any,
+    *,
+    nodeid: str = "",
+    outcome: Mapping[str, Any] | None = None,
+    keep: str = "all",
+    secrets: Iterable[str] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Compute a finished call's summary and trace, write ``trace.json``, apply ``keep``.
+
+    Args:
+        call: the (closed) :class:`~pytest_livekit.call.LivekitCall`.
+        nodeid: the pytest node id.
+        outcome: ``{"outcome", "phase", "message", "duration_s"}`` of the test.
+        keep: ``all`` keeps every recording; ``failed`` removes the recordings of passed calls
+            (``trace.json``, ``call.json`` and ``metrics.json`` stay).
+        secrets: strings that must not appear in the trace (the server's API secret).
+
+    Returns:
+        ``(summary, trace)``.
+    """
+    if keep not in KEEP_CHOICES:
+        raise ValueError(f"keep={keep!r}; valid values: {', '.join(KEEP_CHOICES)}")
+    secrets = [s for s in secrets if s]
+    summary = call_summary(call)
+    test = dict(outcome or {})
+    test["nodeid"] = nodeid
+    test["message"] = redact_text(str(test.get("message", "")), secrets)
+    rec = call.record
+    duration = None
+    if call.caller is not None:
+        duration = len(call.caller.recording.stereo()) / 48000.0
+    trace = build_trace(
+        rec,
+        metrics=summary["metrics"],
+        limits=call.limits,
+        breaches=summary["breaches"],
+        test=test,
+        duration_s=duration,
+    )
+    if rec.artifacts_dir:
+        folder = Path(rec.artifacts_dir)
+        write_trace(trace, folder, secrets)
+        if keep == "failed" and test.get("outcome") in ("passed", "skipped"):
+            for name in RECORDING_FILES:
+                (folder / name).unlink(missing_ok=True)
+            trace["artifacts"]["recording"] = trace["artifacts"]["caller"] = None
+            trace["artifacts"]["agent"] = None
+            write_trace(trace, folder, secrets)
+    # what leaves this function is redacted too (JSONL, report, OTel read it)
+    return summary, json.loads(redact_text(json.dumps(json_safe(trace), default=str), secrets))
+
+
+def _first_ttfa_ms(metrics: Mapping[str, Any]) -> float | None:
+    for turn in metrics.get("turns") or []:
+        if turn.get("ttfa") is not None:
+            return round(float(turn["ttfa"]) * 1000.0, 1)
+    return None
+
+
+def junit_properties(summary: Mapping[str, Any], trace: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """Flat ``livekit.*`` properties for the test's JUnit XML entry (units in the names)."""
+    m = summary.get("metrics") or {}
+    props: dict[str, Any] = {
+        "livekit.call_type": summary.get("call_type") or "",
+        "livekit.test_outcome": summary.get("outcome_test", ""),
+        "livekit.call_outcome": m.get("outcome") or "",
+        "livekit.ttfa_ms": _first_ttfa_ms(m),
+        "livekit.ttfa_p50_ms": None if m.get("ttfa_p50") is None else round(m["ttfa_p50"] * 1000.0, 1),
+        "livekit.wer": None if m.get("wer") is None else round(float(m["wer"]), 4),
+        "livekit.cer": None if m.get("cer") is None else round(float(m["cer"]), 4),
+        "livekit.duplicated_turns": m.get("duplicated_turns"),
+        "livekit.tools": ", ".join(summary.get("tools") or []),
+        "livekit.breaches": len(summary.get("breaches") or []),
+        "livekit.artifacts": summary.get("artifacts") or "",
+    }
+    if trace is not None:
+        props["livekit.room"] = trace["call"]["call_id"]
+        props["livekit.seed"] = (trace.get("conditions") or {}).get("seed", "")
+    return [(k, "" if v is None else str(v)) for k, v in props.items()]
+
+
+def write_session_jsonl(path: str | Path, traces: Sequence[Mapping[str, Any]]) -> Path:
+    """Write every call's trace of the session as one JSON line each (atomically)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as out:
+        for trace in traces:
+            out.write(json.dumps(json_safe(trace), default=str, separators=(",", ":")) + "\n")
+    tmp.replace(p)
+    return p
+
+
+def read_session_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The traces of a ``calls.jsonl`` file."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

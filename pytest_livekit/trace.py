@@ -1,0 +1,324 @@
+"""The call trace: one versioned JSON document per call (``trace.json`` in the call's folder).
+
+The trace is what people and tools read after a run: the HTML report, the session JSONL, the
+OpenTelemetry export, baselines and replay are all built from it. It is plain data built from a
+:class:`~pytest_livekit.record.CallRecord` plus the computed metrics and the test's outcome.
+
+Schema ``pytest-livekit/call-trace``, version :data:`TRACE_SCHEMA_VERSION`. Times are seconds
+since the call started (``call.started_at``, an ISO-8601 UTC time, is time zero) unless a key
+says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys:
+
+- ``schema``, ``schema_version``: what this document is; readers refuse newer major versions.
+- ``test``: ``nodeid``, ``outcome`` (``passed``, ``failed``, ``error``, ``timeout``, ``skipped``,
+  or ``unknown`` outside pytest), ``phase`` that decided it, ``message`` (first lines of the
+  failure, secrets redacted), ``duration_s``.
+- ``call``: ``call_id`` (= room name), ``room_sid``, ``call_type``, ``agent`` (module:attribute),
+  ``agent_mode``, ``started_at``, ``started_at_epoch``, ``duration_s``, ``outcome`` (the call's own
+  outcome from the metrics: ``resolved``, ``escalated``, ``incomplete``, ...).
+- ``participants``: ``[{identity, sid, role, kind}]``.
+- ``versions``: ``plugin``, ``livekit_server``, ``livekit_agents``, ``livekit_rtc``, ``python``.
+- ``machine``: ``platform``, ``cpus``, ``hostname_hash`` (a hash, not the name).
+- ``media``: negotiated audio ``codecs``, ``sample_rate`` (Hz) and channel layout of the files.
+- ``conditions``: the call-wide conditions with their ``seed`` (``{}`` when clean).
+- ``script``: the steps the test ran (what :mod:`pytest_livekit.replay` re-runs).
+- ``turns``: caller turns and agent turns in time order, each ``{who, index, start, end, text,
+  ...}``; caller turns carry ``kind`` (``say``/``barge_in``/...), ``conditions`` and per-turn
+  metrics (``ttfa_ms``, ``wer``); agent turns span the agent's ``speaking`` state, carry
+  ``added_at`` (when the reply entered the conversation), ``interrupted`` and the agent's
+  self-reported ``latency`` (``e2e_latency_s``, ``llm_node_ttft_s``, ``tts_node_ttfb_s``).
+- ``conversation``: every chat item with livekit-agents' own per-turn metrics (model latencies,
+  seconds).
+- ``heard``: ``[{start, end}]`` when the caller heard agent audio.
+- ``transcripts``: ``raw`` (every STT event, interim and final, never cleaned) and ``final``.
+- ``tool_calls``: ``[{t, name, arguments, output, is_error, call_id}]``.
+- ``state_changes``, ``errors``, ``reconnects``, ``receive_gaps``.
+- ``metrics``: :func:`pytest_livekit.call_metrics.compute_metrics` output (seconds, ratios).
+- ``limits`` and ``breaches``: the call type's limits and the ones this call broke.
+- ``rtc``: caller-side WebRTC statistics at hang-up.
+- ``artifacts``: file names in the folder (``recording`` stereo, ``caller`` and ``agent``
+  channels, ``record`` = ``call.json``).
+
+Never contains the API secret or an access token: :func:`write_trace` redacts any JWT-shaped
+text and the strings it is told are secret before writing.
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .record import CallRecord
+
+#: Name of the trace document type.
+TRACE_SCHEMA = "pytest-livekit/call-trace"
+#: Version of the trace layout; bump on any incompatible change (additions keep the version).
+TRACE_SCHEMA_VERSION = 1
+#: File name of the trace in a call's folder.
+TRACE_FILE = "trace.json"
+
+# A JWT (header.payload.signature, base64url): what a LiveKit access token looks like.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+REDACTED = "[redacted]"
+
+
+def versions(server_version: str = "unknown") -> dict[str, str]:
+    """Versions that change what a call measures: plugin, server, livekit-agents, rtc, Python."""
+    from importlib import metadata
+
+    def dist(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "plugin": dist("pytest-livekit"),
+        "livekit_server": server_version,
+        "livekit_agents": dist("livekit-agents"),
+        "livekit_rtc": dist("livekit"),
+        "python": platform.python_version(),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """The machine, enough to tell two apart without naming it (the host name is hashed)."""
+    return {
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count() or 0,
+        "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:12],
+    }
+
+
+def _turn_metrics(metrics: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    return {int(t["index"]): t for t in metrics.get("turns") or [] if "index" in t}
+
+
+def _unique(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    for item in items:
+        if dict(item) not in seen:
+            seen.append(dict(item))
+    return seen
+
+
+def _seconds_to_ms(value: Any) -> float | None:
+    return None if value is None else round(float(value) * 1000.0, 1)
+
+
+def build_trace(
+    record: CallRecord,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    limits: Mapping[str, Any] | None = None,
+    breaches: Iterable[str] = (),
+    test: Mapping[str, Any] | None = None,
+    duration_s: float | None = None,
+) -> dict[str, Any]:
+    """The trace document of one call (see the module docstring for the schema).
+
+    Args:
+        record: the call's record.
+        metrics: :meth:`CallMetrics.to_dict` output, if computed.
+        limits: the call type's limits for this call.
+        breaches: descriptions of the limits this call broke.
+        test: ``{"nodeid", "outcome", "phase", "message", "duration_s"}`` from pytest.
+        duration_s: the call's length in seconds (default: the last recorded event).
+    """
+    metrics = dict(metrics or {})
+    per_turn = _turn_metrics(metrics)
+    turns: list[dict[str, Any]] = []
+    for turn in record.caller_turns:
+        m = per_turn.get(turn.index, {})
+        turns.append({
+            "who": "caller",
+            "index": turn.index,
+            "kind": turn.kind,
+            "start": turn.started_at,
+            "end": turn.ended_at,
+            "text": turn.text,
+            "source": turn.source,
+            "conditions": turn.conditions,
+            "pause": list(turn.pause) if turn.pause else None,
+            "stt_text": m.get("stt_text"),
+            "ttfa_ms": _seconds_to_ms(m.get("ttfa")),
+            "wer": m.get("wer"),
+        })
+    speaking = _agent_speaking_intervals(record)
+    agent_index = 0
+    for item in record.items:
+        if item.role != "assistant":
+            continue
+        # the item is added when the reply ends; its speech is the last "speaking" stretch
+        # that began before that
+        began = [iv for iv in speaking if iv[0] <= item.t + 0.05]
+        speech_start, speech_end = began[-1] if began else (item.t, item.t)
+        latency = {
+            f"{key}_s": item.metrics[key]
+            for key in ("e2e_latency", "llm_node_ttft", "tts_node_ttfb", "transcription_delay",
+                        "end_of_turn_delay")
+            if isinstance(item.metrics.get(key), (int, float))
+        }
+        turns.append({
+            "who": "agent",
+            "index": agent_index,
+            "kind": "reply",
+            "start": speech_start,
+            "end": speech_end,
+            "added_at": item.t,
+            "text": item.text,
+            "interrupted": item.interrupted,
+            "latency": latency,
+        })
+        agent_index += 1
+    turns.sort(key=lambda t: (t["start"], t["who"]))
+    end: float | None = duration_s
+    if end is None:
+        times: list[float] = [0.0]
+        times += [t.ended_at or t.started_at for t in record.caller_turns]
+        times += [s.end for s in record.heard] + [i.t for i in record.items]
+        end = max(times)
+    started = _dt.datetime.fromtimestamp(record.started_at_epoch, tz=_dt.timezone.utc)
+    test_part = {"nodeid": "", "outcome": "unknown", "phase": "", "message": "", "duration_s": None}
+    test_part.update(dict(test or {}))
+    return {
+        "schema": TRACE_SCHEMA,
+        "schema_version": TRACE_SCHEMA_VERSION,
+        "test": test_part,
+        "call": {
+            "call_id": record.call_id,
+            "room_sid": record.room_sid,
+            "call_type": record.call_type,
+            "agent": record.agent_spec,
+            "agent_mode": record.agent_mode,
+            "started_at": started.isoformat().replace("+00:00", "Z"),
+            "started_at_epoch": record.started_at_epoch,
+            "duration_s": end,
+            "outcome": metrics.get("outcome"),
+        },
+        "participants": list(record.participants),
+        "versions": versions(record.server_version),
+        "machine": machine(),
+        "media": {
+            "codecs": _unique(record.media.get("codecs", [])),
+            "sample_rate": 48000,
+            "recording": "stereo: left = caller as sent, right = agent as heard by the caller",
+        },
+        "conditions": dict(record.conditions),
+        "script": list(record.script),
+        "turns": turns,
+        "heard": [{"start": s.start, "end": s.end} for s in record.heard],
+        "conversation": [
+            {"t": i.t, "role": i.role, "text": i.text, "interrupted": i.interrupted,
+             "metrics": dict(i.metrics)}
+            for i in record.items
+        ],
+        "transcripts": {
+            "raw": [{"t": t.t, "text": t.text, "is_final": t.is_final} for t in record.transcripts],
+            "final": [{"t": t.t, "text": t.text} for t in record.transcripts if t.is_final],
+        },
+        "tool_calls": [
+            {"t": c.t, "name": c.name, "arguments": c.arguments, "output": c.output,
+             "is_error": c.is_error, "call_id": c.call_id}
+            for c in record.tool_calls
+        ],
+        "state_changes": [
+            {"t": c.t, "who": c.who, "old": c.old, "new": c.new} for c in record.state_changes
+        ],
+        "errors": [{"t": e.t, "message": e.message, "source": e.source} for e in record.errors],
+        "reconnects": list(record.reconnects),
+        "receive_gaps": [{"start": a, "duration": b} for a, b in record.receive_gaps],
+        "metrics": metrics,
+        "limits": dict(limits or {}),
+        "breaches": list(breaches),
+        "rtc": dict(record.rtc),
+        "artifacts": {
+            "folder": record.artifacts_dir,
+            "recording": "call.wav",
+            "caller": "caller.wav",
+            "agent": "agent.wav",
+            "record": "call.json",
+            "trace": TRACE_FILE,
+        },
+    }
+
+
+def _agent_speaking_intervals(record: CallRecord) -> list[tuple[float, float]]:
+    """``(start, end)`` of each stretch the agent reported ``speaking`` (state changes)."""
+    out: list[tuple[float, float]] = []
+    start: float | None = None
+    for change in sorted((c for c in record.state_changes if c.who == "agent"), key=lambda c: c.t):
+        if change.new == "speaking" and start is None:
+            start = change.t
+        elif change.new != "speaking" and start is not None:
+            out.append((start, change.t))
+            start = None
+    if start is not None:
+        out.append((start, start))
+    return out
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with every JWT-shaped token and every given secret replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:  # short strings would blank out ordinary words
+            text = text.replace(secret, REDACTED)
+    return _JWT.sub(REDACTED, text)
+
+
+def dumps(trace: Mapping[str, Any], secrets: Iterable[str] = ()) -> str:
+    """The trace as JSON text, redacted (see :func:`redact_text`)."""
+    return redact_text(json.dumps(json_safe(trace), indent=1, default=str, allow_nan=False), secrets)
+
+
+def write_trace(trace: Mapping[str, Any], folder: str | Path, secrets: Iterable[str] = ()) -> Path:
+    """Write ``trace.json`` into ``folder`` atomically (temp file, then rename)."""
+    path = Path(folder) / TRACE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(dumps(trace, secrets))
+    tmp.replace(path)
+    return path
+
+
+def load_trace(path: str | Path) -> dict[str, Any]:
+    """Read a trace from a ``trace.json`` or a call folder; refuses unknown schemas/versions."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / TRACE_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"no call trace at {p} (a call folder holds trace.json)")
+    data = json.loads(p.read_text())
+    if data.get("schema") != TRACE_SCHEMA:
+        raise ValueError(f"{p} is not a pytest-livekit call trace (schema {data.get('schema')!r})")
+    if int(data.get("schema_version", 0)) > TRACE_SCHEMA_VERSION:
+        raise ValueError(
+            f"{p} has trace schema version {data['schema_version']}; this pytest-livekit reads "
+            f"up to {TRACE_SCHEMA_VERSION}. Upgrade pytest-livekit to read it."
+        )
+    return dict(data)
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf (not JSON) by None, recursively."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def json_safe(trace: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``trace`` that ``json.dumps(..., allow_nan=False)`` accepts."""
+    return dict(_json_safe(dict(trace)))
+
