@@ -10,7 +10,6 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -366,11 +365,13 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     compare = config.getoption("livekit_baseline_compare")
     save = config.getoption("livekit_baseline_save")
     tolerances = _tolerances(config, pyproject) if (compare or save) else {}
-    if save and not re.fullmatch(r"[A-Za-z0-9_.-]+", save):
-        raise ConfigError(
-            f"--livekit-baseline-save {save!r}: a baseline name may use letters, digits, '_', '.' "
-            "and '-' only (it becomes a file name)."
-        )
+    if save:
+        from .baseline import check_baseline_name
+
+        try:
+            check_baseline_name(save)
+        except ValueError as exc:
+            raise ConfigError(f"--livekit-baseline-save: {exc}") from None
     return LivekitSettings(
         server_mode=mode,
         server_binary=_pick(config, "livekit_server_binary", "livekit_server_binary"),

@@ -33,7 +33,7 @@ def describe_step(label: str, action: str, turn: int, arguments: dict[str, Any],
     what = action.replace("_", " ")
     text = arguments.get("text")
     if text:
-        short = text if len(text) <= 32 else text[:31] + "…"
+        short = text if len(text) <= 32 else text[:31].rstrip() + "…"
         what = f"{what} {short!r}"
     step = f"turn {turn}" if turn else "connected"
     return f"livekit ▸ {label} · {step} · {what} · {elapsed_s:.1f} s"
