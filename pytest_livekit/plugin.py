@@ -10,6 +10,7 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -156,13 +157,16 @@ def progress_for(item: pytest.Item, label: str) -> Any:
     # pytest's own output stream: sys.stdout is captured while the test runs
     stream = getattr(writer, "_file", None)
     tty = bool(getattr(reporter, "isatty", False))
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    # the test's output is captured while it runs; write past the capture, like live logging
+    uncaptured = capture.global_and_fixture_disabled if capture is not None else contextlib.nullcontext
     if tty and stream is not None and writer is not None:
         progress = CallProgress(
             label, line=ProgressLine(stream, width=writer.fullwidth),
-            column=lambda: int(writer.width_of_current_line),
+            column=lambda: int(writer.width_of_current_line), uncaptured=uncaptured,
         )
     elif mode == "on":
-        progress = CallProgress(label, write_line=reporter.write_line)
+        progress = CallProgress(label, write_line=reporter.write_line, uncaptured=uncaptured)
     else:
         return None
     item.stash[PROGRESS_KEY] = progress

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import IO, Any
 
 #: Seconds between redraws of the elapsed time on a terminal.
@@ -21,7 +22,7 @@ _MAX_TEXT = 70
 
 
 def describe_step(label: str, action: str, turn: int, arguments: dict[str, Any], elapsed_s: float) -> str:
-    """One status text, e.g. ``refund · turn 2 · say 'I want a refund…' · 4.3 s``.
+    """One status text, e.g. ``livekit ▸ test_refund · turn 2 · 4.3 s · say 'I want a refund…'``.
 
     Args:
         label: the call's name (test name and call type).
@@ -36,7 +37,8 @@ def describe_step(label: str, action: str, turn: int, arguments: dict[str, Any],
         short = text if len(text) <= 32 else text[:31].rstrip() + "…"
         what = f"{what} {short!r}"
     step = f"turn {turn}" if turn else "connected"
-    return f"livekit ▸ {label} · {step} · {what} · {elapsed_s:.1f} s"
+    # elapsed before the step text: on a narrow terminal the text is what gets cut
+    return f"livekit ▸ {label} · {step} · {elapsed_s:.1f} s · {what}"
 
 
 class ProgressLine:
@@ -82,6 +84,8 @@ class CallProgress:
         line: the in-place line, or ``None`` for line-per-step output.
         write_line: where line-per-step output goes.
         column: the terminal column the status starts at (what pytest already wrote).
+        uncaptured: a context in which writes reach the terminal while pytest captures the
+            test's output (pytest's ``CaptureManager.global_and_fixture_disabled``).
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class CallProgress:
         line: ProgressLine | None = None,
         write_line: Callable[[str], None] | None = None,
         column: Callable[[], int] = lambda: 0,
+        uncaptured: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         self.label = label
         self._line = line
@@ -100,6 +105,7 @@ class CallProgress:
         self._started = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
         self._done = False
+        self._uncaptured = uncaptured
 
     def __call__(self, call: Any, action: str, turn: int, arguments: dict[str, Any]) -> None:
         """The :attr:`LivekitCall.on_progress` callback."""
@@ -108,9 +114,10 @@ class CallProgress:
         self._last = (action, turn, arguments)
         if self._line is None:
             if self._write_line is not None:
-                self._write_line(self._text())
+                with self._uncaptured():
+                    self._write_line(self._text())
             return
-        self._line.show(self._text(), self._column())
+        self._redraw()
         if self._ticker is None:
             with contextlib.suppress(RuntimeError):  # no running loop: no ticking, still shown
                 self._ticker = asyncio.get_running_loop().create_task(self._tick())
@@ -123,6 +130,11 @@ class CallProgress:
         while not self._done and self._line is not None:
             await asyncio.sleep(TICK_S)  # a display refresh period, not synchronisation
             if not self._done:
+                self._redraw()
+
+    def _redraw(self) -> None:
+        if self._line is not None:
+            with self._uncaptured():
                 self._line.show(self._text(), self._column())
 
     def close(self) -> None:
@@ -131,4 +143,5 @@ class CallProgress:
         if self._ticker is not None:
             self._ticker.cancel()
         if self._line is not None:
-            self._line.clear()
+            with self._uncaptured():
+                self._line.clear()

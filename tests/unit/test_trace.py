@@ -163,7 +163,7 @@ def test_progress_line_erases_exactly_what_it_wrote() -> None:
 
 def test_progress_text_names_call_turn_step_and_elapsed() -> None:
     text = describe_step("test_refund[refund]", "say", 2, {"text": "I want a refund for order 1234 please"}, 4.25)
-    assert text == "livekit ▸ test_refund[refund] · turn 2 · say 'I want a refund for order 1234…' · 4.2 s"
+    assert text == "livekit ▸ test_refund[refund] · turn 2 · 4.2 s · say 'I want a refund for order 1234…'"
 
 
 def test_progress_line_per_step_when_not_a_terminal() -> None:
@@ -173,7 +173,9 @@ def test_progress_line_per_step_when_not_a_terminal() -> None:
     progress(None, "wait_for_agent_reply", 1, {})
     progress.close()
     progress(None, "say", 2, {"text": "late"})  # after close: nothing
-    assert [line.split(" · ")[1:3] for line in lines] == [["turn 1", "say 'hello'"], ["turn 1", "wait for agent reply"]]
+    assert [[p for i, p in enumerate(line.split(" · ")) if i in (1, 3)] for line in lines] == [
+        ["turn 1", "say 'hello'"], ["turn 1", "wait for agent reply"]
+    ]
 
 
 def _folder_with(tmp_path: Path, **changes: object) -> Path:

@@ -1,0 +1,211 @@
+"""Per-call artifacts of real calls: trace for every outcome, keep policy, JUnit properties under
+xdist, the session JSONL, no secret anywhere, replay from a folder, the progress line.
+
+The inner suite runs against a server this test starts (external mode), so the test knows the
+API secret and can prove it appears in no artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_AGENT = "example_suite.support_agent:server"
+JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
+
+INNER = """
+import pytest
+from pytest_livekit.conditions import Conditions, Noise
+
+NOISY = Conditions(items=(Noise(snr_db=15.0, color="pink"),), seed=1234)
+
+async def test_passes(livekit_call):
+    await livekit_call.say("I want a refund for order one two three four")
+    await livekit_call.wait_for_agent_reply()
+
+async def test_fails_after_the_call(make_livekit_call):
+    async with make_livekit_call(conditions=NOISY) as call:
+        await call.say("Can I speak to a human please")
+        await call.wait_for_agent_reply()
+    assert False, "deliberate failure after a complete call"
+
+async def test_times_out(livekit_call):
+    await livekit_call.say("I want a refund for order one two three four")
+    await livekit_call.wait_for_agent_reply(timeout=0.05)
+
+@pytest.mark.livekit(join_timeout=0.01)
+async def test_setup_times_out(livekit_call):
+    pass
+"""
+
+
+def _env(server: Any) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LIVEKIT_API_KEY": server.api_key,
+        "LIVEKIT_API_SECRET": server.api_secret,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def _pytest(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=400, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from pytest_livekit.server import LivekitServer, find_server_binary
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with LivekitServer(find_server_binary(root=ROOT), log_path=log) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def inner_run(tmp_path_factory: pytest.TempPathFactory, server: Any) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The inner suite, once for the module (4 real calls, 2 xdist workers)."""
+    folder = tmp_path_factory.mktemp("suite")
+    (folder / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    (folder / "test_inner.py").write_text(INNER)
+    result = _pytest(
+        folder, _env(server), "-n", "2", f"--livekit-url={server.url}", "--livekit-keep=failed",
+        "--junitxml=junit.xml",
+    )
+    return folder, result
+
+
+def _trace(folder: Path, test: str) -> dict[str, Any]:
+    return json.loads((folder / ".livekit" / "calls" / test / "trace.json").read_text())
+
+
+def test_every_outcome_leaves_a_trace(inner_run: tuple[Path, Any]) -> None:
+    folder, result = inner_run
+    assert "1 passed" in result.stdout and "2 failed" in result.stdout and "1 error" in result.stdout, result.stdout
+    outcomes = {
+        name: (_trace(folder, name)["test"]["outcome"], _trace(folder, name)["test"]["phase"])
+        for name in ("test_passes", "test_fails_after_the_call", "test_times_out", "test_setup_times_out")
+    }
+    assert outcomes == {
+        "test_passes": ("passed", ""),
+        "test_fails_after_the_call": ("failed", "call"),
+        "test_times_out": ("timeout", "call"),
+        "test_setup_times_out": ("timeout", "setup"),
+    }
+    failed = _trace(folder, "test_fails_after_the_call")
+    assert "deliberate failure" in failed["test"]["message"]
+    assert failed["schema"] == "pytest-livekit/call-trace" and failed["schema_version"] == 1
+    assert {p["role"] for p in failed["participants"]} == {"caller", "agent"}
+    assert {c["mime_type"] for c in failed["media"]["codecs"]} == {"audio/opus"}
+    assert failed["conditions"]["seed"] == 1234
+    assert [t["who"] for t in failed["turns"]][:2] == ["caller", "agent"]
+    assert failed["tool_calls"][0]["name"] == "transfer_to_human"
+    assert failed["transcripts"]["final"] and failed["metrics"]["turns"][0]["ttfa"] > 0.1
+    assert failed["rtc"]["packets_received"] > 0
+    assert [s["action"] for s in failed["script"]] == ["say", "wait_for_agent_reply"]
+    assert failed["call"]["room_sid"].startswith("RM_")
+
+
+def test_keep_failed_drops_only_passed_recordings(inner_run: tuple[Path, Any]) -> None:
+    folder, _ = inner_run
+    calls = folder / ".livekit" / "calls"
+    assert not (calls / "test_passes" / "call.wav").exists()
+    assert (calls / "test_passes" / "trace.json").exists()
+    for name in ("test_fails_after_the_call", "test_times_out"):
+        assert {"call.wav", "caller.wav", "agent.wav", "trace.json", "call.json"} <= {
+            p.name for p in (calls / name).iterdir()
+        }
+    assert not list(calls.rglob("*.tmp"))  # atomic writes leave no temp file
+
+
+def test_junit_properties_and_session_jsonl_under_xdist(inner_run: tuple[Path, Any]) -> None:
+    folder, _ = inner_run
+    cases = {c.get("name"): c for c in ET.parse(folder / "junit.xml").getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["test_fails_after_the_call"].iter("property")}
+    assert float(props["livekit.ttfa_ms"]) > 100
+    assert props["livekit.test_outcome"] == "failed"
+    assert props["livekit.seed"] == "1234"
+    assert props["livekit.tools"].startswith("transfer_to_human(")
+    lines = (folder / ".livekit" / "calls.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["test"]["nodeid"].split("::")[1] for line in lines) == [
+        "test_fails_after_the_call", "test_passes", "test_setup_times_out", "test_times_out",
+    ]
+
+
+def test_no_secret_or_token_in_any_artifact(inner_run: tuple[Path, Any], server: Any) -> None:
+    folder, result = inner_run
+    secret = server.api_secret.encode()
+    files = [p for p in (folder / ".livekit").rglob("*") if p.is_file()] + [folder / "junit.xml"]
+    assert len(files) > 10
+    for path in files:
+        data = path.read_bytes()
+        assert secret not in data, path
+        assert not JWT.search(data), path
+    assert server.api_secret not in result.stdout + result.stderr
+
+
+def test_replay_reruns_the_same_script_conditions_and_seed(inner_run: tuple[Path, Any], tmp_path: Path) -> None:
+    folder, _ = inner_run
+    original = folder / ".livekit" / "calls" / "test_fails_after_the_call"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_livekit", "replay", str(original), "--out", str(tmp_path / "again")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the replayed call breaks no limit
+    assert "turn 1 ttfa" in proc.stdout
+    before, after = json.loads((original / "trace.json").read_text()), _trace_at(tmp_path / "again")
+    assert [_step(s) for s in after["script"]] == [_step(s) for s in before["script"]]
+    assert after["conditions"] == before["conditions"]
+    # same caller audio conditions, turn by turn (the description carries the seed)
+    assert [t["conditions"] for t in after["turns"] if t["who"] == "caller"] == [
+        t["conditions"] for t in before["turns"] if t["who"] == "caller"
+    ]
+    assert after["test"]["replay_of"] == str(original)
+    assert after["tool_calls"][0]["name"] == "transfer_to_human"
+
+
+def _trace_at(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "trace.json").read_text())
+
+
+def _step(step: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in step.items() if k != "t"}
+
+
+def test_progress_line_shows_call_turn_and_step_and_is_quiet_under_q(
+    tmp_path: Path, server: Any
+) -> None:
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    (tmp_path / "test_one.py").write_text(
+        "async def test_refund(livekit_call):\n"
+        "    await livekit_call.say('I want a refund for order one two three four')\n"
+        "    await livekit_call.wait_for_agent_reply()\n"
+    )
+    shown = _pytest(tmp_path, _env(server), f"--livekit-url={server.url}", "--livekit-progress=on")
+    assert shown.returncode == 0, shown.stdout
+    assert re.search(r"livekit ▸ test_refund · connected · \d+\.\d s · say 'I want a refund for order one t…'",
+                     shown.stdout), shown.stdout
+    assert re.search(r"livekit ▸ test_refund · turn 1 · \d+\.\d s · wait for agent reply", shown.stdout)
+    quiet = _pytest(tmp_path, _env(server), f"--livekit-url={server.url}", "--livekit-progress=on", "-q")
+    assert quiet.returncode == 0, quiet.stdout
+    assert "livekit ▸" not in quiet.stdout
