@@ -65,7 +65,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.help or config.option.version:
         return  # validation must never break --help / --version
     try:
-        config.stash[SETTINGS_KEY] = resolve_settings(config)
+        config.stash[SETTINGS_KEY] = settings = resolve_settings(config)
+        if settings.otel_path is not None:
+            from .otel import require_otel
+
+            require_otel()  # a missing extra is said now, not after a long run
     except PytestLivekitError as exc:
         raise pytest.UsageError(str(exc)) from None
 

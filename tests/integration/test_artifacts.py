@@ -86,7 +86,7 @@ def inner_run(tmp_path_factory: pytest.TempPathFactory, server: Any) -> tuple[Pa
     (folder / "test_inner.py").write_text(INNER)
     result = _pytest(
         folder, _env(server), "-n", "2", f"--livekit-url={server.url}", "--livekit-keep=failed",
-        "--junitxml=junit.xml",
+        "--junitxml=junit.xml", "--livekit-otel=otel.json",
     )
     return folder, result
 
@@ -209,3 +209,17 @@ def test_progress_line_shows_call_turn_and_step_and_is_quiet_under_q(
     quiet = _pytest(tmp_path, _env(server), f"--livekit-url={server.url}", "--livekit-progress=on", "-q")
     assert quiet.returncode == 0, quiet.stdout
     assert "livekit ▸" not in quiet.stdout
+
+
+def test_otel_file_has_a_trace_per_call_with_turn_and_tool_spans(inner_run: tuple[Path, Any]) -> None:
+    folder, _ = inner_run
+    doc = json.loads((folder / "otel.json").read_text())
+    spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    roots = {s["name"].split("::")[-1]: s for s in spans if "parentSpanId" not in s or not s["parentSpanId"]}
+    assert set(roots) == {"test_passes", "test_fails_after_the_call", "test_times_out", "test_setup_times_out"}
+    failed = roots["test_fails_after_the_call"]
+    assert failed["status"]["code"] == 2  # STATUS_CODE_ERROR
+    children = [s for s in spans if s.get("parentSpanId") == failed["spanId"]]
+    names = {s["name"] for s in children}
+    assert {"caller turn 1", "agent turn 1", "tool transfer_to_human"} <= names
+    assert all(s["traceId"] == failed["traceId"] for s in children)
