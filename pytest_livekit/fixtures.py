@@ -239,7 +239,7 @@ def make_livekit_call(
 
         label = request.node.name + (f"#{n}" if n > 1 else "")
         call.on_progress = progress_for(request.node, label)
-        request.node.stash[CALL_KEY] = call
+        request.node.stash.setdefault(CALL_KEY, []).append(call)
         async with call:
             yield call
 

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 SETTINGS_KEY = pytest.StashKey[LivekitSettings]()
-CALL_KEY = pytest.StashKey[Any]()
+CALL_KEY = pytest.StashKey[list[Any]]()
 SERVER_KEY = pytest.StashKey[Any]()
 WORKER_KEY = pytest.StashKey[Any]()
 _CALL_FIXTURES = {"livekit_call", "make_livekit_call"}
@@ -215,7 +215,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if isinstance(exc, PytestLivekitError):
         # Our messages carry their evidence and a hint; the plugin's stack frames add nothing.
         report.longrepr = f"{type(exc).__name__}: {exc}"
-    livekit_call_obj = item.stash.get(CALL_KEY, None)
+    calls = item.stash.get(CALL_KEY, [])
+    livekit_call_obj = calls[-1] if calls else None
     if livekit_call_obj is not None:
         _note_outcome(item, report, exc)
     progress = item.stash.get(PROGRESS_KEY, None)
@@ -237,12 +238,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     worker = item.stash.get(WORKER_KEY, None)
     if report.failed and worker is not None:
         report.sections.append((f"livekit agent worker log ({worker.log_path})", worker.log_tail(40)))
-    if report.when == "teardown" and livekit_call_obj is not None:
-        _finish_call(item, report, livekit_call_obj)
+    if report.when == "teardown" and calls:
+        # travels to the xdist controller with the report (TestReport keeps extra attributes)
+        report.livekit_traces = [  # type: ignore[attr-defined]
+            _finish_call(item, report, c, n) for n, c in enumerate(calls, start=1)
+        ]
     return report
 
 
-def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any) -> None:
+def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any, n: int) -> dict[str, Any] | None:
     """After the call's teardown (it has hung up): metrics, the trace, JUnit properties, the
     keep policy. Runs for passed, failed, errored and timed-out tests alike.
     """
@@ -273,9 +277,10 @@ def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any) -> Non
     report.user_properties.append((_PROPERTY, json.dumps(summary)))
     from .artifacts import junit_properties
 
-    report.user_properties.extend(junit_properties(summary, trace))
-    # travels to the xdist controller with the report (TestReport keeps extra attributes)
-    report.livekit_trace = trace  # type: ignore[attr-defined]
+    props = junit_properties(summary, trace)
+    # a test's second call (make_livekit_call) gets livekit.call2.* names
+    report.user_properties.extend((k.replace("livekit.", f"livekit.call{n}.", 1) if n > 1 else k, v) for k, v in props)
+    return trace
 
 
 class _RunAggregate:
@@ -312,9 +317,7 @@ class _RunAggregate:
                 data = json.loads(str(value))
                 data["outcome_test"] = data.get("outcome_test") or outcome
                 self.rows.append((report.nodeid, data["outcome_test"], data))
-        trace = getattr(report, "livekit_trace", None)
-        if trace:
-            self.traces.append(trace)
+        self.traces += [t for t in getattr(report, "livekit_traces", None) or [] if t]
 
     def summaries(self) -> dict[str, Any]:
         from .thresholds import CallTypeSummary

@@ -1,7 +1,7 @@
 """Session files and baselines, through the plugin's hooks (also across xdist workers).
 
 The traces here are attached to the teardown reports by a conftest hook, exactly where the
-plugin attaches a real call's trace (``report.livekit_trace``); a real call's trace is checked
+plugin attaches a real call's trace (``report.livekit_traces``); a real call's trace is checked
 by tests/integration/test_artifacts.py. This isolates the session-level wiring: collection on
 the xdist controller, calls.jsonl, baseline save/compare, tolerances, warnings.
 """
@@ -29,7 +29,7 @@ def pytest_runtest_makereport(item, call):
                    "ttfa_p50": ttfa, "outcome": "resolved"}
         trace = build_trace(rec, metrics=metrics, test={"nodeid": item.nodeid, "outcome": "passed"})
         trace["versions"]["livekit_server"] = "{server_version}"
-        report.livekit_trace = trace
+        report.livekit_traces = [trace]
         report.user_properties.append(("livekit", json.dumps({"call_type": "refund",
             "metrics": metrics, "tools": [], "artifacts": None})))
     return report
