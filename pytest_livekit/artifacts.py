@@ -12,11 +12,11 @@ PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._files import atomic_write_text
 from .trace import build_trace, json_safe, redact_text, write_trace
 
 #: ``keep`` values: keep every call's recordings, or only those of calls that did not pass.
@@ -59,10 +59,7 @@ def call_summary(call: Any) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def finish_call(
@@ -149,14 +146,8 @@ def junit_properties(summary: Mapping[str, Any], trace: Mapping[str, Any] | None
 
 def write_session_jsonl(path: str | Path, traces: Sequence[Mapping[str, Any]]) -> Path:
     """Write every call's trace of the session as one JSON line each (atomically)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as out:
-        for trace in traces:
-            out.write(json.dumps(json_safe(trace), default=str, separators=(",", ":")) + "\n")
-    tmp.replace(p)
-    return p
+    lines = [json.dumps(json_safe(trace), default=str, separators=(",", ":")) + "\n" for trace in traces]
+    return atomic_write_text(path, "".join(lines))
 
 
 def read_session_jsonl(path: str | Path) -> list[dict[str, Any]]:

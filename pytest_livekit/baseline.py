@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import atomic_write_text
 from .thresholds import percentile
 
 __all__ = [
@@ -458,16 +459,8 @@ def save_baseline(baseline: Baseline, folder: Path) -> Path:
         ValueError: If the baseline's name is not allowed (see :func:`check_baseline_name`).
     """
     check_baseline_name(baseline.name)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{baseline.name}.json"
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(baseline.to_dict(), indent=1, allow_nan=False) + "\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    path = Path(folder) / f"{baseline.name}.json"
+    return atomic_write_text(path, json.dumps(baseline.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
 def _saved_names(folder: Path) -> list[str]:

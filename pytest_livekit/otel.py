@@ -72,11 +72,11 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import atomic_write_text
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -136,15 +136,7 @@ def write_otlp_json(path: Path, traces: Sequence[Mapping[str, Any]]) -> Path:
     """
     # build first: a missing package or a bad trace must not leave a half-written file behind
     text = json.dumps(traces_to_otlp(traces), separators=(",", ":"), allow_nan=False) + "\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, text)
 
 
 def traces_to_otlp(traces: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -192,6 +192,19 @@ def _phase_outcome(report: pytest.TestReport, exc: BaseException | None) -> str:
     return "failed" if report.when == "call" else "error"
 
 
+def _failure_text(report: pytest.TestReport, max_lines: int = 24) -> str:
+    """The failure's own words: pytest's ``E`` lines and the location, not the source listing."""
+    text = str(report.longrepr) if report.longrepr is not None else ""
+    lines = text.splitlines()
+    errors = [line[1:] for line in lines if line.startswith("E ")]
+    if not errors:
+        return "\n".join(lines[-max_lines:])
+    import textwrap
+
+    where = lines[-1] if not lines[-1].startswith("E ") else ""
+    return (textwrap.dedent("\n".join(errors[:max_lines])) + "\n" + where).strip()
+
+
 _SEVERITY = {"passed": 0, "skipped": 1, "failed": 2, "timeout": 3, "error": 4}
 
 
@@ -200,8 +213,7 @@ def _note_outcome(item: pytest.Item, report: pytest.TestReport, exc: BaseExcepti
     outcome = _phase_outcome(report, exc)
     seen = item.stash.setdefault(OUTCOME_KEY, {"outcome": "passed", "phase": "", "message": ""})
     if _SEVERITY[outcome] > _SEVERITY[seen["outcome"]]:
-        text = str(report.longrepr) if report.longrepr is not None else ""
-        seen.update(outcome=outcome, phase=report.when, message="\n".join(text.splitlines()[-12:]))
+        seen.update(outcome=outcome, phase=report.when, message=_failure_text(report))
     seen["duration_s"] = seen.get("duration_s", 0.0) + float(report.duration)
 
 

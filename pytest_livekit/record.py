@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._files import atomic_write_text
+
 #: Version of the ``call.json`` layout; bump on any incompatible change.
 RECORD_FORMAT_VERSION = 1
 
@@ -202,12 +204,7 @@ class CallRecord:
 
     def save(self, path: str | Path) -> Path:
         """Write ``call.json`` atomically (write to a temp file, then rename)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False))
-        tmp.replace(p)
-        return p
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallRecord:

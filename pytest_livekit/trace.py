@@ -56,6 +56,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._files import atomic_write_text
 from .record import CallRecord
 
 #: Name of the trace document type.
@@ -281,12 +282,7 @@ def dumps(trace: Mapping[str, Any], secrets: Iterable[str] = ()) -> str:
 
 def write_trace(trace: Mapping[str, Any], folder: str | Path, secrets: Iterable[str] = ()) -> Path:
     """Write ``trace.json`` into ``folder`` atomically (temp file, then rename)."""
-    path = Path(folder) / TRACE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(dumps(trace, secrets))
-    tmp.replace(path)
-    return path
+    return atomic_write_text(Path(folder) / TRACE_FILE, dumps(trace, secrets))
 
 
 def load_trace(path: str | Path) -> dict[str, Any]:
