@@ -46,6 +46,10 @@ _EXPORTS = {
     "word_error_rate": "pytest_livekit.metrics",
     "user_transcript": "pytest_livekit.metrics",
     "PytestLivekitError": "pytest_livekit.errors",
+    "CallReplay": "pytest_livekit.replay",
+    "build_trace": "pytest_livekit.trace",
+    "load_trace": "pytest_livekit.trace",
+    "write_report": "pytest_livekit.report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -73,7 +77,10 @@ if TYPE_CHECKING:
     from .errors import PytestLivekitError
     from .metrics import time_to_first_audio, user_transcript, word_error_rate
     from .record import CallRecord
+    from .replay import CallReplay
+    from .report import write_report
     from .server import LivekitServer, find_server_binary
+    from .trace import build_trace, load_trace
 
 
 def __getattr__(name: str) -> Any:

@@ -440,7 +440,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if config.get_verbosity() < 0:
         return
     write("")
-    for nodeid, outcome, data in sorted(aggregate.rows):
+    for nodeid, outcome, data in sorted(aggregate.rows, key=lambda row: row[:2]):  # rows of one test keep their order
         turns = data["metrics"].get("turns") or []
         ttfa = " ".join(f"{t['ttfa'] * 1000:.0f}ms" if t.get("ttfa") is not None else "—" for t in turns)
         wer = " ".join(f"{t['wer']:.2f}" if t.get("wer") is not None else "—" for t in turns)

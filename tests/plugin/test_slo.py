@@ -51,3 +51,23 @@ def test_slo_met_passes(pytester: pytest.Pytester, xdist: list[str]) -> None:
     result = pytester.runpytest_subprocess(*xdist)
     assert result.ret == pytest.ExitCode.OK
     assert "SLO breach" not in result.stdout.str()
+
+
+def test_two_calls_in_one_test_get_two_rows(pytester: pytest.Pytester) -> None:
+    """make_livekit_call twice in one test: two rows with the same node id (no crash sorting)."""
+    pytester.makepyprojecttoml(PYPROJECT)
+    pytester.makepyfile(
+        """
+        import json
+
+        def test_two_calls(record_property):
+            for ttfa in (0.4, 0.5):
+                row = {"call_type": "refund", "metrics": {"turns": [{"ttfa": ttfa}], "wer": 0.1,
+                       "outcome": "completed"}, "tools": [], "artifacts": None}
+                record_property("livekit", json.dumps(row))
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["refund*2*450 ms*", "*test_two_calls ?refund? passed: ttfa 400ms*",
+                                 "*test_two_calls ?refund? passed: ttfa 500ms*"])
