@@ -25,8 +25,9 @@ KEEP_CHOICES = ("all", "failed")
 RECORDING_FILES = ("call.wav", "caller.wav", "agent.wav")
 
 
-def call_summary(call: Any) -> dict[str, Any]:
-    """Per-call numbers for the run summary, SLOs and JUnit (metrics in seconds).
+def call_summary(call: Any, secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """Per-call numbers for the run summary, SLOs and JUnit (metrics in seconds), redacted like
+    the trace (tool arguments can carry anything).
 
     Also writes them to ``metrics.json`` in the call's folder.
     """
@@ -53,9 +54,15 @@ def call_summary(call: Any) -> dict[str, Any]:
         "teardown_s": call.timings.get("teardown"),
         "artifacts": rec.artifacts_dir,
     }
+    summary = _redacted(summary, secrets)
     if rec.artifacts_dir:
-        _write_json(Path(rec.artifacts_dir) / "metrics.json", json_safe(summary))
+        _write_json(Path(rec.artifacts_dir) / "metrics.json", summary)
     return summary
+
+
+def _redacted(data: Mapping[str, Any], secrets: Iterable[str]) -> dict[str, Any]:
+    """A JSON-safe copy of ``data`` with secrets and tokens redacted (see ``redact_text``)."""
+    return dict(json.loads(redact_text(json.dumps(json_safe(data), default=str), secrets)))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -86,7 +93,7 @@ def finish_call(
     if keep not in KEEP_CHOICES:
         raise ValueError(f"keep={keep!r}; valid values: {', '.join(KEEP_CHOICES)}")
     secrets = [s for s in secrets if s]
-    summary = call_summary(call)
+    summary = call_summary(call, secrets)
     test = dict(outcome or {})
     test["nodeid"] = nodeid
     test["message"] = redact_text(str(test.get("message", "")), secrets)
@@ -112,7 +119,7 @@ def finish_call(
             trace["artifacts"]["agent"] = None
             write_trace(trace, folder, secrets)
     # what leaves this function is redacted too (JSONL, report, OTel read it)
-    return summary, json.loads(redact_text(json.dumps(json_safe(trace), default=str), secrets))
+    return summary, _redacted(trace, secrets)
 
 
 def _first_ttfa_ms(metrics: Mapping[str, Any]) -> float | None:

@@ -256,7 +256,8 @@ class LivekitCall:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         if self.caller is not None:
             self.caller.recording.write(self.artifacts_dir)
-        self.record.save(self.artifacts_dir / "call.json")
+        # the record holds what the agent said and its tools returned: redact like the trace
+        self.record.save(self.artifacts_dir / "call.json", secrets=[self._api_secret])
         return self.artifacts_dir
 
     def _script(self, action: str, **arguments: Any) -> None:
@@ -334,10 +335,10 @@ class LivekitCall:
             gap = np.zeros(int(round(pause.duration_s * CALL_SAMPLE_RATE)), dtype=np.int16)
             audio = CallerAudio(np.concatenate([a.pcm, gap, b.pcm]), a.source, text)
             window = (a.duration, a.duration + pause.duration_s)
-            return await self.speak(
+            return await self._speak(
                 audio, wait_for_listening=wait_for_listening, conditions=conditions, kind="pause", pause=window
             )
-        return await self.speak(self.synthesize(text), wait_for_listening=wait_for_listening, conditions=conditions)
+        return await self._speak(self.synthesize(text), wait_for_listening=wait_for_listening, conditions=conditions)
 
     async def play(
         self,
@@ -358,7 +359,7 @@ class LivekitCall:
             "play", path=str(p.resolve()), text=text, wait_for_listening=wait_for_listening,
             conditions=conditions.to_dict() if conditions is not None else None,
         )
-        return await self.speak(load_wav(p, text=text), wait_for_listening=wait_for_listening, conditions=conditions)
+        return await self._speak(load_wav(p, text=text), wait_for_listening=wait_for_listening, conditions=conditions)
 
     def _prepare(self, audio: CallerAudio, conditions: Any, turn_index: int) -> tuple[CallerAudio, Any, Any, str]:
         """Apply signal conditions; derive sender-side frame loss and jitter for this turn."""
@@ -394,7 +395,39 @@ class LivekitCall:
         start_at: float | None = None,
         pause: tuple[float, float] | None = None,
     ) -> CallerTurn:
-        """Send a prepared clip; by default first wait until the agent is listening."""
+        """Send a prepared clip; by default first wait until the agent is listening.
+
+        The clip is also saved into the call's folder (``clips/turn-<n>.wav``, before conditions)
+        so that a replay can send it again.
+        """
+        clip = None
+        if self.artifacts_dir is not None:
+            import soundfile as sf
+
+            clip = self.artifacts_dir / "clips" / f"turn-{len(self.record.caller_turns) + 1}.wav"
+            clip.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(clip), audio.pcm, CALL_SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        self._script(
+            "speak", path=str(clip.resolve()) if clip else None, text=audio.text, source=audio.source,
+            wait_for_listening=wait_for_listening, kind=kind, start_at=start_at,
+            conditions=conditions.to_dict() if conditions is not None else None,
+            pause=list(pause) if pause else None,
+        )
+        return await self._speak(
+            audio, wait_for_listening=wait_for_listening, conditions=conditions, kind=kind,
+            start_at=start_at, pause=pause,
+        )
+
+    async def _speak(
+        self,
+        audio: CallerAudio,
+        *,
+        wait_for_listening: bool = True,
+        conditions: Any = None,
+        kind: str = "say",
+        start_at: float | None = None,
+        pause: tuple[float, float] | None = None,
+    ) -> CallerTurn:
         assert self.caller is not None, "call not started"
         self._check_agent()
         if wait_for_listening:
@@ -442,7 +475,7 @@ class LivekitCall:
         last = self.record.caller_turns[-1] if self.record.caller_turns else None
         since = last.ended_at if last is not None and last.ended_at is not None else 0.0
         onset = await self._agent_onset_after(since, timeout)
-        return await self.speak(
+        return await self._speak(
             self.synthesize(text), wait_for_listening=False, conditions=conditions, kind=kind,
             start_at=onset + offset_s,
         )

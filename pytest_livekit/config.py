@@ -372,6 +372,18 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
             check_baseline_name(save)
         except ValueError as exc:
             raise ConfigError(f"--livekit-baseline-save: {exc}") from None
+    report_path = out_path("livekit_report", "livekit_report")
+    otel_path = out_path("livekit_otel", "livekit_otel")
+    for label, path in (("--livekit-report", report_path), ("--livekit-otel", otel_path)):
+        if path is not None and path.is_dir():
+            raise ConfigError(f"{label} {str(path)!r} is a folder; give a file name (e.g. report.html).")
+    if compare:
+        from .baseline import load_baseline
+
+        try:  # a typo in the name is said now, not after a long run
+            load_baseline(compare, (artifacts_dir.parent / "baselines"))
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f"--livekit-baseline-compare: {exc}") from None
     return LivekitSettings(
         server_mode=mode,
         server_binary=_pick(config, "livekit_server_binary", "livekit_server_binary"),
@@ -388,8 +400,8 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         call_type_configs=call_type_configs,
         rootdir=rootdir,
         keep=str(keep),
-        report_path=out_path("livekit_report", "livekit_report"),
-        otel_path=out_path("livekit_otel", "livekit_otel"),
+        report_path=report_path,
+        otel_path=otel_path,
         baseline_save=save,
         baseline_compare=compare,
         tolerances=tolerances,

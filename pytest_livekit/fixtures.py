@@ -165,9 +165,14 @@ def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: Any) -> 
 
 
 def _call_folder(settings: Any, request: pytest.FixtureRequest, suffix: str = "") -> Path:
+    """``<artifacts>/<module path>.<test name>``: tests with the same name in two files (or
+    folders) never share a folder, e.g. ``voice.test_refund.test_happy_path[refund]``.
+    """
     from .call import sanitize
 
-    return Path(settings.artifacts_dir) / (sanitize(request.node.nodeid.split("::", 1)[-1]) + suffix)
+    module, _, name = request.node.nodeid.partition("::")
+    module = module.removesuffix(".py").replace("/", ".").replace("\\", ".")
+    return Path(settings.artifacts_dir) / (sanitize(f"{module}.{name}", max_len=150) + suffix)
 
 
 @pytest.fixture
@@ -238,10 +243,14 @@ def make_livekit_call(
         from .plugin import progress_for
 
         label = request.node.name + (f"#{n}" if n > 1 else "")
-        call.on_progress = progress_for(request.node, label)
+        call.on_progress = progress = progress_for(request.node, label)
         request.node.stash.setdefault(CALL_KEY, []).append(call)
-        async with call:
-            yield call
+        try:
+            async with call:
+                yield call
+        finally:
+            if progress is not None:
+                progress.close()  # a test's next call gets its own line
 
     return factory
 

@@ -382,6 +382,9 @@ def _call_attributes(
         _put(attrs, "livekit.conditions", _json(conditions))
     for name, value in _mapping(trace.get("limits")).items():
         _put(attrs, f"livekit.limit.{name}", value)
+    for name, value in _mapping(trace.get("rtc")).items():  # caller-side WebRTC stats at hang-up
+        _put_metric(attrs, f"livekit.rtc.{name}", value)
+    _put(attrs, "livekit.script", _json(_list(trace.get("script"))) if trace.get("script") else None)
     _put(attrs, "livekit.breaches", [str(b) for b in _list(trace.get("breaches"))])
     _put(attrs, "livekit.artifacts.dir", _mapping(trace.get("artifacts")).get("folder"))
     for name, value in _mapping(trace.get("metrics")).items():
@@ -426,7 +429,9 @@ def _tool_attributes(tool: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _call_events(trace: Mapping[str, Any], at: Callable[[Any], int]) -> list[Event]:
-    """Root-span events: state changes, agent errors, reconnects, receive gaps (time order)."""
+    """Root-span events: state changes, agent errors, reconnects, receive gaps, STT transcripts
+    (time order).
+    """
     events: list[tuple[float, int, Event]] = []
 
     def add(t: Any, name: str, attrs: dict[str, Any]) -> None:
@@ -459,6 +464,12 @@ def _call_events(trace: Mapping[str, Any], at: Callable[[Any], int]) -> list[Eve
         attrs = {}
         _put_metric(attrs, "voice.gap.duration_s", gap.get("duration"))
         add(gap.get("start"), "receive gap", attrs)
+    # every STT event, interim and final, raw (the turn spans carry each turn's final text)
+    for transcript in map(_mapping, _list(_mapping(trace.get("transcripts")).get("raw"))):
+        attrs = {}
+        _put(attrs, "voice.transcript.text", transcript.get("text"))
+        _put(attrs, "voice.transcript.is_final", bool(transcript.get("is_final")))
+        add(transcript.get("t"), "transcript", attrs)
     return [event for _, _, event in sorted(events, key=lambda e: (e[0], e[1]))]
 
 

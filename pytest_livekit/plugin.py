@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,7 @@ def pytest_collection_modifyitems(
 
 
 OUTCOME_KEY = pytest.StashKey[dict[str, Any]]()
-PROGRESS_KEY = pytest.StashKey[Any]()
+PROGRESS_KEY = pytest.StashKey[list[Any]]()
 
 
 def progress_for(item: pytest.Item, label: str) -> Any:
@@ -173,8 +174,16 @@ def progress_for(item: pytest.Item, label: str) -> Any:
         progress = CallProgress(label, write_line=reporter.write_line, uncaptured=uncaptured)
     else:
         return None
-    item.stash[PROGRESS_KEY] = progress
+    item.stash.setdefault(PROGRESS_KEY, []).append(progress)
     return progress
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Per-attempt state starts empty (pytest-rerunfailures runs the same item again)."""
+    item.stash[CALL_KEY] = []
+    item.stash[PROGRESS_KEY] = []
+    item.stash[OUTCOME_KEY] = {"outcome": "passed", "phase": "", "message": ""}
 
 
 def _phase_outcome(report: pytest.TestReport, exc: BaseException | None) -> str:
@@ -182,7 +191,7 @@ def _phase_outcome(report: pytest.TestReport, exc: BaseException | None) -> str:
     from .errors import CallTimeoutError
 
     if report.skipped:
-        return "skipped"
+        return "xfailed" if hasattr(report, "wasxfail") else "skipped"
     if not report.failed:
         return "passed"
     if isinstance(exc, CallTimeoutError) or "Timeout" in type(exc).__name__ or (
@@ -205,7 +214,7 @@ def _failure_text(report: pytest.TestReport, max_lines: int = 24) -> str:
     return (textwrap.dedent("\n".join(errors[:max_lines])) + "\n" + where).strip()
 
 
-_SEVERITY = {"passed": 0, "skipped": 1, "failed": 2, "timeout": 3, "error": 4}
+_SEVERITY = {"passed": 0, "skipped": 1, "xfailed": 1, "failed": 2, "timeout": 3, "error": 4}
 
 
 def _note_outcome(item: pytest.Item, report: pytest.TestReport, exc: BaseException | None) -> None:
@@ -231,9 +240,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     livekit_call_obj = calls[-1] if calls else None
     if livekit_call_obj is not None:
         _note_outcome(item, report, exc)
-    progress = item.stash.get(PROGRESS_KEY, None)
-    if progress is not None and (report.when == "call" or report.failed):
-        progress.close()  # erase it before pytest writes the result
+    if report.when == "call" or report.failed:
+        for progress in item.stash.get(PROGRESS_KEY, []):
+            progress.close()  # erase it before pytest writes the result
     if report.failed and livekit_call_obj is not None:
         rec = livekit_call_obj.record
         report.sections.append(
@@ -365,45 +374,88 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         call_type = settings.call_type_configs.get(name)
         if call_type is not None and call_type.slo:
             aggregate.slo_breaches += [str(b) for b in summary.check(call_type.slo)]
-    if aggregate.traces:
-        _session_files(settings, aggregate)
+    _session_files(settings, aggregate)
     failed = aggregate.slo_breaches or aggregate.baseline_failed
     if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _session_files(settings: LivekitSettings, aggregate: _RunAggregate) -> None:
-    from .artifacts import write_session_jsonl
-
+    """Write calls.jsonl, the report, the OTel file; compare and save baselines. A failure in one
+    is reported (and fails the run) without losing the others or crashing pytest.
+    """
     traces = sorted(aggregate.traces, key=lambda t: (t["test"]["nodeid"], t["call"]["started_at_epoch"]))
-    aggregate.written.append(f"calls: {write_session_jsonl(settings.session_dir / 'calls.jsonl', traces)}")
+    if not traces:
+        if settings.baseline_compare or settings.baseline_save:
+            aggregate.baseline_lines.append("baseline: no LiveKit call ran in this session; nothing compared or saved")
+        return
+    steps: list[tuple[str, Callable[[], Path]]] = [("calls", lambda: _write_jsonl(settings, traces))]
     if settings.report_path is not None:
-        from .report import write_report
-
-        aggregate.written.append(f"report: {write_report(settings.report_path, traces, settings=settings)}")
+        steps.append(("report", lambda: _write_report(settings, traces)))
     if settings.otel_path is not None:
-        from .otel import write_otlp_json
-
-        aggregate.written.append(f"otel: {write_otlp_json(settings.otel_path, traces)}")
+        steps.append(("otel", lambda: _write_otel(settings, traces)))
     if settings.baseline_compare:
-        from .baseline import baseline_from_traces, compare, load_baseline
-
+        steps.append(("baseline comparison", lambda: _compare_baseline(settings, aggregate, traces)))
+    if settings.baseline_save:
+        steps.append(("baseline", lambda: _save_baseline(settings, traces)))
+    for what, step in steps:
         try:
-            saved = load_baseline(settings.baseline_compare, settings.baselines_dir)
-        except (FileNotFoundError, ValueError) as exc:
-            aggregate.baseline_lines.append(f"baseline: {exc}")
+            written = step()
+        except Exception as exc:  # one broken output must not cost the others (or crash pytest)
+            aggregate.baseline_lines.append(f"livekit: could not write the {what}: {type(exc).__name__}: {exc}")
             aggregate.baseline_failed = True
         else:
-            result = compare(baseline_from_traces("current", traces), saved, settings.tolerances)
-            aggregate.baseline_lines += [f"baseline {saved.name}: {w}" for w in result.warnings]
-            aggregate.baseline_lines += result.lines()
-            aggregate.baseline_lines += [f"REGRESSION {r}" for r in result.regressions]
-            aggregate.baseline_failed = not result.ok
-    if settings.baseline_save:
-        from .baseline import baseline_from_traces, save_baseline
+            aggregate.written.append(f"{what}: {written}")
 
-        path = save_baseline(baseline_from_traces(settings.baseline_save, traces), settings.baselines_dir)
-        aggregate.written.append(f"baseline: {path}")
+
+def _write_jsonl(settings: LivekitSettings, traces: list[dict[str, Any]]) -> Path:
+    from .artifacts import write_session_jsonl
+
+    return write_session_jsonl(settings.session_dir / "calls.jsonl", traces)
+
+
+def _write_report(settings: LivekitSettings, traces: list[dict[str, Any]]) -> Path:
+    from .report import write_report
+
+    assert settings.report_path is not None
+    return write_report(settings.report_path, traces, settings=settings)
+
+
+def _write_otel(settings: LivekitSettings, traces: list[dict[str, Any]]) -> Path:
+    from .otel import write_otlp_json
+
+    assert settings.otel_path is not None
+    return write_otlp_json(settings.otel_path, traces)
+
+
+def _compare_baseline(settings: LivekitSettings, aggregate: _RunAggregate, traces: list[dict[str, Any]]) -> Path:
+    """Compare with the saved baseline; the comparison (both sides' versions and machines, every
+    check) is kept as ``baseline-comparison.json`` next to calls.jsonl.
+    """
+    from ._files import atomic_write_text
+    from .baseline import baseline_from_traces, compare, load_baseline
+
+    assert settings.baseline_compare is not None
+    saved = load_baseline(settings.baseline_compare, settings.baselines_dir)
+    current = baseline_from_traces("current", traces)
+    result = compare(current, saved, settings.tolerances)
+    aggregate.baseline_lines += [f"baseline {saved.name}: {w}" for w in result.warnings]
+    aggregate.baseline_lines += result.lines()
+    aggregate.baseline_lines += [f"REGRESSION {r}" for r in result.regressions]
+    aggregate.baseline_failed = aggregate.baseline_failed or not result.ok
+    record = {
+        **result.to_dict(),
+        "baseline": {"versions": saved.versions, "machine": saved.machine, "created_at": saved.created_at},
+        "current": {"versions": current.versions, "machine": current.machine, "created_at": current.created_at},
+    }
+    return atomic_write_text(settings.session_dir / "baseline-comparison.json", json.dumps(record, indent=1))
+
+
+def _save_baseline(settings: LivekitSettings, traces: list[dict[str, Any]]) -> Path:
+    from .baseline import baseline_from_traces, save_baseline
+
+    assert settings.baseline_save is not None
+    return save_baseline(baseline_from_traces(settings.baseline_save, traces), settings.baselines_dir)
 
 
 def _ms(value: float | None) -> str:
@@ -416,6 +468,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     """A table per call type, SLO breaches, then one line per call (quiet under -q)."""
     aggregate = _aggregate_for(config)
     if not aggregate.rows:
+        for line in aggregate.baseline_lines:  # e.g. "no LiveKit call ran": still say it
+            terminalreporter.write_line(line, yellow=True)
         return
     write = terminalreporter.write_line
     if aggregate.slo_breaches or aggregate.baseline_failed or config.get_verbosity() >= 0:
@@ -435,7 +489,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for breach in aggregate.slo_breaches:
         terminalreporter.write_line(f"SLO breach: {breach}", red=True, bold=True)
     for line in aggregate.baseline_lines:
-        bad = line.startswith("REGRESSION") or line.startswith("baseline: ")
+        bad = line.startswith(("REGRESSION", "baseline: ", "livekit: "))
         terminalreporter.write_line(line, red=bad, bold=bad)
     if config.get_verbosity() < 0:
         return

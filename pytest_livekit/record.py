@@ -12,6 +12,7 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,14 @@ class CallRecord:
         data["format_version"] = RECORD_FORMAT_VERSION
         return data
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``call.json`` atomically (write to a temp file, then rename)."""
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False))
+    def save(self, path: str | Path, secrets: Iterable[str] = ()) -> Path:
+        """Write ``call.json`` atomically (write to a temp file, then rename), with every
+        JWT-shaped token and every given secret redacted (see :func:`pytest_livekit.trace.redact_text`).
+        """
+        from .trace import redact_text
+
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False)
+        return atomic_write_text(path, redact_text(text, secrets))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallRecord:

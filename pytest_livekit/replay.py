@@ -1,7 +1,8 @@
 """Replay a recorded call from its artifact folder: same script, same conditions, same seed.
 
 A call's ``trace.json`` keeps the steps the test ran (``script``: ``say``, ``play``,
-``barge_in``, ``backchannel``, ``stay_silent``, ``reconnect`` and the waits, with their
+``speak`` (the clip is saved in the folder), ``barge_in``, ``backchannel``, ``stay_silent``,
+``reconnect`` and the waits, with their
 arguments, conditions and seeds), the agent under test and the call type's limits.
 :class:`CallReplay` places a new call through a real livekit-server and runs those steps again;
 the speech is re-synthesised by the same offline TTS (deterministic) or re-read from the same WAV
@@ -29,7 +30,7 @@ from .trace import load_trace
 
 #: Script actions replay knows, with the call method each maps to.
 ACTIONS = (
-    "say", "play", "barge_in", "stay_silent", "reconnect", "hang_up",
+    "say", "play", "speak", "barge_in", "stay_silent", "reconnect", "hang_up",
     "wait_for_agent_reply", "wait_for_agent_audio", "wait_for_agent_state",
 )
 #: Metrics compared between the original call and its replay (trace ``metrics`` keys).
@@ -123,7 +124,13 @@ class CallReplay:
         if unknown:
             raise ConfigError(f"{self.folder}: unknown script step(s) {', '.join(unknown)}; "
                               f"this pytest-livekit replays {', '.join(ACTIONS)}.")
-        if not any(s.get("action") in ("say", "play", "barge_in", "stay_silent") for s in self.script):
+        clipless = [s for s in self.script if s.get("action") == "speak" and not s.get("path")]
+        if clipless:
+            raise ConfigError(
+                f"{self.folder}: a speak() step has no saved clip (the call had no artifacts folder), "
+                "so its audio cannot be sent again."
+            )
+        if not any(s.get("action") in ("say", "play", "speak", "barge_in", "stay_silent") for s in self.script):
             raise ConfigError(
                 f"{self.folder}: the trace has no caller steps to replay (was it written by "
                 "pytest-livekit 0.1 with script recording?)."
@@ -198,6 +205,13 @@ class CallReplay:
             await call.say(args.pop("text"), pause=spec_from_dict(pause) if pause else None, **args)
         elif action == "play":
             await call.play(args.pop("path"), **args)
+        elif action == "speak":
+            from .audio import CallerAudio, load_wav
+
+            clip = load_wav(args.pop("path"), text=args.pop("text", None))
+            audio = CallerAudio(clip.pcm, str(args.pop("source", clip.source)), clip.text)
+            pause = args.pop("pause", None)
+            await call.speak(audio, pause=tuple(pause) if pause else None, **args)
         elif action == "barge_in":
             await call.barge_in(args.pop("text"), **args)
         elif action == "stay_silent":

@@ -143,7 +143,8 @@ def build_trace(
             "who": "caller",
             "index": turn.index,
             "kind": turn.kind,
-            "start": turn.started_at,
+            # a clip still queued when the call ended never started (the recorder's -1)
+            "start": turn.started_at if turn.started_at >= 0 else None,
             "end": turn.ended_at,
             "text": turn.text,
             "source": turn.source,
@@ -180,7 +181,7 @@ def build_trace(
             "latency": latency,
         })
         agent_index += 1
-    turns.sort(key=lambda t: (t["start"], t["who"]))
+    turns.sort(key=lambda t: (float("inf") if t["start"] is None else t["start"], t["who"]))
     end: float | None = duration_s
     if end is None:
         times: list[float] = [0.0]

@@ -92,7 +92,7 @@ def inner_run(tmp_path_factory: pytest.TempPathFactory, server: Any) -> tuple[Pa
 
 
 def _trace(folder: Path, test: str) -> dict[str, Any]:
-    return json.loads((folder / ".livekit" / "calls" / test / "trace.json").read_text())
+    return json.loads((folder / ".livekit" / "calls" / f"test_inner.{test}" / "trace.json").read_text())
 
 
 def test_every_outcome_leaves_a_trace(inner_run: tuple[Path, Any]) -> None:
@@ -125,11 +125,11 @@ def test_every_outcome_leaves_a_trace(inner_run: tuple[Path, Any]) -> None:
 def test_keep_failed_drops_only_passed_recordings(inner_run: tuple[Path, Any]) -> None:
     folder, _ = inner_run
     calls = folder / ".livekit" / "calls"
-    assert not (calls / "test_passes" / "call.wav").exists()
-    assert (calls / "test_passes" / "trace.json").exists()
+    assert not (calls / "test_inner.test_passes" / "call.wav").exists()
+    assert (calls / "test_inner.test_passes" / "trace.json").exists()
     for name in ("test_fails_after_the_call", "test_times_out"):
         assert {"call.wav", "caller.wav", "agent.wav", "trace.json", "call.json"} <= {
-            p.name for p in (calls / name).iterdir()
+            p.name for p in (calls / f"test_inner.{name}").iterdir()
         }
     assert not list(calls.rglob("*.tmp"))  # atomic writes leave no temp file
 
@@ -162,7 +162,7 @@ def test_no_secret_or_token_in_any_artifact(inner_run: tuple[Path, Any], server:
 
 def test_replay_reruns_the_same_script_conditions_and_seed(inner_run: tuple[Path, Any], tmp_path: Path) -> None:
     folder, _ = inner_run
-    original = folder / ".livekit" / "calls" / "test_fails_after_the_call"
+    original = folder / ".livekit" / "calls" / "test_inner.test_fails_after_the_call"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest_livekit", "replay", str(original), "--out", str(tmp_path / "again")],

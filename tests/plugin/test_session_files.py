@@ -108,23 +108,54 @@ def test_version_difference_is_a_warning(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["baseline main: livekit_server 1.13.5 -> 1.14.0: figures may not be comparable"])
 
 
-def test_missing_baseline_fails_and_lists_the_saved_ones(pytester: pytest.Pytester) -> None:
+def test_missing_baseline_is_a_usage_error_listing_the_saved_ones(pytester: pytest.Pytester) -> None:
     _suite(pytester)
     assert pytester.runpytest_subprocess("--livekit-baseline-save=main").ret == pytest.ExitCode.OK
     result = pytester.runpytest_subprocess("--livekit-baseline-compare=mian")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # before any test runs
+    result.stderr.fnmatch_lines(["*--livekit-baseline-compare*mian*main*"])
+
+
+def test_comparison_is_kept_with_both_sides_versions(pytester: pytest.Pytester) -> None:
+    _suite(pytester)
+    assert pytester.runpytest_subprocess("--livekit-baseline-save=main").ret == pytest.ExitCode.OK
+    _suite(pytester, server_version="1.14.0")
+    assert pytester.runpytest_subprocess("--livekit-baseline-compare=main").ret == pytest.ExitCode.OK
+    kept = json.loads((pytester.path / ".livekit" / "baseline-comparison.json").read_text())
+    assert kept["baseline"]["versions"]["livekit_server"] == "1.13.5"
+    assert kept["current"]["versions"]["livekit_server"] == "1.14.0"
+    assert kept["baseline"]["machine"]["cpus"] == kept["current"]["machine"]["cpus"]
+    assert kept["ok"] is True and kept["checks"]
+
+
+def test_a_broken_output_is_reported_without_losing_the_others(pytester: pytest.Pytester) -> None:
+    _suite(pytester)
+    # the report's folder is a file: writing the report fails; calls.jsonl and the baseline still land
+    (pytester.path / "out").write_text("not a folder")
+    result = pytester.runpytest_subprocess("--livekit-report=out/report.html", "--livekit-baseline-save=main")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["baseline: *mian*main*"])
+    result.stdout.fnmatch_lines(["livekit: could not write the report: *"])
+    assert (pytester.path / ".livekit" / "calls.jsonl").exists()
+    assert (pytester.path / ".livekit" / "baselines" / "main.json").exists()
+
+
+def test_compare_without_any_call_says_so(pytester: pytest.Pytester) -> None:
+    _suite(pytester)
+    assert pytester.runpytest_subprocess("--livekit-baseline-save=main").ret == pytest.ExitCode.OK
+    result = pytester.runpytest_subprocess("--livekit-baseline-compare=main", "-k", "nothing_matches")
+    result.stdout.fnmatch_lines(["baseline: no LiveKit call ran in this session*"])
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--livekit-baseline-save=../x"], "*--livekit-baseline-save*not allowed*letters, digits*"),
-        (["--livekit-baseline-compare=main", "--livekit-tolerance=ttfa_p50_ms"], "*METRIC=ALLOWANCE*"),
-        (["--livekit-baseline-compare=main", "--livekit-tolerance=ttfa_p50_ms=fast"], "*ttfa_p50_ms*fast*"),
-        (["--livekit-baseline-compare=main", "--livekit-tolerance=latency=5%"], "*latency*ttfa_p50_ms*"),
+        (["--livekit-baseline-save=x", "--livekit-tolerance=ttfa_p50_ms"], "*METRIC=ALLOWANCE*"),
+        (["--livekit-baseline-save=x", "--livekit-tolerance=ttfa_p50_ms=fast"], "*ttfa_p50_ms*fast*"),
+        (["--livekit-baseline-save=x", "--livekit-tolerance=latency=5%"], "*latency*ttfa_p50_ms*"),
+        (["--livekit-report=."], "*--livekit-report*is a folder*"),
     ],
-    ids=["bad-name", "no-equals", "bad-allowance", "unknown-metric"],
+    ids=["bad-name", "no-equals", "bad-allowance", "unknown-metric", "report-is-a-folder"],
 )
 def test_bad_baseline_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
     _suite(pytester)

@@ -241,13 +241,15 @@ def test_attributes_carry_the_trace_fields_as_typed_any_values() -> None:
     assert attributes(failed_tool)["error.type"] == {"stringValue": "tool_error"}
 
 
-def test_root_events_are_state_changes_errors_reconnects_and_gaps_in_time_order() -> None:
+def test_root_events_are_state_changes_errors_reconnects_gaps_and_transcripts_in_time_order() -> None:
     trace = make_trace()
     root = spans_of(traces_to_otlp([trace]))[0]
     events = root["events"]
     names = [e["name"] for e in events]
     assert names.count("agent speaking") == 2 and "user speaking" in names
-    assert len(events) == len(trace["state_changes"]) + 2 + 1 + 1
+    transcripts = [e for e in events if e["name"] == "transcript"]
+    assert len(transcripts) == len(trace["transcripts"]["raw"])
+    assert len(events) == len(trace["state_changes"]) + 2 + 1 + 1 + len(transcripts)
     times = [int(e["timeUnixNano"]) for e in events]
     assert times == sorted(times)
     errors = [attributes(e) for e in events if e["name"] == "exception"]

@@ -203,3 +203,60 @@ def test_replay_defaults_to_a_sibling_folder_and_the_recorded_agent(tmp_path: Pa
     assert replay.out_dir == tmp_path / "test_refund-replay"
     assert replay.agent_spec == "agents.support:server"
     assert [s["action"] for s in replay.script] == ["say", "wait_for_agent_reply"]
+
+
+def test_finish_call_redacts_every_file_and_what_it_returns(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pytest_livekit.artifacts import finish_call
+
+    rec = _record()
+    rec.artifacts_dir = str(tmp_path)
+    rec.tool_calls[0].output = f"token {JWT} secret {SECRET}"
+    rec.tool_calls[0].arguments = {"note": SECRET}
+    call = SimpleNamespace(record=rec, caller=None, limits={}, timings={}, condition_kinds=(), reconnects=(0, 0))
+    summary, trace = finish_call(call, nodeid="t.py::test_x", outcome={"outcome": "failed",
+                                 "message": f"assert {SECRET!r} == x"}, secrets=[SECRET])
+    rec.save(tmp_path / "call.json", secrets=[SECRET])
+    for text in [json.dumps(summary), json.dumps(trace), *(p.read_text() for p in tmp_path.iterdir())]:
+        assert SECRET not in text and JWT not in text
+    assert {p.name for p in tmp_path.iterdir()} == {"trace.json", "metrics.json", "call.json"}
+    assert trace["test"]["outcome"] == "failed" and "[redacted]" in trace["test"]["message"]
+
+
+def test_keep_failed_removes_only_a_passed_calls_recordings(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pytest_livekit.artifacts import finish_call
+
+    for outcome in ("passed", "xfailed", "failed"):
+        folder = tmp_path / outcome
+        folder.mkdir()
+        for name in ("call.wav", "caller.wav", "agent.wav"):
+            (folder / name).write_bytes(b"RIFF")
+        rec = _record()
+        rec.artifacts_dir = str(folder)
+        call = SimpleNamespace(record=rec, caller=None, limits={}, timings={}, condition_kinds=(), reconnects=(0, 0))
+        _, trace = finish_call(call, outcome={"outcome": outcome}, keep="failed")
+        kept = (folder / "call.wav").exists()
+        assert kept is (outcome != "passed"), outcome
+        assert (trace["artifacts"]["recording"] is None) is (outcome == "passed")
+        assert (folder / "trace.json").exists()
+
+
+def test_replay_accepts_speak_steps_with_a_saved_clip_only(tmp_path: Path) -> None:
+    speak = {"action": "speak", "t": 0.5, "path": str(tmp_path / "clips" / "turn-1.wav"), "text": None,
+             "source": "x.wav", "wait_for_listening": True, "kind": "say", "start_at": None,
+             "conditions": None, "pause": None}
+    folder = _folder_with(tmp_path / "a", script=[speak])
+    assert [s["action"] for s in CallReplay(folder, url="ws://x", api_key="k", api_secret="s").script] == ["speak"]
+    folder = _folder_with(tmp_path / "b", script=[{**speak, "path": None}])
+    with pytest.raises(ConfigError, match="no saved clip"):
+        CallReplay(folder, url="ws://x", api_key="k", api_secret="s")
+
+
+def test_a_turn_that_never_started_has_no_start_time() -> None:
+    rec = _record()
+    rec.caller_turns.append(CallerTurn(1, "tts:en-us@140wpm", "queued", -1.0))
+    trace = build_trace(rec)
+    assert trace["turns"][-1]["start"] is None and trace["turns"][-1]["text"] == "queued"
