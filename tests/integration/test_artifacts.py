@@ -47,6 +47,10 @@ async def test_times_out(livekit_call):
 @pytest.mark.livekit(join_timeout=0.01)
 async def test_setup_times_out(livekit_call):
     pass
+
+async def test_speaks_a_prepared_clip(livekit_call):
+    await livekit_call.speak(livekit_call.synthesize("Can I speak to a human please"))
+    await livekit_call.wait_for_agent_reply()
 """
 
 
@@ -97,7 +101,7 @@ def _trace(folder: Path, test: str) -> dict[str, Any]:
 
 def test_every_outcome_leaves_a_trace(inner_run: tuple[Path, Any]) -> None:
     folder, result = inner_run
-    assert "1 passed" in result.stdout and "2 failed" in result.stdout and "1 error" in result.stdout, result.stdout
+    assert "2 passed" in result.stdout and "2 failed" in result.stdout and "1 error" in result.stdout, result.stdout
     outcomes = {
         name: (_trace(folder, name)["test"]["outcome"], _trace(folder, name)["test"]["phase"])
         for name in ("test_passes", "test_fails_after_the_call", "test_times_out", "test_setup_times_out")
@@ -144,7 +148,8 @@ def test_junit_properties_and_session_jsonl_under_xdist(inner_run: tuple[Path, A
     assert props["livekit.tools"].startswith("transfer_to_human(")
     lines = (folder / ".livekit" / "calls.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["test"]["nodeid"].split("::")[1] for line in lines) == [
-        "test_fails_after_the_call", "test_passes", "test_setup_times_out", "test_times_out",
+        "test_fails_after_the_call", "test_passes", "test_setup_times_out", "test_speaks_a_prepared_clip",
+        "test_times_out",
     ]
 
 
@@ -179,6 +184,24 @@ def test_replay_reruns_the_same_script_conditions_and_seed(inner_run: tuple[Path
     ]
     assert after["test"]["replay_of"] == str(original)
     assert after["tool_calls"][0]["name"] == "transfer_to_human"
+
+
+def test_replay_sends_a_spoken_clip_again(inner_run: tuple[Path, Any], tmp_path: Path) -> None:
+    folder, _ = inner_run
+    original = folder / ".livekit" / "calls" / "test_inner.test_speaks_a_prepared_clip"
+    assert (original / "clips" / "turn-1.wav").exists()  # kept: keep=failed keeps clips of passes too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_livekit", "replay", str(original), "--out", str(tmp_path / "again")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before, after = _trace_at(original), _trace_at(tmp_path / "again")
+    assert [s["action"] for s in after["script"]] == ["speak", "wait_for_agent_reply"]
+    assert after["tool_calls"][0]["name"] == "transfer_to_human"
+    assert [t["text"] for t in after["turns"] if t["who"] == "caller"] == [
+        t["text"] for t in before["turns"] if t["who"] == "caller"
+    ]
 
 
 def _trace_at(folder: Path) -> dict[str, Any]:
@@ -216,7 +239,8 @@ def test_otel_file_has_a_trace_per_call_with_turn_and_tool_spans(inner_run: tupl
     doc = json.loads((folder / "otel.json").read_text())
     spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
     roots = {s["name"].split("::")[-1]: s for s in spans if "parentSpanId" not in s or not s["parentSpanId"]}
-    assert set(roots) == {"test_passes", "test_fails_after_the_call", "test_times_out", "test_setup_times_out"}
+    assert set(roots) == {"test_passes", "test_fails_after_the_call", "test_times_out", "test_setup_times_out",
+                          "test_speaks_a_prepared_clip"}
     failed = roots["test_fails_after_the_call"]
     assert failed["status"]["code"] == 2  # STATUS_CODE_ERROR
     children = [s for s in spans if s.get("parentSpanId") == failed["spanId"]]
