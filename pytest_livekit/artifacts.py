@@ -160,3 +160,24 @@ def write_session_jsonl(path: str | Path, traces: Sequence[Mapping[str, Any]]) -
 def read_session_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The traces of a ``calls.jsonl`` file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def remove_previous_calls(artifacts_dir: str | Path) -> int:
+    """Delete the call folders of an earlier run under ``artifacts_dir``; returns how many.
+
+    Only folders holding a ``trace.json`` or ``call.json`` (written by this plugin) go; anything
+    else a user keeps there stays.
+    """
+    import shutil
+
+    root = Path(artifacts_dir)
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        if folder.is_dir() and not folder.is_symlink() and (
+            (folder / "trace.json").is_file() or (folder / "call.json").is_file()
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed

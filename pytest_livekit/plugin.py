@@ -75,6 +75,21 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove the previous run's call folders (like Playwright's test-results), so the artifacts
+    folder holds this run's calls only. Only folders this plugin wrote (with a ``trace.json`` or
+    ``call.json``) are removed; runs with ``--collect-only`` and xdist workers touch nothing.
+    """
+    config = session.config
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    from .artifacts import remove_previous_calls
+
+    remove_previous_calls(settings.artifacts_dir)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     """One line: which server mode and agent are in use, and where each setting came from."""
     settings = config.stash.get(SETTINGS_KEY, None)

@@ -260,3 +260,15 @@ def test_a_turn_that_never_started_has_no_start_time() -> None:
     rec.caller_turns.append(CallerTurn(1, "tts:en-us@140wpm", "queued", -1.0))
     trace = build_trace(rec)
     assert trace["turns"][-1]["start"] is None and trace["turns"][-1]["text"] == "queued"
+
+
+def test_previous_run_folders_are_removed_but_nothing_else(tmp_path: Path) -> None:
+    from pytest_livekit.artifacts import remove_previous_calls
+
+    for name, marker in (("old_call", "trace.json"), ("older_call", "call.json"), ("notes", "README.txt")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / marker).write_text("{}")
+    (tmp_path / "loose.txt").write_text("mine")
+    assert remove_previous_calls(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loose.txt", "notes"]
+    assert remove_previous_calls(tmp_path / "missing") == 0
