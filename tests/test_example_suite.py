@@ -17,7 +17,8 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "example_suite"
 def test_example_suite_passes_and_reports(tmp_path: Path) -> None:
     artifacts = tmp_path / "calls"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--livekit-artifacts={artifacts}"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--livekit-artifacts={artifacts}",
+         f"--livekit-report={tmp_path / 'report.html'}"],
         cwd=EXAMPLE,
         capture_output=True,
         text=True,
@@ -30,10 +31,14 @@ def test_example_suite_passes_and_reports(tmp_path: Path) -> None:
     assert "test_refund_happy_path [refund] passed: ttfa " in out
     assert "lookup_order(order_id='1234'), issue_refund(order_id='1234')" in out
     folders = sorted(p.name for p in artifacts.iterdir())
-    assert "test_refund_happy_path" in folders
-    record = json.loads((artifacts / "test_refund_happy_path" / "call.json").read_text())
+    folder = artifacts / "test_support_calls.test_refund_happy_path"
+    assert folder.name in folders
+    record = json.loads((folder / "call.json").read_text())
     assert [t["text"] for t in record["caller_turns"]] == [
         "I want a refund for order one two three four",
         "Yes please refund it",
     ]
-    assert (artifacts / "test_refund_happy_path" / "call.wav").stat().st_size > 100_000
+    assert (folder / "call.wav").stat().st_size > 100_000
+    assert json.loads((folder / "trace.json").read_text())["test"]["outcome"] == "passed"
+    report = (tmp_path / "report.html").read_text()
+    assert report.count('class="call ') == len(folders)  # every call of the run is in the report
