@@ -12,7 +12,7 @@ result compares the replay's metrics and limit breaches with the original's.
 
 Command line (starts its own server, like the plugin's binary mode)::
 
-    python -m pytest_livekit replay .livekit/calls/test_refund_happy_path
+    python -m pytest_livekit replay .livekit/calls/test_support_calls.test_refund_happy_path
 
 PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
 """
