@@ -48,6 +48,7 @@ from typing import Any
 
 from ._files import atomic_write_text
 from .thresholds import percentile
+from .trace import finite_number
 
 __all__ = [
     "BASELINE_SCHEMA",
@@ -261,20 +262,14 @@ def _ms(seconds: Any) -> float | None:
     return round(float(seconds) * 1000.0, 1)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
 def _call_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     turns = metrics.get("turns") or []
     return {
         "ttfa_ms": _ms(turns[0].get("ttfa")) if turns else None,
         "ttfa_p50_ms": _ms(metrics.get("ttfa_p50")),
-        "wer": _number(metrics.get("wer")),
-        "cer": _number(metrics.get("cer")),
-        "duplicated_turns": _number(metrics.get("duplicated_turns")),
+        "wer": finite_number(metrics.get("wer")),
+        "cer": finite_number(metrics.get("cer")),
+        "duplicated_turns": finite_number(metrics.get("duplicated_turns")),
         "receive_gap_ms": _ms(metrics.get("gap_seconds")),
     }
 
@@ -291,8 +286,8 @@ def _aggregate(traces: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     failed = tools_ok = 0
     for trace in traces:
         metrics = trace.get("metrics") or {}
-        ttfa += [v for v in (_number(t.get("ttfa")) for t in metrics.get("turns") or []) if v is not None]
-        call_wer = _number(metrics.get("wer"))
+        ttfa += [v for v in (finite_number(t.get("ttfa")) for t in metrics.get("turns") or []) if v is not None]
+        call_wer = finite_number(metrics.get("wer"))
         if call_wer is not None:
             wer.append(call_wer)
         # the same count as the run table's "failed" (thresholds.CallTypeSummary); a skipped or
@@ -662,7 +657,7 @@ class Comparison:
 def _check(
     scope: str, metric: str, old: Any, new: Any, tolerance: Tolerance
 ) -> tuple[MetricCheck, Regression | None]:
-    b, c = _number(old), _number(new)
+    b, c = finite_number(old), finite_number(new)
     if b is None or c is None:
         return MetricCheck(scope, metric, b, c, tolerance, None, "skipped"), None
     allowance = tolerance.allowance(b)

@@ -78,6 +78,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._files import atomic_write_text
 from .errors import ConfigError
+from .trace import finite_number
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -197,15 +198,15 @@ def _call_spans(trace: Mapping[str, Any], resources: dict[str, Resource]) -> lis
 
     turns = [_mapping(t) for t in _list(trace.get("turns"))]
     tools = [_mapping(c) for c in _list(trace.get("tool_calls"))]
-    duration = _number(call.get("duration_s"))
+    duration = finite_number(call.get("duration_s"))
     call_end = at(duration) if duration is not None and duration >= 0 else zero_ns
     # a child that outlasts the recorded duration stretches the root: children stay inside it
     for turn in turns:
         for key in ("start", "end"):
-            if _number(turn.get(key)) is not None:
+            if finite_number(turn.get(key)) is not None:
                 call_end = max(call_end, at(turn[key]))
     for tool in tools:
-        if _number(tool.get("t")) is not None:
+        if finite_number(tool.get("t")) is not None:
             call_end = max(call_end, at(tool["t"]))
 
     root = context("call")
@@ -224,10 +225,10 @@ def _call_spans(trace: Mapping[str, Any], resources: dict[str, Resource]) -> lis
         )
     ]
     for position, turn in enumerate(turns):
-        start = _number(turn.get("start"))
+        start = finite_number(turn.get("start"))
         if start is None:
             continue  # a turn that never started has no place on a timeline
-        end = _number(turn.get("end"))
+        end = finite_number(turn.get("end"))
         who = str(turn.get("who") or "turn")
         index = turn.get("index")
         number = f" {int(index) + 1}" if isinstance(index, int) else ""
@@ -235,7 +236,7 @@ def _call_spans(trace: Mapping[str, Any], resources: dict[str, Resource]) -> lis
         if end is None:
             attributes["voice.turn.open"] = True
         events = []
-        if _number(turn.get("added_at")) is not None:
+        if finite_number(turn.get("added_at")) is not None:
             events.append(_event("conversation item added", {}, at(turn["added_at"])))
         spans.append(
             ReadableSpan(
@@ -251,7 +252,7 @@ def _call_spans(trace: Mapping[str, Any], resources: dict[str, Resource]) -> lis
             )
         )
     for position, tool in enumerate(tools):
-        t = _number(tool.get("t"))
+        t = finite_number(tool.get("t"))
         if t is None:
             continue
         spans.append(
@@ -279,7 +280,7 @@ def _id(call_id: str, key: str, size: int) -> int:
 
 def _start_ns(call: Mapping[str, Any], call_id: str) -> int:
     """The call's time zero in Unix nanoseconds."""
-    epoch = _number(call.get("started_at_epoch"))
+    epoch = finite_number(call.get("started_at_epoch"))
     if epoch is None and call.get("started_at"):
         text = str(call["started_at"]).replace("Z", "+00:00")
         epoch = _dt.datetime.fromisoformat(text).timestamp()
@@ -406,7 +407,7 @@ def _turn_attributes(turn: Mapping[str, Any]) -> dict[str, Any]:
     _put(attrs, "voice.turn.conditions", turn.get("conditions") or None)
     pause = turn.get("pause")
     if isinstance(pause, (list, tuple)):
-        _put(attrs, "voice.turn.pause_s", [float(p) for p in pause if _number(p) is not None])
+        _put(attrs, "voice.turn.pause_s", [float(p) for p in pause if finite_number(p) is not None])
     for key, value in _mapping(turn.get("latency")).items():
         _put_metric(attrs, f"voice.turn.latency.{key}", value)
     return attrs
@@ -435,7 +436,7 @@ def _call_events(trace: Mapping[str, Any], at: Callable[[Any], int]) -> list[Eve
     events: list[tuple[float, int, Event]] = []
 
     def add(t: Any, name: str, attrs: dict[str, Any]) -> None:
-        if _number(t) is not None:
+        if finite_number(t) is not None:
             events.append((float(t), len(events), _event(name, attrs, at(t))))
 
     for change in map(_mapping, _list(trace.get("state_changes"))):
@@ -489,7 +490,7 @@ def _put(attrs: dict[str, Any], key: str, value: Any) -> None:
 
 def _put_metric(attrs: dict[str, Any], key: str, value: Any) -> None:
     """Set a numeric attribute as a double (metrics compare across calls as one type)."""
-    number = _number(value)
+    number = finite_number(value)
     if number is not None:
         attrs[key] = number
 
@@ -514,14 +515,6 @@ def _value(value: Any) -> Any:
             return items if all(isinstance(v, int) for v in items) else [float(v) for v in items]
         return _json(value)
     return _json(value)
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or ``None`` (bools are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _json(value: Any) -> str:

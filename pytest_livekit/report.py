@@ -55,6 +55,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._files import atomic_write_text
+from .trace import finite_number
 
 #: Colour of caller turn bars (and the caller's waveform lane), ``#rrggbb``.
 CALLER_COLOUR = "#2563eb"
@@ -95,26 +96,18 @@ def _esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _num(value: Any) -> float | None:
-    """``value`` as a finite float, or None (missing, NaN, not a number)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    f = float(value)
-    return f if math.isfinite(f) else None
-
-
 def _fmt_ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f} ms"
 
 
 def _secs(value: Any) -> str:
     """A time in seconds with two decimals (``—`` when missing)."""
-    f = _num(value)
+    f = finite_number(value)
     return "—" if f is None else f"{f:.2f}"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
-    f = _num(value)
+    f = finite_number(value)
     if f is None:
         return "—" if value is None else str(value)
     if f == int(f) and abs(f) < 1e9:
@@ -136,7 +129,7 @@ def _call_type(trace: Mapping[str, Any]) -> str:
 
 def _index(turn: Mapping[str, Any]) -> int:
     """A turn's 0-based index (0 when missing)."""
-    return int(_num(turn.get("index")) or 0)
+    return int(finite_number(turn.get("index")) or 0)
 
 
 def _caller_turns(trace: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -355,16 +348,16 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
     """The call's timeline: lanes for caller and agent over the waveform, marks, time axis."""
     caller = _caller_turns(trace)
     agent = _agent_turns(trace)
-    heard = [h for h in trace.get("heard") or [] if _num(h.get("start")) is not None]
+    heard = [h for h in trace.get("heard") or [] if finite_number(h.get("start")) is not None]
     tools = list(trace.get("tool_calls") or [])
     limits = trace.get("limits") or {}
-    ttfa_limit = _num(limits.get("ttfa_ms_max"))
-    ends = [audio.duration_s, _num((trace.get("call") or {}).get("duration_s")) or 0.0]
+    ttfa_limit = finite_number(limits.get("ttfa_ms_max"))
+    ends = [audio.duration_s, finite_number((trace.get("call") or {}).get("duration_s")) or 0.0]
     for turn in caller + agent:
-        ends += [_num(turn.get("start")) or 0.0, _num(turn.get("end")) or 0.0]
-        if _num(turn.get("ttfa_ms")) is not None and _num(turn.get("end")) is not None:
+        ends += [finite_number(turn.get("start")) or 0.0, finite_number(turn.get("end")) or 0.0]
+        if finite_number(turn.get("ttfa_ms")) is not None and finite_number(turn.get("end")) is not None:
             ends.append(float(turn["end"]) + float(turn["ttfa_ms"]) / 1000.0)
-    ends += [_num(h.get("end")) or 0.0 for h in heard] + [_num(c.get("t")) or 0.0 for c in tools]
+    ends += [finite_number(h.get("end")) or 0.0 for h in heard] + [finite_number(c.get("t")) or 0.0 for c in tools]
     span = max(max(ends), 1.0)
     plot_w = _X1 - _X0
 
@@ -403,15 +396,15 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
                              anchor="middle", cls="no-recording", fill="#6b7280"))
     # caller turns (with transcript labels) and barge-in marks
     for turn in caller:
-        start = _num(turn.get("start"))
+        start = finite_number(turn.get("start"))
         if start is None:
             continue
-        end = _num(turn.get("end"))
+        end = finite_number(turn.get("end"))
         x0, x1 = x(start), x(end if end is not None and end > start else start + 0.1)
         said = str(turn.get("text") or "")
         tip = (f"caller turn {_index(turn) + 1} ({turn.get('kind', 'say')}) "
                f"{start:.2f}–{_fmt(end)} s\nsaid: {said}\nSTT: {turn.get('stt_text') or '—'}"
-               f"\nTTFA: {_fmt_ms(_num(turn.get('ttfa_ms')))}  WER: {_fmt(turn.get('wer'))}")
+               f"\nTTFA: {_fmt_ms(finite_number(turn.get('ttfa_ms')))}  WER: {_fmt(turn.get('wer'))}")
         if turn.get("conditions"):
             tip += f"\nconditions: {turn['conditions']}"
         out.append(
@@ -434,8 +427,8 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
             )
     # TTFA brackets: caller turn end -> first agent audio heard after it
     for turn in caller:
-        end = _num(turn.get("end"))
-        ttfa = _num(turn.get("ttfa_ms"))
+        end = finite_number(turn.get("end"))
+        ttfa = finite_number(turn.get("ttfa_ms"))
         if end is None:
             continue
         if ttfa is None:
@@ -460,17 +453,17 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
         )
     # what the caller heard of the agent, then the agent's replies
     for seg in heard:
-        s, e = float(seg["start"]), _num(seg.get("end")) or float(seg["start"])
+        s, e = float(seg["start"]), finite_number(seg.get("end")) or float(seg["start"])
         out.append(
             f'<rect class="agent-heard" x="{x(s):.1f}" y="{_HEARD_BAR_Y:.1f}" width="{max(x(e) - x(s), 1.5):.1f}" '
             f'height="{_BAR_H:.0f}" fill="{AGENT_COLOUR}"><title>caller heard the agent {s:.2f}–{e:.2f} s'
             f"</title></rect>"
         )
     for gap in trace.get("receive_gaps") or []:
-        gs, gd = _num(gap.get("start")), _num(gap.get("duration"))
+        gs, gd = finite_number(gap.get("start")), finite_number(gap.get("duration"))
         if gs is not None and gd is not None:
             # only a stall inside heard speech is an audio gap (the metric's rule); others are grey
-            inside = any(float(h["start"]) <= gs < (_num(h.get("end")) or 0.0) for h in heard)
+            inside = any(float(h["start"]) <= gs < (finite_number(h.get("end")) or 0.0) for h in heard)
             what = "gap in heard agent speech" if inside else "receive stall outside agent speech"
             out.append(
                 f'<rect class="gap-mark{" in-speech" if inside else ""}" x="{x(gs):.1f}" y="{_HEARD_BAR_Y - 3:.1f}" '
@@ -478,18 +471,18 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
                 f"<title>{what}: {gd * 1000:.0f} ms at {gs:.2f} s</title></rect>"
             )
     for turn in agent:
-        start = _num(turn.get("start"))
+        start = finite_number(turn.get("start"))
         if start is None:
             continue
-        end = _num(turn.get("end"))
+        end = finite_number(turn.get("end"))
         note = ""
         if end is None or end <= start:
             # no end recorded: stretch to the end of the heard audio that covers the start
-            cover = [(_num(h.get("end")) or 0.0) for h in heard if float(h["start"]) <= start + 0.3 <= (_num(h.get("end")) or 0.0)]
+            cover = [(finite_number(h.get("end")) or 0.0) for h in heard if float(h["start"]) <= start + 0.3 <= (finite_number(h.get("end")) or 0.0)]
             end, note = (max(cover), "") if cover else (start + 0.3, " (end not recorded)")
         text = str(turn.get("text") or "")
         latency = turn.get("latency") or {}
-        lat = ", ".join(f"{k.removesuffix('_s')} {float(v) * 1000:.0f} ms" for k, v in latency.items() if _num(v) is not None)
+        lat = ", ".join(f"{k.removesuffix('_s')} {float(v) * 1000:.0f} ms" for k, v in latency.items() if finite_number(v) is not None)
         tip = (f"agent reply {_index(turn) + 1}: {start:.2f}–{end:.2f} s{note}"
                f"{' [interrupted]' if turn.get('interrupted') else ''}\n{text}" + (f"\nagent-reported: {lat}" if lat else ""))
         x0, x1 = x(start), x(end)
@@ -505,7 +498,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
     # tool calls, errors, reconnects
     last_x, level = -1e9, 0
     for call in tools:
-        t = _num(call.get("t"))
+        t = finite_number(call.get("t"))
         if t is None:
             continue
         xt = x(t)
@@ -526,7 +519,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
             + "</g>"
         )
     for err in trace.get("errors") or []:
-        t = _num(err.get("t"))
+        t = finite_number(err.get("t"))
         if t is not None:
             msg = str(err.get("message") or "").strip().splitlines()
             tip = f"{t:.2f} s agent {err.get('source', 'error')}: " + (msg[0] if msg else "")
@@ -535,7 +528,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
                 + _text(x(t), _ROW_TOOLS + 3, "✖", size=11, anchor="middle", fill=_FAIL) + "</g>"
             )
     for rc in trace.get("reconnects") or []:
-        t = _num(rc.get("t"))
+        t = finite_number(rc.get("t"))
         if t is not None:
             tip = f"reconnect ({rc.get('kind')}) at {t:.2f} s, ok={rc.get('ok')}"
             out.append(
@@ -713,13 +706,13 @@ def _summary_row(trace: Mapping[str, Any]) -> dict[str, Any]:
 
     record = CallRecord(call_id="", call_type=None, started_at_epoch=0.0)
     for turn in _caller_turns(trace):
-        if _num(turn.get("start")) is not None:
+        if finite_number(turn.get("start")) is not None:
             record.caller_turns.append(CallerTurn(
                 index=_index(turn), source="", text=turn.get("text"),
-                started_at=float(turn["start"]), ended_at=_num(turn.get("end")), kind=str(turn.get("kind") or "say"),
+                started_at=float(turn["start"]), ended_at=finite_number(turn.get("end")), kind=str(turn.get("kind") or "say"),
             ))
     record.heard = [HeardSegment(float(h["start"]), float(h["end"])) for h in trace.get("heard") or []
-                    if _num(h.get("start")) is not None and _num(h.get("end")) is not None]
+                    if finite_number(h.get("start")) is not None and finite_number(h.get("end")) is not None]
     reconnects = trace.get("reconnects") or []
     return {
         "outcome_test": _outcome(trace),
@@ -735,7 +728,7 @@ def _header(traces: Sequence[Mapping[str, Any]], title: str) -> str:
     outcomes = Counter(_outcome(t) for t in traces)
     order = ["passed", "failed", "error", "timeout", "skipped", "unknown"]
     counts = " · ".join(f"{outcomes[o]} {o}" for o in order + sorted(set(outcomes) - set(order)) if outcomes[o])
-    starts = [(_num((t.get("call") or {}).get("started_at_epoch")), _num((t.get("call") or {}).get("duration_s")))
+    starts = [(finite_number((t.get("call") or {}).get("started_at_epoch")), finite_number((t.get("call") or {}).get("duration_s")))
               for t in traces]
     known = [(s, d or 0.0) for s, d in starts if s is not None]
     when = ""
@@ -779,13 +772,13 @@ def _call_types_section(traces: Sequence[Mapping[str, Any]], settings: Any) -> s
         summaries.setdefault(name, CallTypeSummary(name)).add(_summary_row(trace))
         nodeid = (trace.get("test") or {}).get("nodeid") or (trace.get("call") or {}).get("call_id", "?")
         for i, turn in enumerate((trace.get("metrics") or {}).get("turns") or []):
-            ttfa = _num(turn.get("ttfa"))
+            ttfa = finite_number(turn.get("ttfa"))
             if ttfa is not None:
                 points.setdefault(name, []).append((ttfa * 1000.0, f"{nodeid} turn {i + 1}"))
         out = (trace.get("metrics") or {}).get("outcome")
         if out:
             outcomes.setdefault(name, Counter())[str(out)] += 1
-        lim = _num((trace.get("limits") or {}).get("ttfa_ms_max"))
+        lim = finite_number((trace.get("limits") or {}).get("ttfa_ms_max"))
         if lim is not None:
             trace_limits.setdefault(name, set()).add(lim)
     rows, plots = [], []
@@ -839,7 +832,7 @@ def _call_types_section(traces: Sequence[Mapping[str, Any]], settings: Any) -> s
 
 
 def _worst_ttfa_ms(trace: Mapping[str, Any]) -> float | None:
-    values = [v for t in _caller_turns(trace) if (v := _num(t.get("ttfa_ms"))) is not None]
+    values = [v for t in _caller_turns(trace) if (v := finite_number(t.get("ttfa_ms"))) is not None]
     return max(values) if values else None
 
 
@@ -847,7 +840,7 @@ def _index_section(ordered: Sequence[tuple[int, Mapping[str, Any]]]) -> str:
     rows = []
     for n, trace in ordered:
         m = trace.get("metrics") or {}
-        wer = _num(m.get("wer"))
+        wer = finite_number(m.get("wer"))
         rows.append(
             f'<tr><td><a href="#call-{n}">{n}</a></td><td>{_badge(_outcome(trace))}</td>'
             f"<td><code>{_esc((trace.get('test') or {}).get('nodeid') or (trace.get('call') or {}).get('call_id'))}</code></td>"
@@ -880,11 +873,11 @@ def _metrics_table(trace: Mapping[str, Any]) -> str:
     limits = trace.get("limits") or {}
     broken = _breach_names(trace)
     turns = m.get("turns") or []
-    e2e = [v * 1000.0 for t in turns if (v := _num(t.get("e2e_latency"))) is not None]
+    e2e = [v * 1000.0 for t in turns if (v := finite_number(t.get("e2e_latency"))) is not None]
     rtc = m.get("rtc") or {}
     aq, cq = m.get("agent_quality") or {}, m.get("caller_quality") or {}
-    p50 = _num(m.get("ttfa_p50"))
-    jitter = _num(rtc.get("jitter_s"))
+    p50 = finite_number(m.get("ttfa_p50"))
+    jitter = finite_number(rtc.get("jitter_s"))
     tools = ", ".join(map(str, m.get("tools_called") or [])) or "none"
     rows: list[tuple[str, str, str | None]] = [
         ("TTFA, worst caller turn", _fmt_ms(_worst_ttfa_ms(trace)), "ttfa_ms_max"),
@@ -932,12 +925,12 @@ def _metrics_table(trace: Mapping[str, Any]) -> str:
 
 
 def _turns_table(trace: Mapping[str, Any]) -> str:
-    limit = _num((trace.get("limits") or {}).get("ttfa_ms_max"))
+    limit = finite_number((trace.get("limits") or {}).get("ttfa_ms_max"))
     rows = []
     for turn in _caller_turns(trace):
-        ttfa = _num(turn.get("ttfa_ms"))
-        bad = ttfa is None and _num(turn.get("end")) is not None or (ttfa is not None and limit is not None and ttfa > limit)
-        wer = _num(turn.get("wer"))
+        ttfa = finite_number(turn.get("ttfa_ms"))
+        bad = ttfa is None and finite_number(turn.get("end")) is not None or (ttfa is not None and limit is not None and ttfa > limit)
+        wer = finite_number(turn.get("wer"))
         cond = f"<div class='muted'>{_esc(turn.get('conditions'))}</div>" if turn.get("conditions") else ""
         rows.append(
             f'<tr class="caller-row"><td class="num">{_index(turn) + 1}</td><td>{_esc(turn.get("kind"))}</td>'
@@ -949,7 +942,7 @@ def _turns_table(trace: Mapping[str, Any]) -> str:
     replies = []
     for turn in _agent_turns(trace):
         lat = turn.get("latency") or {}
-        e2e = _num(lat.get("e2e_latency_s"))
+        e2e = finite_number(lat.get("e2e_latency_s"))
         replies.append(
             f'<tr class="agent-row"><td class="num">{_secs(turn.get("start"))}</td><td>{_esc(turn.get("text"))}'
             f'{" <i class=muted>[interrupted]</i>" if turn.get("interrupted") else ""}</td>'
@@ -997,11 +990,11 @@ def _call_section(n: int, trace: Mapping[str, Any], audio: CallAudio) -> str:
     failed = outcome in FAILED_OUTCOMES
     nodeid = test.get("nodeid") or call.get("call_id") or f"call {n}"
     m = trace.get("metrics") or {}
-    wer = _num(m.get("wer"))
+    wer = finite_number(m.get("wer"))
     brief = " · ".join(p for p in (
         f"worst TTFA {_fmt_ms(_worst_ttfa_ms(trace))}",
         "" if wer is None else f"WER {wer:.3f}",
-        f"{_num(call.get('duration_s')) or audio.duration_s:.1f} s",
+        f"{finite_number(call.get('duration_s')) or audio.duration_s:.1f} s",
         str(m.get("outcome") or ""),
         f"{len(trace.get('breaches') or [])} breach(es)" if trace.get("breaches") else "",
     ) if p)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -302,6 +303,16 @@ def load_trace(path: str | Path) -> dict[str, Any]:
             f"up to {TRACE_SCHEMA_VERSION}. Upgrade pytest-livekit to read it."
         )
     return dict(data)
+
+
+def finite_number(value: Any) -> float | None:
+    """A trace value as a finite float, or None (missing, NaN/inf, not a number; a bool is not a
+    number here). What every trace reader (report, baseline, OTel) uses for optional figures.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _json_safe(value: Any) -> Any:
