@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import atomic_write_text
-from .trace import build_trace, json_safe, redact_text, write_trace
+from .trace import TRACE_FILE, build_trace, dumps, json_safe
 
 #: ``keep`` values: keep every call's recordings, or only those of calls that did not pass.
 KEEP_CHOICES = ("all", "failed")
@@ -25,17 +25,23 @@ KEEP_CHOICES = ("all", "failed")
 RECORDING_FILES = ("call.wav", "caller.wav", "agent.wav")
 
 
-def call_summary(call: Any, secrets: Iterable[str] = ()) -> dict[str, Any]:
+def call_summary(call: Any, secrets: Iterable[str] = (), stereo: Any = None) -> dict[str, Any]:
     """Per-call numbers for the run summary, SLOs and JUnit (metrics in seconds), redacted like
     the trace (tool arguments can carry anything).
 
     Also writes them to ``metrics.json`` in the call's folder.
+
+    Args:
+        call: the (closed) call.
+        secrets: strings to redact.
+        stereo: the call's recording, if the caller already built it (else built here).
     """
     from .call_metrics import compute_metrics, interruption_recovery
     from .thresholds import check_call
 
     rec = call.record
-    stereo = call.caller.recording.stereo() if call.caller is not None else None
+    if stereo is None and call.caller is not None:
+        stereo = call.caller.recording.stereo()
     metrics = compute_metrics(rec, stereo).to_dict()
     breaches = check_call(metrics, call.limits)
     summary = {
@@ -54,19 +60,10 @@ def call_summary(call: Any, secrets: Iterable[str] = ()) -> dict[str, Any]:
         "teardown_s": call.timings.get("teardown"),
         "artifacts": rec.artifacts_dir,
     }
-    summary = _redacted(summary, secrets)
+    text = dumps(summary, secrets)
     if rec.artifacts_dir:
-        _write_json(Path(rec.artifacts_dir) / "metrics.json", summary)
-    return summary
-
-
-def _redacted(data: Mapping[str, Any], secrets: Iterable[str]) -> dict[str, Any]:
-    """A JSON-safe copy of ``data`` with secrets and tokens redacted (see ``redact_text``)."""
-    return dict(json.loads(redact_text(json.dumps(json_safe(data), default=str), secrets)))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=str))
+        atomic_write_text(Path(rec.artifacts_dir) / "metrics.json", text)
+    return dict(json.loads(text))
 
 
 def finish_call(
@@ -92,34 +89,35 @@ def finish_call(
     """
     if keep not in KEEP_CHOICES:
         raise ValueError(f"keep={keep!r}; valid values: {', '.join(KEEP_CHOICES)}")
+    from .audio import CALL_SAMPLE_RATE
+
     secrets = [s for s in secrets if s]
-    summary = call_summary(call, secrets)
+    # the recording is built once: metrics and the call's length both come from it
+    stereo = call.caller.recording.stereo() if call.caller is not None else None
+    summary = call_summary(call, secrets, stereo)
     test = dict(outcome or {})
     test["nodeid"] = nodeid
-    test["message"] = redact_text(str(test.get("message", "")), secrets)
     rec = call.record
-    duration = None
-    if call.caller is not None:
-        duration = len(call.caller.recording.stereo()) / 48000.0
     trace = build_trace(
         rec,
         metrics=summary["metrics"],
         limits=call.limits,
         breaches=summary["breaches"],
         test=test,
-        duration_s=duration,
+        duration_s=None if stereo is None else len(stereo) / CALL_SAMPLE_RATE,
     )
+    drop_recordings = keep == "failed" and test.get("outcome") in ("passed", "skipped")
+    if drop_recordings:
+        trace["artifacts"].update(recording=None, caller=None, agent=None)
+    # redacted once; the same text goes to trace.json and, parsed, to the JSONL/report/OTel
+    text = dumps(trace, secrets)
     if rec.artifacts_dir:
         folder = Path(rec.artifacts_dir)
-        write_trace(trace, folder, secrets)
-        if keep == "failed" and test.get("outcome") in ("passed", "skipped"):
+        if drop_recordings:
             for name in RECORDING_FILES:
                 (folder / name).unlink(missing_ok=True)
-            trace["artifacts"]["recording"] = trace["artifacts"]["caller"] = None
-            trace["artifacts"]["agent"] = None
-            write_trace(trace, folder, secrets)
-    # what leaves this function is redacted too (JSONL, report, OTel read it)
-    return summary, _redacted(trace, secrets)
+        atomic_write_text(folder / TRACE_FILE, text)
+    return summary, dict(json.loads(text))
 
 
 def _first_ttfa_ms(metrics: Mapping[str, Any]) -> float | None:

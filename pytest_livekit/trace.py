@@ -135,6 +135,8 @@ def build_trace(
         test: ``{"nodeid", "outcome", "phase", "message", "duration_s"}`` from pytest.
         duration_s: the call's length in seconds (default: the last recorded event).
     """
+    from .audio import CALL_SAMPLE_RATE  # here, not at import: the plugin loads this module light
+
     metrics = dict(metrics or {})
     per_turn = _turn_metrics(metrics)
     turns: list[dict[str, Any]] = []
@@ -212,7 +214,7 @@ def build_trace(
         "machine": machine(),
         "media": {
             "codecs": _unique(record.media.get("codecs", [])),
-            "sample_rate": 48000,
+            "sample_rate": CALL_SAMPLE_RATE,
             "recording": "stereo: left = caller as sent, right = agent as heard by the caller",
         },
         "conditions": dict(record.conditions),
