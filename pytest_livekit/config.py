@@ -412,17 +412,10 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
 def _tolerances(config: pytest.Config, pyproject: Path) -> dict[str, Any]:
     """Baseline tolerances: ``[tool.pytest_livekit.baseline.tolerances]``, then the CLI's."""
     from .baseline import DEFAULT_TOLERANCES, parse_tolerance
+    from .thresholds import plugin_table
 
     out: dict[str, Any] = dict(DEFAULT_TOLERANCES)
-    table: dict[str, Any] = {}
-    if pyproject.is_file():
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-
-        data = tomllib.loads(pyproject.read_text())
-        table = dict(data.get("tool", {}).get("pytest_livekit", {}).get("baseline", {}).get("tolerances", {}))
+    table = dict(plugin_table(pyproject).get("baseline", {}).get("tolerances", {}))
     for item in config.getoption("livekit_tolerance") or []:
         metric, sep, allowance = str(item).partition("=")
         if not sep:

@@ -193,12 +193,17 @@ def progress_for(item: pytest.Item, label: str) -> Any:
     return progress
 
 
+def _no_outcome() -> dict[str, Any]:
+    """A test's outcome before any phase reported (what the trace says if nothing went wrong)."""
+    return {"outcome": "passed", "phase": "", "message": ""}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Per-attempt state starts empty (pytest-rerunfailures runs the same item again)."""
     item.stash[CALL_KEY] = []
     item.stash[PROGRESS_KEY] = []
-    item.stash[OUTCOME_KEY] = {"outcome": "passed", "phase": "", "message": ""}
+    item.stash[OUTCOME_KEY] = _no_outcome()
 
 
 def _phase_outcome(report: pytest.TestReport, exc: BaseException | None) -> str:
@@ -235,7 +240,7 @@ _SEVERITY = {"passed": 0, "skipped": 1, "xfailed": 1, "failed": 2, "timeout": 3,
 def _note_outcome(item: pytest.Item, report: pytest.TestReport, exc: BaseException | None) -> None:
     """Keep the test's worst phase outcome so far (what the trace records)."""
     outcome = _phase_outcome(report, exc)
-    seen = item.stash.setdefault(OUTCOME_KEY, {"outcome": "passed", "phase": "", "message": ""})
+    seen = item.stash.setdefault(OUTCOME_KEY, _no_outcome())
     if _SEVERITY[outcome] > _SEVERITY[seen["outcome"]]:
         seen.update(outcome=outcome, phase=report.when, message=_failure_text(report))
     seen["duration_s"] = seen.get("duration_s", 0.0) + float(report.duration)
@@ -289,7 +294,8 @@ def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any, n: int
     from .artifacts import finish_call
 
     settings = item.config.stash.get(SETTINGS_KEY, None)
-    outcome = dict(item.stash.get(OUTCOME_KEY, {"outcome": "passed", "phase": "", "message": ""}))
+    recorded = item.stash.setdefault(OUTCOME_KEY, _no_outcome())
+    outcome = dict(recorded)
     outcome["rootdir"] = str(settings.rootdir if settings is not None else item.config.rootpath)
     server = item.config.stash.get(SERVER_KEY, None)
     secrets = [getattr(server, "api_secret", "")]
@@ -337,9 +343,7 @@ class _RunAggregate:
         """Collect each call's row and trace at its teardown report (on the xdist controller for
         worker reports: the row and the trace travel with the report).
         """
-        outcome = "failed" if report.failed else ("skipped" if report.skipped else "passed")
-        if report.failed and report.when != "call":
-            outcome = "error"
+        outcome = _phase_outcome(report, None)  # the exception stays on the worker: no "timeout"
         previous = self._worst.get(report.nodeid, "passed")
         if _SEVERITY[outcome] > _SEVERITY[previous]:
             self._worst[report.nodeid] = outcome

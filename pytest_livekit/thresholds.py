@@ -141,8 +141,12 @@ def parse_call_types(table: Mapping[str, Any], where: str = "[tool.pytest_liveki
     return out
 
 
-def load_call_types(pyproject: Path | None) -> dict[str, CallType]:
-    """Read ``[tool.pytest_livekit.call_types]`` from a pyproject file (empty if absent)."""
+def plugin_table(pyproject: Path | None) -> dict[str, Any]:
+    """The ``[tool.pytest_livekit]`` table of a pyproject file (empty if absent).
+
+    Raises:
+        ConfigError: the file is not valid TOML.
+    """
     if pyproject is None or not pyproject.is_file():
         return {}
     try:
@@ -154,8 +158,12 @@ def load_call_types(pyproject: Path | None) -> dict[str, CallType]:
         data = tomllib.loads(pyproject.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{pyproject}: invalid TOML: {exc}") from None
-    table = data.get("tool", {}).get("pytest_livekit", {}).get("call_types", {})
-    return parse_call_types(table)
+    return dict(data.get("tool", {}).get("pytest_livekit", {}))
+
+
+def load_call_types(pyproject: Path | None) -> dict[str, CallType]:
+    """Read ``[tool.pytest_livekit.call_types]`` from a pyproject file (empty if absent)."""
+    return parse_call_types(plugin_table(pyproject).get("call_types", {}))
 
 
 # -- evaluation -------------------------------------------------------------------------------
