@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _table import print_table  # noqa: E402  (benchmarks/ is sys.path[0])
+
 from pytest_livekit.agent_runner import resolve_agent_target  # noqa: E402
 from pytest_livekit.call import LivekitCall  # noqa: E402
 from pytest_livekit.metrics import time_to_first_audio  # noqa: E402
@@ -127,11 +129,7 @@ def main() -> None:
     ttfa_diff = statistics.median(in_worker["ttfa"]) - statistics.median(in_proc["ttfa"])
     rows.append(("TTFA difference, worker - in-process", f"{ttfa_diff * 1000:+.0f} ms (medians)"))
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

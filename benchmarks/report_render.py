@@ -28,6 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _table import print_table  # noqa: E402  (benchmarks/ is sys.path[0])
+
 from pytest_livekit.artifacts import read_session_jsonl  # noqa: E402
 from pytest_livekit.report import write_report  # noqa: E402
 from pytest_livekit.trace import TRACE_FILE, load_trace  # noqa: E402
@@ -134,11 +136,7 @@ def main() -> None:
                          f"visible={attrs['timelines-visible']} players={attrs['players']}"))
     rows.append(("report", str(out)))
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measurement':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":
