@@ -28,7 +28,7 @@ from .agent_runner import AgentTarget, InProcessAgent
 from .audio import CALL_SAMPLE_RATE, CallerAudio, float_to_pcm16, load_wav, resample, to_mono_float
 from .caller import ScriptedCaller
 from .errors import CallTimeoutError, ConfigError
-from .observer import SessionObserver, wait_until
+from .observer import wait_until
 from .record import CallerTurn, CallRecord
 from .tokens import agent_token, caller_token
 from .worker import AgentWorker, DispatchedAgent
@@ -110,7 +110,6 @@ class LivekitCall:
         self._closed = False
         self.caller: ScriptedCaller | None = None
         self.agent: InProcessAgent | DispatchedAgent | None = None
-        self.observer: SessionObserver | None = None
         self.agent_identity = "agent-under-test"
         self.timings: dict[str, float] = {}
         """Setup/teardown durations in seconds (``setup``, ``teardown``)."""
@@ -125,21 +124,13 @@ class LivekitCall:
     async def start(self) -> LivekitCall:
         """Join the caller, start the agent, and wait until the agent listens."""
         t0 = time.monotonic()
+        # the call's time zero, on both clocks at once: the caller's monotonic clock times every
+        # frame; the agent reports its events in wall-clock epochs
         self.record.started_at_epoch = time.time()
-        self.caller = ScriptedCaller(
-            self.record, identity="caller", on_change=self._changed.set
-        )
+        self.caller = ScriptedCaller(self.record, identity="caller", on_change=self._changed.set)
+        self.caller.set_time_zero(t0)
         in_process = self.worker is None
         # A worker's agent identity is only known once it joins ("agent-<job id>").
-        self.caller.agent_identity = self.agent_identity if in_process else None
-        self.observer = SessionObserver(
-            self.caller.room,
-            self.record,
-            agent_identity=self.agent_identity if in_process else None,
-            on_change=self._changed.set,
-        )
-        # Before connect: session events that arrive with no handler are dropped.
-        await self.observer.start()
         await self.caller.connect(
             self.url,
             caller_token(
@@ -148,6 +139,7 @@ class LivekitCall:
                 self.room_name,
                 identity="caller",
             ),
+            agent_identity=self.agent_identity if in_process else None,
             max_bitrate_bps=self._max_bitrate(),
         )
         if self.worker is not None:
@@ -174,7 +166,7 @@ class LivekitCall:
         return len(self.record.reconnects), sum(1 for r in self.record.reconnects if r["ok"])
 
     async def _start_dispatched(self, worker: AgentWorker) -> None:
-        assert self.caller is not None and self.observer is not None
+        assert self.caller is not None
         http_url = self.url.replace("ws://", "http://").replace("wss://", "https://")
         agent = DispatchedAgent(
             worker,
@@ -187,12 +179,11 @@ class LivekitCall:
         agent.on_failure(self._changed.set)
         await agent.start()
         identity = await self._guard(
-            agent.find_identity(self.caller.room, self._changed, self.join_timeout)
+            agent.find_identity(self.caller.agents, self._changed, self.join_timeout)
         )
         self.agent_identity = identity
-        self.caller.agent_identity = identity
-        self.observer.set_agent_identity(identity)
-        await self._guard(self.caller.wait_for_agent(identity, self.join_timeout))
+        await self.caller.set_agent(identity)
+        await self._guard(self.caller.wait_for_agent(identity, self.join_timeout, self._changed))
         self.timings["redispatches"] = float(agent.redispatches)
 
     async def _start_in_process(self) -> None:
@@ -211,7 +202,7 @@ class LivekitCall:
         )
         self.agent.on_failure(self._changed.set)
         await self.agent.start()
-        await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout))
+        await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout, self._changed))
 
     async def aclose(self) -> None:
         """Hang up, stop the agent, delete the room and write the artifacts (always; once)."""
@@ -224,8 +215,6 @@ class LivekitCall:
                 await self.caller.aclose()
             if self.agent is not None:
                 await self.agent.aclose()
-            if self.observer is not None:
-                await self.observer.aclose()
             await self._delete_room()
         finally:
             self.write_artifacts()
@@ -274,7 +263,9 @@ class LivekitCall:
 
     # -- guards -----------------------------------------------------------------------------
     async def _guard(self, awaitable: Any) -> Any:
-        """Await ``awaitable`` but fail at once with the agent's traceback if the agent crashes."""
+        """Await ``awaitable`` but fail at once with the agent's traceback if the agent crashes
+        (or with the reason if the caller's process went away).
+        """
         assert self.agent is not None
         task = asyncio.ensure_future(awaitable)
         crash = asyncio.ensure_future(self.agent._failed.wait())  # noqa: SLF001
@@ -287,6 +278,8 @@ class LivekitCall:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             self.agent.raise_if_failed()
+        if self.caller is not None:
+            self.caller.raise_if_lost()
         return task.result()
 
     def _check_agent(self) -> None:
@@ -499,27 +492,21 @@ class LivekitCall:
         microphone (a caller that leaves and rejoins). ``signal``: only the signalling connection
         is resumed. Waits until the SDK reports ``reconnected`` and the agent listens again.
         """
-        from livekit import rtc
-
         assert self.caller is not None
-        kinds = {
-            "full": rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT,
-            "signal": rtc.SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT,
-        }
-        if kind not in kinds:
+        if kind not in ("full", "signal"):
             raise ConfigError(f"{kind!r} is not a reconnect kind. Valid kinds: full, signal.")
         self._script("reconnect", kind=kind, timeout=timeout)
         t0 = self.caller.now()
-        self.caller.reconnected.clear()
-        self.caller.reset_mic_subscription()
+        caller = self.caller
+        before = caller.reconnect_count
+        await caller.reset_mic_subscription()
         entry: dict[str, Any] = {"t": t0, "kind": kind, "ok": False, "took": None}
         self.record.reconnects.append(entry)
-        await self.caller.room.simulate_scenario(kinds[kind])
+        await caller.reconnect(kind)
         if not await self._guard(
-            wait_until(self.caller.reconnected.is_set, self._changed, timeout)
+            wait_until(lambda: caller.reconnect_count > before, self._changed, timeout)
         ):
             raise CallTimeoutError(f"the caller did not reconnect ({kind}) within {timeout:.0f} s")
-        caller = self.caller
         if kind == "full" and not await self._guard(
             # a full reconnect re-publishes the microphone: the agent must subscribe again
             wait_until(caller.mic_subscribed, self._changed, timeout)
@@ -577,7 +564,7 @@ class LivekitCall:
             # while the caller was still talking, e.g. during a barge-in)
             heard = any(s.end > turn_end + 0.2 for s in caller.heard_segments())
             said = any(i.role == "assistant" and i.t >= turn_end for i in record.items)
-            return heard and said and caller.agent_state() == "listening" and not caller.detector.active
+            return heard and said and caller.agent_state() == "listening" and not caller.hearing_agent
 
         ok = await self._guard(wait_until(replied, self._changed, timeout))
         if not ok:
@@ -607,7 +594,7 @@ class LivekitCall:
         if not ok:
             raise CallTimeoutError(
                 f"no agent audio heard within {timeout:.1f} s after the caller's turn ended at "
-                f"{end:.2f} s (detector {'open' if caller.detector.active else 'idle'}).\n"
+                f"{end:.2f} s (detector {'open' if caller.hearing_agent else 'idle'}).\n"
                 f"Timeline:\n{self.record.timeline()}"
             )
 

@@ -1,10 +1,18 @@
-"""The scripted caller: a real ``livekit.rtc`` participant with a microphone and ears.
+"""The scripted caller, as the test sees it: a handle on a caller that lives in its own process.
 
-It publishes a 48 kHz mono microphone track, feeds it continuously in real time (speech when
-there is something to say, digital silence otherwise, as a real microphone would), subscribes to
-the agent's audio and records both directions on one clock. Timing is taken where the caller sits:
-a frame's send time is when it was handed to WebRTC; a heard frame's time is when it came out of
-the caller's receive stream.
+The caller's media — microphone pacing, receiving, timestamping, the level detector and the
+RemoteSession observer — runs in a separate process (:mod:`pytest_livekit._caller_main`), one per
+test process, started once and shared by every call (each call is one connection to it). The
+agent under test may run in the test's event loop (in-process mode) and stall it or hold its GIL;
+the caller's frames still leave and are timed on their own schedule. This module keeps the test's
+view: :class:`ScriptedCaller` sends the script to that process and builds the call record and the
+:class:`Recording` from what comes back.
+
+One clock: ``time.monotonic()`` (``CLOCK_MONOTONIC``, the same in every process of the machine),
+as seconds since the call's time zero. Every sent and received frame carries the 10 ms slot of
+that clock in which it really left or arrived; the recording lays both channels by those slots,
+and every timing metric is read from the same slots, so what ``call.wav`` shows is what the
+assertions measured.
 
 PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
 the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
@@ -14,6 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,78 +35,78 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from livekit import rtc
 
-from .audio import CALL_SAMPLE_RATE, ActivityDetector, CallerAudio, Pcm
-from .errors import CallTimeoutError
+from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, Channel, raise_priority
+from .audio import CALL_SAMPLE_RATE, CallerAudio, Pcm
+from .errors import CallTimeoutError, PytestLivekitError
 from .record import CallerTurn, CallRecord, HeardSegment
+from .server import set_parent_death_signal
 
-#: Length of each frame the caller sends and receives, in seconds.
-FRAME_SECONDS = 0.010
-_FRAME_SAMPLES = int(CALL_SAMPLE_RATE * FRAME_SECONDS)
-
-#: A pause between received frames longer than this counts as a receive stall, in seconds.
-_STALL_SECONDS = 0.030
+__all__ = [
+    "AGENT_STATE_ATTRIBUTE",
+    "FRAME_SECONDS",
+    "CallerHost",
+    "CallerProcessError",
+    "Recording",
+    "ScriptedCaller",
+    "caller_host",
+    "stop_caller_host",
+]
 
 #: Participant attribute through which livekit-agents publishes its state.
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
+#: Seconds to wait for the caller process to import livekit and listen.
+HOST_START_TIMEOUT = 60.0
 
 
-@dataclass
-class _Clip:
-    pcm: Pcm
-    turn: CallerTurn | None
-    done: asyncio.Future[CallerTurn | None]
-    pos: int = 0
-    start_at: float | None = None
-    """Call time (s) before which the clip must not start (barge-in scheduling)."""
-    lost: Any = None
-    """Bool per 10 ms frame: True = not sent (network frame loss at the sender)."""
-    delays: Any = None
-    """Send delay per 10 ms frame in seconds (jitter of the sent frames)."""
-    frame_index: int = 0
+class CallerProcessError(PytestLivekitError):
+    """The caller's process could not be started or went away mid-call."""
 
 
 @dataclass
 class Recording:
-    """Both directions of the call, as the caller sent and heard them."""
+    """Both directions of the call, as the caller sent and heard them, on the 10 ms grid."""
 
-    sent_frames: list[Pcm] = field(default_factory=list)
-    """Every frame handed to WebRTC, contiguous from ``sent_start``."""
-    sent_start: float = 0.0
-    """Seconds since call start of the first sent frame."""
-    heard_frames: list[tuple[float, Pcm]] = field(default_factory=list)
-    """``(arrival time in s since call start, frame)`` of every frame received from the agent."""
+    sent: list[tuple[list[int], bytes]] = field(default_factory=list)
+    """Batches of ``(slots, int16 samples)`` the microphone handed to WebRTC."""
+    heard: list[tuple[list[int], bytes]] = field(default_factory=list)
+    """Batches of ``(slots, int16 samples)`` received from the agent."""
 
-    def heard_track(self) -> Pcm:
-        """Received audio laid on the call timeline (gaps filled with silence)."""
-        if not self.heard_frames:
-            return np.zeros(0, dtype=np.int16)
-        pieces: list[Pcm] = []
-        cursor = 0  # samples since call start
-        for t, pcm in self.heard_frames:
-            # A frame arrives when its 10 ms have been received: it started one frame earlier.
-            at = max(0, int(round((t - FRAME_SECONDS) * CALL_SAMPLE_RATE)))
-            # Small arrival jitter must not tear the audio: only real gaps (> 30 ms) are filled.
-            if at - cursor > int(0.030 * CALL_SAMPLE_RATE):
-                pieces.append(np.zeros(at - cursor, dtype=np.int16))
-                cursor = at
-            pieces.append(pcm)
-            cursor += len(pcm)
-        return np.concatenate(pieces)
+    def add(self, side: str, slots: list[int], pcm: bytes) -> None:
+        """Append a batch (``side`` is ``sent`` or ``heard``)."""
+        (self.sent if side == "sent" else self.heard).append((slots, pcm))
+
+    @staticmethod
+    def _lay(batches: list[tuple[list[int], bytes]], length: int) -> Pcm:
+        out = np.zeros(length, dtype=np.int32)
+        for slots, pcm in batches:
+            frames = np.frombuffer(pcm, dtype=np.int16).reshape(len(slots), FRAME_SAMPLES)
+            for slot, frame in zip(slots, frames):
+                if slot < 0:
+                    continue
+                start = slot * FRAME_SAMPLES
+                # two frames in one slot (a burst after a stall) are mixed: both stay audible
+                out[start : start + FRAME_SAMPLES] += frame
+        return np.clip(out, -32768, 32767).astype(np.int16)
+
+    def _slots_end(self) -> int:
+        ends = [max(slots) + 1 for slots, _ in (*self.sent, *self.heard) if slots]
+        return max(ends, default=0)
 
     def sent_track(self) -> Pcm:
-        """Sent audio laid on the call timeline."""
-        lead = np.zeros(int(round(self.sent_start * CALL_SAMPLE_RATE)), dtype=np.int16)
-        return np.concatenate([lead, *self.sent_frames]) if self.sent_frames else lead
+        """Sent audio laid on the call timeline (slot ``k`` at sample ``k * 480``)."""
+        return self._lay(self.sent, self._slots_end() * FRAME_SAMPLES)
+
+    def heard_track(self) -> Pcm:
+        """Received audio laid on the call timeline (a real gap stays a gap)."""
+        return self._lay(self.heard, self._slots_end() * FRAME_SAMPLES)
 
     def stereo(self) -> Pcm:
         """``(n, 2)`` int16: left = caller sent, right = agent heard."""
-        left, right = self.sent_track(), self.heard_track()
-        n = max(len(left), len(right))
+        n = self._slots_end() * FRAME_SAMPLES
         out = np.zeros((n, 2), dtype=np.int16)
-        out[: len(left), 0] = left
-        out[: len(right), 1] = right
+        out[:, 0] = self._lay(self.sent, n)
+        out[:, 1] = self._lay(self.heard, n)
         return out
 
     def write(self, folder: Path) -> Path:
@@ -109,14 +123,141 @@ class Recording:
         return folder / "call.wav"
 
 
+class CallerHost:
+    """The caller process of this test process (started once; every call connects to it).
+
+    It is started in its own process group with ``PR_SET_PDEATHSIG`` and exits when our end of its
+    standard input closes, so it never outlives the test process.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ready = threading.Event()
+        self._ready_line = ""
+        self.socket_path: Path | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while running."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self) -> CallerHost:
+        """Spawn the process if it is not running (returns at once; see :meth:`wait_ready`)."""
+        if self.pid is not None:
+            return self
+        self.stop()
+        self._dir = tempfile.TemporaryDirectory(prefix="pytest-livekit-caller-")
+        folder = Path(self._dir.name)
+        os.chmod(folder, 0o700)  # only our user may connect to the socket
+        self.socket_path = folder / "caller.sock"
+        self.log_path = folder / "caller.log"
+        self._ready = threading.Event()
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "pytest_livekit._caller_main", str(self.socket_path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_prepare_child,  # noqa: PLW1509 - no threads hold locks here
+            )
+        proc = self._proc
+        ready = self._ready
+
+        def read_ready() -> None:
+            assert proc.stdout is not None
+            self._ready_line = proc.stdout.readline().decode(errors="replace").strip()
+            ready.set()
+
+        threading.Thread(target=read_ready, name="pytest-livekit-caller-ready", daemon=True).start()
+        _live_hosts.add(self)
+        return self
+
+    async def wait_ready(self, timeout: float = HOST_START_TIMEOUT) -> Path:
+        """Wait until the process listens; returns its socket path."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        ready = self._ready
+        # the wait runs in a thread: the event loop (and an in-process agent) keeps running
+        await loop.run_in_executor(None, ready.wait, timeout)
+        if self._ready_line != "ready" or self.socket_path is None:
+            tail = self.log_tail()
+            self.stop()
+            raise CallerProcessError(
+                "the caller's process did not start "
+                f"({'timed out after %.0f s' % timeout if not ready.is_set() else 'it exited'}).\n"
+                f"Its log:\n{tail}\n"
+                "Hint: run 'python -m pytest_livekit._caller_main /tmp/x.sock' to see why."
+            )
+        return self.socket_path
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the process's log."""
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the process (closing its standard input ends it) and remove its folder."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            from .server import stop_process_group
+
+            with contextlib.suppress(Exception):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stop_process_group(proc, timeout)
+            with contextlib.suppress(Exception):
+                assert proc.stdout is not None
+                proc.stdout.close()
+        if self._dir is not None:
+            with contextlib.suppress(Exception):
+                self._dir.cleanup()
+            self._dir = None
+        _live_hosts.discard(self)
+
+
+def _prepare_child() -> None:  # pragma: no cover - runs in the forked child before exec
+    # no imports here: a forked child of a threaded parent must not take the import lock
+    set_parent_death_signal()
+    raise_priority()
+
+
+_live_hosts: set[CallerHost] = set()
+_default_host: CallerHost | None = None
+
+
+def caller_host() -> CallerHost:
+    """This test process's caller host (created on first use, not yet started)."""
+    global _default_host
+    if _default_host is None:
+        _default_host = CallerHost()
+    return _default_host
+
+
+def stop_caller_host() -> None:
+    """Stop every caller process this test process started."""
+    for host in list(_live_hosts):
+        host.stop()
+
+
 class ScriptedCaller:
-    """A caller participant. Use :meth:`connect`, then :meth:`speak`, then :meth:`aclose`.
+    """A caller participant. Use :meth:`connect`, then :meth:`enqueue`, then :meth:`aclose`.
 
     Args:
-        record: the call record it appends its turns and heard segments to.
+        record: the call record it appends its turns, heard segments and session events to.
         identity: participant identity.
         on_change: called whenever something a waiter may care about changed.
-        detector: energy detector for the agent's audio (caller's vantage point).
+        host: the caller process (default: this test process's).
     """
 
     def __init__(
@@ -125,205 +266,269 @@ class ScriptedCaller:
         *,
         identity: str = "caller",
         on_change: Callable[[], None] | None = None,
-        detector: ActivityDetector | None = None,
+        host: CallerHost | None = None,
     ) -> None:
         self.record = record
         self.identity = identity
-        # Created here so the rtc Room binds to the running loop (it captures it at construction).
-        self.room = rtc.Room()
         self.recording = Recording()
-        self.detector = detector or ActivityDetector()
+        self.host = host or caller_host()
         self._on_change = on_change or (lambda: None)
-        self._source = rtc.AudioSource(CALL_SAMPLE_RATE, 1, queue_size_ms=0)
-        self._publication: rtc.LocalTrackPublication | None = None
-        self._clips: list[_Clip] = []
-        self._mic_task: asyncio.Task[None] | None = None
-        self._ear_tasks: set[asyncio.Task[None]] = set()
+        self.t0 = time.monotonic()
+        """Monotonic time of the call's time zero (``now() == 0``)."""
+        self._channel: Channel | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._clips: dict[int, asyncio.Future[CallerTurn | None]] = {}
+        self._ids = itertools.count(1)
+        self._state: dict[str, Any] = {}
+        self._open_start: float | None = None
         self._closed = False
+        self.lost: str | None = None
+        """Why the caller's process went away mid-call, if it did."""
         self.agent_identity: str | None = None
-        self.agent_audio_subscribed = asyncio.Event()
-        self._mic_subscribed = False
-        self.room.on("track_subscribed", self._on_track_subscribed)
-        self.room.on("local_track_subscribed", self._on_local_track_subscribed)
-        self.room.on("participant_attributes_changed", self._on_attributes_changed)
-        # The agent publishes transcriptions as text streams; read them so the rtc SDK does not
-        # log "ignoring text stream" for every segment (the session events carry the text).
-        self.room.register_text_stream_handler("lk.transcription", self._on_transcription)
-        self.room.on("participant_connected", lambda p: self._on_change())
-        self.reconnected = asyncio.Event()
-        self.room.on("reconnected", self._on_reconnected)
-        self.room.on("participant_disconnected", lambda p: self._on_change())
 
-    # -- state of the far end ---------------------------------------------------------------
-    def agent_state(self) -> str | None:
-        """The agent's ``lk.agent.state`` attribute as this caller sees it, if known."""
-        if self.agent_identity is None:
-            return None
-        p = self.room.remote_participants.get(self.agent_identity)
-        return p.attributes.get(AGENT_STATE_ATTRIBUTE) if p else None
+    # -- the clock ----------------------------------------------------------------------------
+    def set_time_zero(self, t0: float) -> None:
+        """Use monotonic time ``t0`` as the call's time zero (before :meth:`connect`)."""
+        self.t0 = t0
 
     def now(self) -> float:
-        """Seconds since call start."""
-        return time.time() - self.record.started_at_epoch
+        """Seconds since call start on the caller's monotonic clock."""
+        return time.monotonic() - self.t0
 
-    # -- lifecycle --------------------------------------------------------------------------
-    async def connect(self, url: str, token: str, *, max_bitrate_bps: int | None = None) -> None:
-        """Join the room and publish the microphone track.
+    # -- state of the far end -----------------------------------------------------------------
+    def agent_state(self) -> str | None:
+        """The agent's ``lk.agent.state`` attribute as this caller sees it, if known."""
+        value = self._state.get("agent_state")
+        return str(value) if value is not None else None
 
-        ``Room.connect`` is never wrapped in a timeout: cancelling it makes the rtc FFI kill the
-        process (livekit python-sdks#813). ``connect_timeout`` bounds it instead.
-        """
-        await self.room.connect(
-            url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10.0)
-        )
-        track = rtc.LocalAudioTrack.create_audio_track("caller-mic", self._source)
-        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        # DTX off: silence is sent as silence, so the agent's VAD sees a steady stream and
-        # timings do not depend on the encoder's comfort-noise decisions.
-        options.dtx = False
-        if max_bitrate_bps is not None:
-            # the real Opus encoder setting of the published track (bandwidth condition)
-            options.audio_encoding.max_bitrate = int(max_bitrate_bps)
-        self._publication = await self.room.local_participant.publish_track(track, options)
-        self.recording.sent_start = self.now()
-        self._mic_task = asyncio.create_task(self._mic_loop(), name="pytest-livekit-caller-mic")
+    def agents(self) -> list[str]:
+        """Identities of the agent-kind participants in the room."""
+        return list(self._state.get("agents", []))
 
-    async def wait_for_agent(self, agent_identity: str, timeout: float) -> None:
-        """Wait until the agent has joined, subscribed to our microphone, published its audio
-        (which we subscribed to) and reports ``lk.agent.state == listening``.
-        """
-        self.agent_identity = agent_identity
-        assert self._publication is not None
-        changed = asyncio.Event()
-        previous = self._on_change
-
-        def wake() -> None:
-            changed.set()
-            previous()
-
-        self._on_change = wake
-        try:
-            from .observer import wait_until
-
-            steps: list[tuple[str, Callable[[], bool]]] = [
-                ("the agent to join the room", lambda: agent_identity in self.room.remote_participants),
-                ("the agent to subscribe to the caller's microphone", self.mic_subscribed),
-                ("the agent's audio track", self.agent_audio_subscribed.is_set),
-                ("the agent to be listening", lambda: self.agent_state() == "listening"),
-            ]
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            for what, cond in steps:
-                if not await wait_until(cond, changed, max(0.0, deadline - loop.time())):
-                    raise CallTimeoutError(
-                        f"timed out after {timeout:.0f} s waiting for {what} "
-                        f"(agent {agent_identity!r}, state {self.agent_state()!r}).\n"
-                        "Hint: check the agent's log section below; the agent must call "
-                        "session.start(agent, room=ctx.room)."
-                    )
-        finally:
-            self._on_change = previous
+    def participants(self) -> list[str]:
+        """Identities of everyone else in the room."""
+        return list(self._state.get("participants", []))
 
     def mic_subscribed(self) -> bool:
         """True once someone (the agent) subscribed to the caller's microphone."""
-        return self._mic_subscribed
+        return bool(self._state.get("mic_subscribed"))
 
-    def reset_mic_subscription(self) -> None:
-        """Forget the subscription (before a reconnect that re-publishes the microphone)."""
-        self._mic_subscribed = False
+    def agent_audio_subscribed(self) -> bool:
+        """True once the caller subscribed to the agent's audio track."""
+        return bool(self._state.get("agent_audio"))
 
-    def _on_local_track_subscribed(self, track: rtc.Track) -> None:
-        # The only other participant is the agent, so the first subscriber is the agent.
-        self._mic_subscribed = True
+    @property
+    def reconnect_count(self) -> int:
+        """Reconnections the rtc SDK reported so far."""
+        return int(self._state.get("reconnects", 0))
+
+    @property
+    def hearing_agent(self) -> bool:
+        """True while the caller hears the agent (a heard segment is open)."""
+        return self._open_start is not None
+
+    def heard_segments(self) -> list[HeardSegment]:
+        """Closed heard segments plus the one in progress (ending now)."""
+        segs = list(self.record.heard)
+        if self._open_start is not None:
+            segs.append(HeardSegment(self._open_start, max(self._open_start, self.now())))
+        return segs
+
+    # -- talking to the caller process --------------------------------------------------------
+    async def _request(self, command: str, timeout: float = 30.0, **args: Any) -> Any:
+        if self._channel is None or self.lost:
+            raise CallerProcessError(f"the caller is not connected ({self.lost or 'not started'})")
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[rid] = fut
+        self._channel.send((rid, command, args))
+        done, _ = await asyncio.wait({fut}, timeout=timeout)
+        self._requests.pop(rid, None)
+        if not done:
+            raise CallTimeoutError(f"the caller's process did not answer {command!r} within {timeout:.0f} s")
+        return fut.result()
+
+    def _fail_all(self, why: str) -> None:
+        self.lost = why
+        error = CallerProcessError(
+            f"{why}.\nThe caller process's log:\n{self.host.log_tail()}"
+        )
+        for fut in (*self._requests.values(), *self._clips.values()):
+            if not fut.done():
+                fut.set_exception(error)
         self._on_change()
+
+    async def _read(self) -> None:
+        assert self._channel is not None
+        channel = self._channel
+        while True:
+            message = await channel.recv()
+            if message is None:
+                if not self._closed:
+                    self._fail_all("the caller's process closed the call's connection")
+                return
+            try:
+                self._handle(message)
+            except Exception as exc:  # a bad message must not end the reader silently
+                self._fail_all(f"could not read a message from the caller's process: {exc!r}")
+                return
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        record = self.record
+        if kind == "frames":
+            self.recording.add(message[1], message[2], message[3])
+            return
+        if kind == "reply":
+            _, rid, ok, result = message
+            fut = self._requests.get(rid)
+            if fut is not None and not fut.done():
+                if ok:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(CallerProcessError(f"the caller's process failed:\n{result}"))
+        elif kind == "state":
+            self._state = message[1]
+        elif kind == "turn_started":
+            _, index, t = message
+            if index is not None and index < len(record.caller_turns):
+                record.caller_turns[index].started_at = t
+        elif kind == "clip_done":
+            _, clip_id, index, info = message
+            turn = None
+            if index is not None and index < len(record.caller_turns):
+                turn = record.caller_turns[index]
+                turn.started_at = info["started_at"]
+                turn.ended_at = info["ended_at"]
+                turn.speech_ended_at = info["speech_ended_at"]
+                record.frames_in_turns += int(info["frames"])
+                record.frames_dropped += int(info["dropped"])
+            fut = self._clips.pop(clip_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(turn)
+        elif kind == "heard_onset":
+            self._open_start = float(message[1])
+        elif kind == "heard_closed":
+            record.heard.append(HeardSegment(float(message[1]), float(message[2])))
+            self._open_start = None
+        elif kind == "receive_gap":
+            record.receive_gaps.append((float(message[1]), float(message[2])))
+        elif kind == "late":
+            _, direction, t, late = message
+            record.clock_misses.append({"t": round(float(t), 3), "direction": direction, "late_ms": round(late * 1000.0, 1)})
+        elif kind == "observed":
+            getattr(record, message[1]).extend(message[2])
+        self._on_change()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def connect(
+        self,
+        url: str,
+        token: str,
+        *,
+        agent_identity: str | None = None,
+        max_bitrate_bps: int | None = None,
+    ) -> None:
+        """Have the caller process join the room and publish the microphone track.
+
+        Args:
+            url: server WebSocket URL.
+            token: the caller's (least-grant) token.
+            agent_identity: the agent's identity, when known before it joins (in-process mode).
+            max_bitrate_bps: Opus encoder bitrate cap of the microphone track (bandwidth condition).
+        """
+        path = await self.host.wait_ready()
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        self._channel = Channel(reader, writer)
+        self._reader = asyncio.create_task(self._read(), name="pytest-livekit-caller-reader")
+        self.agent_identity = agent_identity
+        await self._request(
+            "connect",
+            timeout=60.0,
+            url=url,
+            token=token,
+            t0=self.t0,
+            epoch0=self.record.started_at_epoch,
+            agent_identity=agent_identity,
+            max_bitrate_bps=max_bitrate_bps,
+        )
+
+    async def set_agent(self, identity: str) -> None:
+        """Follow ``identity`` as the agent (worker mode learns it once the agent joined)."""
+        self.agent_identity = identity
+        await self._request("set_agent", identity=identity)
+
+    async def wait_for_agent(self, agent_identity: str, timeout: float, changed: asyncio.Event) -> None:
+        """Wait until the agent has joined, subscribed to our microphone, published its audio
+        (which we subscribed to) and reports ``lk.agent.state == listening``.
+        """
+        from .observer import wait_until
+
+        steps: list[tuple[str, Callable[[], bool]]] = [
+            ("the agent to join the room", lambda: agent_identity in self.participants()),
+            ("the agent to subscribe to the caller's microphone", self.mic_subscribed),
+            ("the agent's audio track", self.agent_audio_subscribed),
+            ("the agent to be listening", lambda: self.agent_state() == "listening"),
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for what, cond in steps:
+            if not await wait_until(lambda c=cond: bool(c() or self.lost), changed, max(0.0, deadline - loop.time())):  # type: ignore[misc]
+                raise CallTimeoutError(
+                    f"timed out after {timeout:.0f} s waiting for {what} "
+                    f"(agent {agent_identity!r}, state {self.agent_state()!r}).\n"
+                    "Hint: check the agent's log section below; the agent must call "
+                    "session.start(agent, room=ctx.room)."
+                )
+            self.raise_if_lost()
+
+    def raise_if_lost(self) -> None:
+        """Raise :class:`CallerProcessError` if the caller's process went away."""
+        if self.lost:
+            raise CallerProcessError(f"{self.lost}.\nThe caller process's log:\n{self.host.log_tail()}")
+
+    async def reset_mic_subscription(self) -> None:
+        """Forget the subscription (before a reconnect that re-publishes the microphone)."""
+        self._state["mic_subscribed"] = False
+        await self._request("reset_mic_subscription")
+
+    async def reconnect(self, kind: str) -> None:
+        """Drop and re-establish the caller's connection (``full`` or ``signal``)."""
+        await self._request("reconnect", kind=kind)
 
     async def aclose(self) -> None:
         """Stop the microphone, fail pending clips, leave the room."""
         if self._closed:
             return
+        if self._channel is not None and not self.lost:
+            with contextlib.suppress(Exception):
+                info = await self._request("close", timeout=15.0)
+                self.record.rtc = info.get("rtc", {})
+                self.record.media = info.get("media", {})
+                if info.get("room_sid"):
+                    self.record.room_sid = info["room_sid"]
+                known = {(p["identity"], p["sid"]) for p in self.record.participants}
+                # a reconnect or an agent that already left: keep everyone seen so far
+                self.record.participants += [
+                    p for p in info.get("participants", []) if (p["identity"], p["sid"]) not in known
+                ]
         self._closed = True
-        with contextlib.suppress(Exception):  # stats are a bonus; never fail a hang-up on them
-            self.record.rtc = await self._rtc_stats()
-        self._note_participants()
-        if self._mic_task is not None:
-            self._mic_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._mic_task
-        for clip in self._clips:
-            if not clip.done.done():
-                clip.done.cancel()
-        for task in list(self._ear_tasks):
-            task.cancel()
-        for task in list(self._ear_tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._close_open_segment()
-        await self.room.disconnect()
-        await self._source.aclose()
+        if self._reader is not None:
+            # the caller process closes the connection after "close": read to the end
+            with contextlib.suppress(Exception):
+                await asyncio.wait({self._reader}, timeout=5.0)
+            self._reader.cancel()
+        if self._channel is not None:
+            await self._channel.drain_and_close()
+        if self._open_start is not None:  # a reply still audible at hang-up
+            self.record.heard.append(HeardSegment(self._open_start, max(self._open_start, self.now())))
+            self._open_start = None
+        for fut in self._clips.values():
+            if not fut.done():
+                fut.cancel()
 
-    def _note_participants(self) -> None:
-        """Record the room's sid and who was in the call (for the trace), before leaving."""
-        info = getattr(self.room, "_info", None)  # Room.sid is async; the info is already here
-        if info is not None and info.sid:
-            self.record.room_sid = info.sid
-        local = self.room.local_participant
-        people = [{"identity": local.identity, "sid": local.sid, "role": "caller", "kind": "standard"}]
-        for p in self.room.remote_participants.values():
-            role = "agent" if p.identity == self.agent_identity else "other"
-            kind = rtc.ParticipantKind.Name(p.kind).removeprefix("PARTICIPANT_KIND_").lower()
-            people.append({"identity": p.identity, "sid": p.sid, "role": role, "kind": kind})
-        known = {(p["identity"], p["sid"]) for p in self.record.participants}
-        # a reconnect or an agent that already left: keep everyone seen so far
-        self.record.participants += [p for p in people if (p["identity"], p["sid"]) not in known]
-
-    async def _rtc_stats(self) -> dict[str, float]:
-        """Receive-side stats of the agent's audio and our round-trip time (W3C units: s).
-
-        Also records the audio codecs in use (``record.media``).
-        """
-        stats = await self.room.get_rtc_stats()
-        out: dict[str, float] = {}
-        # With a single peer connection (livekit-server >= 1.9 offers it) every stat is in
-        # publisher_stats; otherwise receive stats are in subscriber_stats. Scan both.
-        everything = [*stats.publisher_stats, *stats.subscriber_stats]
-        used = set()
-        for item in everything:
-            which = item.WhichOneof("stats")
-            if which in ("inbound_rtp", "outbound_rtp"):
-                stream = getattr(item, which).stream
-                if stream.kind == "audio":
-                    used.add(stream.codec_id)
-        codecs = {
-            item.codec.rtc.id: {
-                "mime_type": item.codec.codec.mime_type,
-                "clock_rate": item.codec.codec.clock_rate,
-                "channels": item.codec.codec.channels,
-                "payload_type": item.codec.codec.payload_type,
-            }
-            for item in everything
-            if item.WhichOneof("stats") == "codec" and item.codec.rtc.id in used
-        }
-        self.record.media = {"codecs": sorted(codecs.values(), key=lambda c: str(c["mime_type"]))}
-        for item in everything:
-            if item.WhichOneof("stats") == "inbound_rtp":
-                rtp = item.inbound_rtp
-                if rtp.stream.kind != "audio":
-                    continue
-                out["packets_received"] = out.get("packets_received", 0.0) + rtp.received.packets_received
-                out["packets_lost"] = out.get("packets_lost", 0.0) + rtp.received.packets_lost
-                out["jitter"] = max(out.get("jitter", 0.0), rtp.received.jitter)
-                out["concealed_samples"] = out.get("concealed_samples", 0.0) + rtp.inbound.concealed_samples
-                out["total_samples_received"] = (
-                    out.get("total_samples_received", 0.0) + rtp.inbound.total_samples_received
-                )
-        for item in everything:
-            if item.WhichOneof("stats") == "remote_inbound_rtp":
-                rtt = item.remote_inbound_rtp.remote_inbound.round_trip_time
-                if rtt:
-                    out["round_trip_time"] = rtt
-        return out
-
-    # -- speaking ---------------------------------------------------------------------------
+    # -- speaking -----------------------------------------------------------------------------
     def enqueue(
         self,
         audio: CallerAudio,
@@ -346,142 +551,37 @@ class ScriptedCaller:
             as_turn: False for filler audio (silence) that is not a caller turn.
             conditions: description of the conditions applied, saved with the turn.
         """
-        turn = None
+        turn_index = None
         if as_turn:
-            turn = CallerTurn(
-                index=len(self.record.caller_turns),
-                source=audio.source,
-                text=audio.text,
-                started_at=-1.0,
-                kind=kind,
-                conditions=conditions,
+            turn_index = len(self.record.caller_turns)
+            self.record.caller_turns.append(
+                CallerTurn(
+                    index=turn_index,
+                    source=audio.source,
+                    text=audio.text,
+                    started_at=-1.0,
+                    kind=kind,
+                    conditions=conditions,
+                )
             )
-            self.record.caller_turns.append(turn)
         fut: asyncio.Future[CallerTurn | None] = asyncio.get_running_loop().create_future()
-        self._clips.append(_Clip(audio.pcm, turn, fut, start_at=start_at, lost=lost, delays=delays))
-        return fut
-
-    async def _mic_loop(self) -> None:
-        # queue_size_ms=0: frames go straight to WebRTC, so we pace them ourselves against an
-        # absolute schedule (no drift), and the send time of each frame is exact.
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = 0
-        silence = np.zeros(_FRAME_SAMPLES, dtype=np.int16)
-        while True:
-            chunk = silence
-            send = True
-            finished: _Clip | None = None
-            clip = self._clips[0] if self._clips else None
-            if clip is not None and clip.start_at is not None and self.now() < clip.start_at:
-                clip = None  # scheduled for later: keep sending silence until then
-            if clip is not None:
-                if clip.pos == 0 and clip.turn is not None:
-                    clip.turn.started_at = self.now()
-                    self._on_change()
-                i = clip.frame_index
-                if clip.delays is not None and i < len(clip.delays) and clip.delays[i] > 0:
-                    # jitter: this frame leaves late; later frames catch up (no reordering)
-                    await asyncio.sleep(float(clip.delays[i]))
-                chunk = clip.pcm[clip.pos : clip.pos + _FRAME_SAMPLES]
-                clip.pos += _FRAME_SAMPLES
-                clip.frame_index += 1
-                if len(chunk) < _FRAME_SAMPLES:
-                    chunk = np.concatenate([chunk, silence[: _FRAME_SAMPLES - len(chunk)]])
-                if clip.lost is not None and i < len(clip.lost) and clip.lost[i]:
-                    send = False
-                    self.record.frames_dropped += 1
-                self.record.frames_in_turns += 1
-                if clip.pos >= len(clip.pcm):
-                    finished = self._clips.pop(0)
-            if send:
-                frame = rtc.AudioFrame(chunk.tobytes(), CALL_SAMPLE_RATE, 1, _FRAME_SAMPLES)
-                await self._source.capture_frame(frame)
-                self.recording.sent_frames.append(chunk)
-            else:
-                self.recording.sent_frames.append(silence)  # nothing went on the wire
-            if finished is not None:
-                if finished.turn is not None:
-                    finished.turn.ended_at = self.now()
-                if not finished.done.done():
-                    finished.done.set_result(finished.turn)
-                self._on_change()
-            n += 1
-            delay = start + n * FRAME_SECONDS - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)  # real-time pacing of media, not synchronisation
-
-    # -- hearing ----------------------------------------------------------------------------
-    def _on_transcription(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
-        task = asyncio.create_task(self._drain(reader), name="pytest-livekit-transcription")
-        self._ear_tasks.add(task)
-        task.add_done_callback(self._ear_tasks.discard)
-
-    async def _drain(self, reader: rtc.TextStreamReader) -> None:
-        await reader.read_all()
-
-    def _on_track_subscribed(
-        self,
-        track: rtc.Track,
-        publication: rtc.RemoteTrackPublication,
-        participant: rtc.RemoteParticipant,
-    ) -> None:
-        if track.kind != rtc.TrackKind.KIND_AUDIO:
-            return
-        if self.agent_identity is not None and participant.identity != self.agent_identity:
-            return
-        stream = rtc.AudioStream.from_track(
-            track=track, sample_rate=CALL_SAMPLE_RATE, num_channels=1, frame_size_ms=10
+        if self._channel is None or self.lost:
+            fut.set_exception(CallerProcessError(f"the caller is not connected ({self.lost or 'not started'})"))
+            return fut
+        clip_id = next(self._ids)
+        self._clips[clip_id] = fut
+        self._channel.send(
+            (
+                0,  # no reply awaited: clip_done follows
+                "enqueue",
+                {
+                    "clip_id": clip_id,
+                    "pcm": np.ascontiguousarray(audio.pcm, dtype=np.int16).tobytes(),
+                    "turn": turn_index,
+                    "start_at": start_at,
+                    "lost": None if lost is None else [bool(x) for x in lost],
+                    "delays": None if delays is None else [float(x) for x in delays],
+                },
+            )
         )
-        task = asyncio.create_task(self._ear_loop(stream), name="pytest-livekit-caller-ear")
-        self._ear_tasks.add(task)
-        task.add_done_callback(self._ear_tasks.discard)
-        self.agent_audio_subscribed.set()
-        self._on_change()
-
-    async def _ear_loop(self, stream: rtc.AudioStream) -> None:
-        last: float | None = None
-        try:
-            async for event in stream:
-                t = self.now()
-                pcm = np.frombuffer(bytes(event.frame.data), dtype=np.int16).copy()
-                self.recording.heard_frames.append((t, pcm))
-                duration = len(pcm) / CALL_SAMPLE_RATE
-                if last is not None and t - last - duration > _STALL_SECONDS:
-                    self.record.receive_gaps.append((last, t - last - duration))
-                last = t
-                was_active = self.detector.active
-                closed = self.detector.push(t - duration, duration, pcm)
-                if closed is not None:
-                    self.record.heard.append(HeardSegment(closed.start, closed.end))
-                    self._on_change()
-                elif self.detector.active and not was_active:
-                    self._on_change()  # onset: time-to-first-audio waiters wake up
-        finally:
-            with contextlib.suppress(Exception):
-                await stream.aclose()
-
-    def _close_open_segment(self) -> None:
-        open_start = self.detector.onset()
-        if open_start is not None:
-            seg = self.detector.all_segments()[-1]
-            self.record.heard.append(HeardSegment(seg.start, seg.end))
-            self.detector._open_start = None  # noqa: SLF001 - our own detector
-
-    def heard_segments(self) -> list[HeardSegment]:
-        """Closed heard segments plus the one in progress."""
-        segs = list(self.record.heard)
-        open_start = self.detector.onset()
-        if open_start is not None:
-            segs.append(HeardSegment(open_start, self.detector.all_segments()[-1].end))
-        return segs
-
-    def _on_reconnected(self) -> None:
-        self.reconnected.set()
-        self._on_change()
-
-    def _on_attributes_changed(
-        self, changed: dict[str, str], participant: rtc.Participant
-    ) -> None:
-        if AGENT_STATE_ATTRIBUTE in changed:
-            self._on_change()
+        return fut

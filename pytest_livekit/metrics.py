@@ -27,10 +27,12 @@ def time_to_first_audio(record: CallRecord, turn: int = -1) -> float | None:
     t = record.turn(turn)
     if t.ended_at is None:
         return None
+    # from the end of audible speech (the clip's trailing silence is not the caller talking)
+    end = t.speech_ended_at if t.speech_ended_at is not None else t.ended_at
     _, window_end = record.turn_window(turn)
     for seg in sorted(record.heard, key=lambda s: s.start):
-        if t.ended_at <= seg.start < window_end:
-            return seg.start - t.ended_at
+        if end <= seg.start < window_end:
+            return seg.start - end
     return None
 
 

@@ -1,8 +1,10 @@
 """The call record: everything one test call observed, on one clock.
 
-All times are float **seconds since the call started** (the caller's room connect), measured with
-the machine's wall clock (``time.time()``), which the caller, the in-process agent and a worker on
-the same machine share. The record is plain data: metrics and assertions are pure functions of it,
+All times are float **seconds since the call started**, on the caller's clock: the caller's
+process times every frame it sends and receives with ``time.monotonic()`` on a 10 ms grid (see
+:mod:`pytest_livekit.caller`). Events the agent reports (states, transcripts, tools) carry its
+wall-clock epoch and are converted with ``started_at_epoch``, taken at the same instant as the
+monotonic time zero. The record is plain data: metrics and assertions are pure functions of it,
 and it serialises to JSON (``call.json`` next to the recording).
 
 PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
@@ -36,7 +38,10 @@ class CallerTurn:
     started_at: float
     """When its first frame went to WebRTC, in seconds since call start."""
     ended_at: float | None = None
-    """When its last frame went to WebRTC (end of speech on the wire), in seconds since call start."""
+    """When its last frame went to WebRTC (end of the clip on the wire), in seconds since call start."""
+    speech_ended_at: float | None = None
+    """End of its last audible frame on the wire (level above the detector's -45 dBFS), in seconds
+    since call start: where time-to-first-audio starts. ``None`` for a silent clip."""
     kind: str = "say"
     """``say``, ``barge_in``, ``backchannel`` or ``pause`` (a sentence with a mid-sentence pause)."""
     pause: tuple[float, float] | None = None
@@ -167,6 +172,10 @@ class CallRecord:
     """The call-wide :class:`~pytest_livekit.conditions.Conditions` (``to_dict()``: specs and seed)."""
     reconnects: list[dict[str, Any]] = field(default_factory=list)
     """Caller reconnects: ``{"t": s, "kind": "full"|"signal", "ok": bool, "took": s}``."""
+    clock_misses: list[dict[str, Any]] = field(default_factory=list)
+    """Moments the caller could not keep real time: ``{"t": s, "direction": "send"|"receive",
+    "late_ms": ms}`` for every frame that left or arrived more than 20 ms late. Timing metrics of a
+    call with misses are flagged in its trace and in failure messages."""
     frames_in_turns: int = 0
     """10 ms frames of caller speech the microphone handled."""
     frames_dropped: int = 0

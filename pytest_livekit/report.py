@@ -710,6 +710,7 @@ def _summary_row(trace: Mapping[str, Any]) -> dict[str, Any]:
             record.caller_turns.append(CallerTurn(
                 index=_index(turn), source="", text=turn.get("text"),
                 started_at=float(turn["start"]), ended_at=finite_number(turn.get("end")), kind=str(turn.get("kind") or "say"),
+                speech_ended_at=finite_number(turn.get("speech_end")),
             ))
     record.heard = [HeardSegment(float(h["start"]), float(h["end"])) for h in trace.get("heard") or []
                     if finite_number(h.get("start")) is not None and finite_number(h.get("end")) is not None]
@@ -719,6 +720,7 @@ def _summary_row(trace: Mapping[str, Any]) -> dict[str, Any]:
         "metrics": trace.get("metrics") or {},
         "conditions": [str(i.get("kind")) for i in (trace.get("conditions") or {}).get("items") or []],
         "tool_breaches": [b for b in _breach_names(trace) if b in ("expected_tools", "forbidden_tools")],
+        "breaches": list(trace.get("breaches") or []),
         "interruptions": list(interruption_recovery(record)),
         "reconnects": [len(reconnects), sum(1 for r in reconnects if r.get("ok"))],
     }

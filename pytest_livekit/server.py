@@ -185,7 +185,8 @@ class ServerPorts:
     """Single UDP port carrying all WebRTC media (ICE UDP mux)."""
 
 
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+def set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask the kernel to SIGKILL this (child) process when its parent dies (Linux; else no-op)."""
     # Linux only: the kernel kills the server when the process that spawned it dies, even by
     # SIGKILL, so a crashed pytest never leaves a server behind.
     if sys.platform.startswith("linux"):
@@ -336,7 +337,7 @@ class LivekitServer:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,  # own process group: Ctrl-C goes to pytest, we stop the tree
-            preexec_fn=_set_parent_death_signal,
+            preexec_fn=set_parent_death_signal,
         )
         _live_servers.add(self)
         try:

@@ -32,6 +32,11 @@ says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys
 - ``transcripts``: ``raw`` (every STT event, interim and final, never cleaned) and ``final``.
 - ``tool_calls``: ``[{t, name, arguments, output, is_error, call_id}]``.
 - ``state_changes``, ``errors``, ``reconnects``, ``receive_gaps``.
+- ``clock``: ``realtime`` is False when the caller could not keep real time (a frame left or
+  arrived > 20 ms late; each one in ``misses``: ``{t, direction, late_ms}``): its timings are
+  then not to be trusted.
+- caller turns also carry ``speech_end``: the end of the last audible frame sent (where
+  time-to-first-audio starts).
 - ``metrics``: :func:`pytest_livekit.call_metrics.compute_metrics` output (seconds, ratios).
 - ``limits`` and ``breaches``: the call type's limits and the ones this call broke.
 - ``rtc``: caller-side WebRTC statistics at hang-up.
@@ -149,6 +154,7 @@ def build_trace(
             # a clip still queued when the call ended never started (the recorder's -1)
             "start": turn.started_at if turn.started_at >= 0 else None,
             "end": turn.ended_at,
+            "speech_end": turn.speech_ended_at,
             "text": turn.text,
             "source": turn.source,
             "conditions": turn.conditions,
@@ -241,6 +247,11 @@ def build_trace(
         "errors": [{"t": e.t, "message": e.message, "source": e.source} for e in record.errors],
         "reconnects": list(record.reconnects),
         "receive_gaps": [{"start": a, "duration": b} for a, b in record.receive_gaps],
+        "clock": {
+            "source": "caller monotonic clock, 10 ms frame slots",
+            "realtime": not record.clock_misses,
+            "misses": list(record.clock_misses),
+        },
         "metrics": metrics,
         "limits": dict(limits or {}),
         "breaches": list(breaches),

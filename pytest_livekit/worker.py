@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import AgentCrashedError, AgentTargetError, CallTimeoutError
-from .server import _set_parent_death_signal, free_port, redact, stop_process_group, tail_lines
+from .server import set_parent_death_signal, free_port, redact, stop_process_group, tail_lines
 
 _READY_MESSAGE = "registered worker"
 #: Seconds without an agent after which a dispatch with no job is sent again.
@@ -129,7 +129,7 @@ class AgentWorker:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its job processes share the group: one killpg stops all
-            preexec_fn=_set_parent_death_signal,
+            preexec_fn=set_parent_death_signal,
         )
         _live_workers.add(self)
         assert self._proc.stdout is not None
@@ -315,17 +315,23 @@ class DispatchedAgent:
             dispatches = await lk.agent_dispatch.list_dispatch(self.room_name)
         return any(d.id == self.dispatch_id and len(d.state.jobs) > 0 for d in dispatches)
 
-    async def find_identity(self, room: Any, changed: asyncio.Event, timeout: float) -> str:
-        """Wait until an agent-kind participant joined ``room`` (the caller's) and return it."""
-        from livekit import rtc
+    async def find_identity(
+        self, agents: Callable[[], list[str]], changed: asyncio.Event, timeout: float
+    ) -> str:
+        """Wait until an agent-kind participant joined the call and return its identity.
 
+        Args:
+            agents: the identities of the agent-kind participants the caller sees now.
+            changed: set whenever the caller's view changed.
+            timeout: seconds to wait.
+        """
         from .observer import wait_until
 
         def agent_present() -> bool:
-            for p in room.remote_participants.values():
-                if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
-                    self.identity = p.identity
-                    return True
+            present = agents()
+            if present:
+                self.identity = present[0]
+                return True
             return False
 
         loop = asyncio.get_running_loop()

@@ -81,6 +81,7 @@ def test_to_dict_has_format_version_and_is_json_ready() -> None:
         "text": "I want a refund",
         "started_at": 1.0,
         "ended_at": 3.0,
+        "speech_ended_at": None,
         "kind": "say",
         "pause": None,
         "conditions": "",
