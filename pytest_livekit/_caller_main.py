@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, LATE_SECONDS, Channel, SlotClock, describe_priority
+from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, LATE_SECONDS, Channel, SlotClock, describe_priority, raise_priority
 from .audio import CALL_SAMPLE_RATE, ActivityDetector, rms_dbfs
+from .observer import SessionObserver  # imported before the priority is raised (it is heavy)
 from .record import CallRecord, HeardSegment
 
 #: Participant attribute through which livekit-agents publishes its state.
@@ -175,8 +176,6 @@ class CallerSession:
         max_bitrate_bps: int | None,
     ) -> dict[str, Any]:
         """Join the room, publish the microphone and start it (silence until a clip is queued)."""
-        from .observer import SessionObserver
-
         self.t0 = t0
         self.agent_identity = agent_identity
         self.record = CallRecord(call_id="", call_type=None, started_at_epoch=epoch0)
@@ -507,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m pytest_livekit._caller_main SOCKET", file=sys.stderr)
         return 2
+    raise_priority()
     print(f"pytest-livekit caller process {os.getpid()}: {describe_priority()}", file=sys.stderr, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args[0]))

@@ -30,12 +30,13 @@ _MAX_SHIFT_SLOTS = 2
 _HEADER = struct.Struct(">I")
 
 
-def raise_priority() -> None:  # pragma: no cover - runs in the forked child before exec
-    """Give the caller's process the CPU before the agent's (called before it execs).
+def raise_priority() -> None:
+    """Give the caller's process the CPU before the agent's.
 
     The caller does little work but must do it on time: real-time round-robin scheduling when
-    allowed (root or ``CAP_SYS_NICE``), else a higher nice priority, else nothing. The policy
-    survives ``exec`` and is inherited by every thread the rtc library starts later.
+    allowed (root or ``CAP_SYS_NICE``), else a higher nice priority, else nothing. Called once its
+    imports are done (an import at real-time priority would starve other callers' processes for
+    a second), before the rtc library starts its threads, which inherit it.
     """
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(10))

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, Channel, raise_priority
+from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, Channel
 from .audio import CALL_SAMPLE_RATE, CallerAudio, Pcm
 from .errors import CallTimeoutError, PytestLivekitError
 from .record import CallerTurn, CallRecord, HeardSegment
@@ -229,7 +229,6 @@ class CallerHost:
 def _prepare_child() -> None:  # pragma: no cover - runs in the forked child before exec
     # no imports here: a forked child of a threaded parent must not take the import lock
     set_parent_death_signal()
-    raise_priority()
 
 
 _live_hosts: set[CallerHost] = set()

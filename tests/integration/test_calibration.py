@@ -1,15 +1,23 @@
-"""Calibration: TTFA measured at the caller against an agent that answers at known delays."""
+"""Calibration: TTFA measured at the caller against agents that answer at known delays.
+
+The agent logs the real send time of each answer on the machine's monotonic clock, the caller
+times the end of its speech on the same clock (in its own process), so each answer's real delay is
+known whatever the agent's stalls cost. TTFA minus that delay is the downlink (the floor); its
+spread is the measuring error. The working agent stalls its event loop and holds the GIL from a
+thread while answering: in-process it shares the test process, and the caller (in its own process)
+must not notice.
+"""
 
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from pytest_livekit.audio import CALL_SAMPLE_RATE, CallerAudio
-from pytest_livekit.metrics import time_to_first_audio
 
 pytestmark = pytest.mark.integration
 
@@ -25,34 +33,48 @@ def _tone_clip() -> CallerAudio:
     return CallerAudio(pcm=pcm, source="tone:440Hz")
 
 
-@pytest.mark.livekit(agent="tests.agents.calibration_agent:entrypoint")
-async def test_ttfa_matches_known_answer_delays(livekit_call: Any, record_property: Any) -> None:
-    from tests.agents.calibration_agent import DELAYS_S
+@pytest.mark.parametrize(
+    ("agent", "max_p95"),
+    [
+        pytest.param("tests.agents.calibration_agent:entrypoint", 0.020, id="idle-agent"),
+        # its own stalls jolt its sending and the caller's jitter buffer: real latency the caller
+        # hears, not a measuring error; one or two answers in twelve show it
+        pytest.param("tests.agents.calibration_agent:working_entrypoint", 0.150, id="working-agent"),
+    ],
+)
+async def test_ttfa_matches_real_answer_delays(
+    agent: str, max_p95: float, make_livekit_call: Any, record_property: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.agents.calibration_agent import DELAYS_S, LOG_ENV, answer_offsets
 
-    delays: list[float] = []
-    for k in range(WARMUP + ROUNDS * len(DELAYS_S)):
-        await livekit_call.speak(_tone_clip())
-        await livekit_call.wait_for_agent_audio(timeout=10)
-        delays.append(DELAYS_S[k % len(DELAYS_S)])
-    rec = livekit_call.record
-    measured = [time_to_first_audio(rec, i) for i in range(len(delays))]
-    assert all(m is not None for m in measured), rec.timeline()
-    all_offsets = [m - d for m, d in zip(measured, delays, strict=True)]  # type: ignore[operator]
-    offsets = all_offsets[WARMUP:]
+    log = tmp_path / "answers.jsonl"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    async with make_livekit_call(agent=agent) as call:
+        for _ in range(WARMUP + ROUNDS * len(DELAYS_S)):
+            await call.speak(_tone_clip())
+            await call.wait_for_agent_audio(timeout=10)
+        rec = call.record
+        t0 = call.caller.t0
+    all_offsets = answer_offsets(rec, t0, log)
+    assert all(o is not None for o in all_offsets), (all_offsets, rec.timeline())
+    offsets = [o for o in all_offsets[WARMUP:] if o is not None]
     floor = statistics.median(offsets)
     errors = sorted(abs(o - floor) for o in offsets)
     p50 = statistics.median(errors)
     p95 = errors[min(len(errors) - 1, int(round(0.95 * (len(errors) - 1))))]
     for key, value in (("floor_ms", floor), ("error_p50_ms", p50), ("error_p95_ms", p95)):
         record_property(key, round(value * 1000, 1))
-    print(f"\ncalibration: floor {floor * 1000:.1f} ms, |error| p50 {p50 * 1000:.1f} ms, "
+    print(f"\ncalibration ({agent}): floor {floor * 1000:.1f} ms, |error| p50 {p50 * 1000:.1f} ms, "
           f"p95 {p95 * 1000:.1f} ms over {len(offsets)} answers; offsets ms (first {WARMUP} = "
-          f"warm-up, not scored): {[round(o * 1000, 1) for o in all_offsets]}")
-    # The floor is transport + codec + detection; it must be positive and small on loopback.
+          f"warm-up, not scored): {[round(o * 1000, 1) if o is not None else None for o in all_offsets]}; "
+          f"clock misses {len(rec.clock_misses)}")
+    # The floor is the downlink (agent's send to the caller's ears): positive and small on loopback.
     assert 0.0 < floor < 0.25
-    # Measured on a quiet 2-core machine: p50 0.1 ms, p95 0.4 ms (goal: 10 ms at p95). The
-    # receiver's jitter buffer re-adapts in 10 ms steps when the machine is busy (seen: p95
-    # 80 ms with another CPU-heavy process running), so the guard here is looser than the goal;
-    # the achieved figures are recorded as JUnit properties on every run.
+    # The caller kept real time: no frame left or arrived > 20 ms late, even beside the working agent.
+    assert rec.clock_misses == []
+    # Figures on the 2-core machine: see benchmarks/calibration.py (goal: p95 <= 10 ms quiet, 20 ms
+    # busy). The guards leave room for a busy CI runner; a caller the agent could stall fails the
+    # clock check above and the p50 here (it cost 15-30 ms at p50 when the caller shared the
+    # agent's process).
     assert p50 <= 0.010, f"p50 error {p50 * 1000:.1f} ms"
-    assert p95 <= 0.100, f"p95 error {p95 * 1000:.1f} ms"
+    assert p95 <= max_p95, f"p95 error {p95 * 1000:.1f} ms"

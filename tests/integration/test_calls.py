@@ -139,3 +139,55 @@ async def test_missing_and_corrupt_wav_are_clear_errors(livekit_call: Any, tmp_p
     )
     await livekit_call.wait_for_agent_reply()
     assert_asr_accuracy(livekit_call, max_wer=0.0)
+
+
+async def test_calls_at_once_each_have_their_own_room_recording_and_artifacts(
+    make_livekit_call: Any,
+) -> None:
+    import asyncio
+
+    from pytest_livekit.metrics import time_to_first_audio
+
+    async def one(text: str) -> Any:
+        async with make_livekit_call(agent=EXAMPLE_AGENT) as call:
+            await call.say(text)
+            await call.wait_for_agent_reply()
+            return call
+
+    texts = ["Where is my order one two three four", "Can I speak to a human please", "Hello"]
+    calls = await asyncio.gather(*(one(t) for t in texts))
+    rooms = {c.room_name for c in calls}
+    folders = {c.record.artifacts_dir for c in calls}
+    assert len(rooms) == 3 and len(folders) == 3
+    for call, text in zip(calls, texts, strict=True):
+        rec = call.record
+        assert rec.caller_turns[0].text == text
+        ttfa = time_to_first_audio(rec)
+        # answered, and by a figure an agent can reach (endpointing alone takes longer than 0.1 s);
+        # speed at concurrency is benchmarks/concurrency.py's business, not this test's
+        assert ttfa is not None and 0.1 < ttfa < 20.0, rec.timeline()
+        assert rec.clock_misses == [], rec.clock_misses
+        assert (Path(rec.artifacts_dir) / "call.wav").exists()
+
+
+@pytest.mark.livekit(agent="tests.agents.blocking_agent:entrypoint")
+async def test_an_agent_that_blocks_the_test_process_cannot_change_what_the_caller_sends(
+    livekit_call: Any,
+) -> None:
+    """The agent (in-process: in the test's event loop) stalls the loop for 300 ms at a time and
+    holds the GIL from a thread; the caller's 2.5 s sentence still leaves on time, frame by frame.
+    """
+    clip = livekit_call.synthesize("I want a refund for order one two three four")
+    turn = await livekit_call.speak(clip)
+    rec = livekit_call.record
+    assert rec.clock_misses == [], rec.clock_misses
+    assert turn.ended_at is not None
+    sent = turn.ended_at - turn.started_at
+    # every frame of the clip left in its own 10 ms slot: no burst, no stretch
+    assert abs(sent - clip.duration) <= 0.011, (sent, clip.duration)
+    stereo = livekit_call.caller.recording.stereo()
+    said = stereo[int(round(turn.started_at * 48000)) : int(round(turn.ended_at * 48000)), 0]
+    n = min(len(said), len(clip.pcm))
+    assert n >= len(clip.pcm) - 480
+    # the same samples, in place: not torn, not shifted, not stretched
+    np.testing.assert_array_equal(said[:n], clip.pcm[:n])
