@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 from livekit import rtc
 
-from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, LATE_SECONDS, Channel, SlotClock, describe_priority, raise_priority
+from ._caller_wire import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    LATE_SECONDS,
+    Channel,
+    SlotClock,
+    describe_priority,
+    raise_priority,
+)
 from .audio import CALL_SAMPLE_RATE, ActivityDetector, rms_dbfs
 from .observer import SessionObserver  # imported before the priority is raised (it is heavy)
 from .record import CallRecord, HeardSegment

@@ -81,7 +81,7 @@ class Recording:
         out = np.zeros(length, dtype=np.int32)
         for slots, pcm in batches:
             frames = np.frombuffer(pcm, dtype=np.int16).reshape(len(slots), FRAME_SAMPLES)
-            for slot, frame in zip(slots, frames):
+            for slot, frame in zip(slots, frames, strict=True):
                 if slot < 0:
                     continue
                 start = slot * FRAME_SAMPLES
@@ -189,9 +189,9 @@ class CallerHost:
         if self._ready_line != "ready" or self.socket_path is None:
             tail = self.log_tail()
             self.stop()
+            why = f"timed out after {timeout:.0f} s" if not ready.is_set() else "it exited"
             raise CallerProcessError(
-                "the caller's process did not start "
-                f"({'timed out after %.0f s' % timeout if not ready.is_set() else 'it exited'}).\n"
+                f"the caller's process did not start ({why}).\n"
                 f"Its log:\n{tail}\n"
                 "Hint: run 'python -m pytest_livekit._caller_main /tmp/x.sock' to see why."
             )

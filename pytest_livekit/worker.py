@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import AgentCrashedError, AgentTargetError, CallTimeoutError
-from .server import set_parent_death_signal, free_port, redact, stop_process_group, tail_lines
+from .server import free_port, redact, set_parent_death_signal, stop_process_group, tail_lines
 
 _READY_MESSAGE = "registered worker"
 #: Seconds without an agent after which a dispatch with no job is sent again.
