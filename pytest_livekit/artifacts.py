@@ -25,7 +25,23 @@ KEEP_CHOICES = ("all", "failed")
 RECORDING_FILES = ("call.wav", "caller.wav", "agent.wav")
 
 
-def call_summary(call: Any, secrets: Iterable[str] = (), stereo: Any = None) -> dict[str, Any]:
+def ended_call_metrics(call: Any, stereo: Any = None) -> dict[str, Any]:
+    """An ended call's metrics (``CallMetrics.to_dict()``) from its record and recording.
+
+    Args:
+        call: the (closed) call.
+        stereo: the call's recording, if the caller already built it (else built here).
+    """
+    from .call_metrics import compute_metrics
+
+    if stereo is None and call.caller is not None:
+        stereo = call.caller.recording.stereo()
+    return compute_metrics(call.record, stereo).to_dict()
+
+
+def call_summary(
+    call: Any, secrets: Iterable[str] = (), stereo: Any = None, metrics: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Per-call numbers for the run summary, SLOs and JUnit (metrics in seconds), redacted like
     the trace (tool arguments can carry anything).
 
@@ -35,14 +51,15 @@ def call_summary(call: Any, secrets: Iterable[str] = (), stereo: Any = None) -> 
         call: the (closed) call.
         secrets: strings to redact.
         stereo: the call's recording, if the caller already built it (else built here).
+        metrics: the call's metrics (``CallMetrics.to_dict()``), if already computed when the
+            call ended (the plugin's limits check); else computed here.
     """
-    from .call_metrics import compute_metrics, interruption_recovery
+    from .call_metrics import interruption_recovery
     from .thresholds import check_call
 
     rec = call.record
-    if stereo is None and call.caller is not None:
-        stereo = call.caller.recording.stereo()
-    metrics = compute_metrics(rec, stereo).to_dict()
+    if metrics is None:
+        metrics = ended_call_metrics(call, stereo)
     breaches = check_call(metrics, call.limits)
     summary = {
         "call_type": rec.call_type,
@@ -73,6 +90,7 @@ def finish_call(
     outcome: Mapping[str, Any] | None = None,
     keep: str = "all",
     secrets: Iterable[str] = (),
+    metrics: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Compute a finished call's summary and trace, write ``trace.json``, apply ``keep``.
 
@@ -83,6 +101,7 @@ def finish_call(
         keep: ``all`` keeps every recording; ``failed`` removes the recordings of passed calls
             (``trace.json``, ``call.json`` and ``metrics.json`` stay).
         secrets: strings that must not appear in the trace (the server's API secret).
+        metrics: the call's metrics if already computed (see :func:`call_summary`).
 
     Returns:
         ``(summary, trace)``.
@@ -94,7 +113,7 @@ def finish_call(
     secrets = [s for s in secrets if s]
     # the recording is built once: metrics and the call's length both come from it
     stereo = call.caller.recording.stereo() if call.caller is not None else None
-    summary = call_summary(call, secrets, stereo)
+    summary = call_summary(call, secrets, stereo, metrics)
     test = dict(outcome or {})
     test["nodeid"] = nodeid
     rec = call.record

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
@@ -202,11 +203,41 @@ def assert_within_limits(call: Any, **overrides: Any) -> None:
     metrics = compute_metrics(rec, stereo).to_dict()
     breaches = check_call(metrics, limits)
     if breaches:
-        lines = "\n".join(f"  {b}" for b in breaches)
-        raise AssertionError(
-            f"{len(breaches)} limit(s) of call type {rec.call_type!r} breached:\n{lines}\n"
-            f"{_context(rec, None)}"
-        )
+        raise AssertionError(limits_breached_message(rec, breaches))
+
+
+def limits_breached_message(call: Any, breaches: Sequence[Any], *, hint: str = "", timeline: bool = True) -> str:
+    """The failure message for a call's breached limits (:class:`~pytest_livekit.thresholds.Breach`
+    list): the first breach, measured vs allowed, on the first line (pytest's short summary shows
+    it), every breach below, then the call type, the conversation around the first breached turn
+    and the recording.
+
+    Args:
+        call: the call or its record.
+        breaches: what :func:`~pytest_livekit.thresholds.check_call` returned (not empty).
+        hint: a last line (how to change the limit or the mode).
+        timeline: include the conversation around the turn (warnings leave it out).
+    """
+    rec = _record(call)
+    more = f" (and {len(breaches) - 1} more)" if len(breaches) > 1 else ""
+    text = f"{breaches[0].describe()}{more}"
+    if len(breaches) > 1:
+        text += "\n" + "\n".join(f"  {b.describe()}" for b in breaches)
+    turn = next((_turn_of(b.detail) for b in breaches if _turn_of(b.detail) is not None), None)
+    if turn is not None and not 0 <= turn < len(rec.caller_turns):
+        turn = None
+    if timeline:
+        text += f"\n{_context(rec, turn)}"
+    else:
+        kind = f'call type "{rec.call_type}"' if rec.call_type else "no call type"
+        text += f"\n({kind}) recording: {rec.recording_path or '(not recorded: no artifacts folder)'}"
+    return text + (f"\n{hint}" if hint else "")
+
+
+def _turn_of(detail: str) -> int | None:
+    """``"turn 2"`` -> 1 (the index), else None."""
+    number = detail.removeprefix("turn ")
+    return int(number) - 1 if number != detail and number.isdigit() else None
 
 
 def assert_tool_not_called(call: Any, name: str, /) -> None:

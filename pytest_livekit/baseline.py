@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ._files import atomic_write_text
-from .thresholds import percentile
+from .thresholds import counts_as_failed, percentile
 from .trace import finite_number
 
 __all__ = [
@@ -92,7 +92,7 @@ CALL_TYPE_METRICS: dict[str, tuple[str, str]] = {
     "ttfa_p50_ms": ("lower", "ms: median time to first audio over every turn of every call"),
     "ttfa_p95_ms": ("lower", "ms: 95th percentile time to first audio over every turn"),
     "wer_mean": ("lower", "fraction: mean of the calls' word error rates"),
-    "failed_ratio": ("lower", "fraction: calls whose test failed, errored or timed out"),
+    "failed_ratio": ("lower", "fraction: calls whose test failed, errored or timed out, or that breached a limit"),
     "tools_ok_ratio": ("higher", "fraction: calls without an expected_tools/forbidden_tools breach"),
     "calls": ("higher", "count: calls of this type (informational, never compared)"),
 }
@@ -290,9 +290,9 @@ def _aggregate(traces: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
         call_wer = finite_number(metrics.get("wer"))
         if call_wer is not None:
             wer.append(call_wer)
-        # the same count as the run table's "failed" (thresholds.CallTypeSummary); a skipped or
-        # xfailed test is not a regression signal
-        failed += (trace.get("test") or {}).get("outcome") in ("failed", "error", "timeout")
+        # the same count as the run table's "failed" (thresholds.CallTypeSummary): a breached
+        # limit counts, a skipped or xfailed test is not a regression signal
+        failed += counts_as_failed((trace.get("test") or {}).get("outcome"), trace.get("breaches"))
         tools_ok += _tools_ok(trace)
     n = len(traces)
     return {

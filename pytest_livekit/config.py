@@ -20,15 +20,18 @@ from .errors import ConfigError
 
 MARKER_HELP = (
     "livekit(*, call_type=None, call_types=None, agent=None, agent_mode=None, join_timeout=None, "
-    "**limit_overrides): configure the LiveKit call of this test: its call type (or call_types="
-    "'all' / a list to run once per call type), the agent under test ('module:attribute'), how it "
-    "runs ('in-process' or 'worker'), seconds to wait for the agent to join, and per-test "
-    "overrides of the call type's limits (e.g. ttfa_ms_max=2000). "
+    "limits=None, **limit_overrides): configure the LiveKit call of this test: its call type (or "
+    "call_types='all' / a list to run once per call type), the agent under test "
+    "('module:attribute'), how it runs ('in-process' or 'worker'), seconds to wait for the agent "
+    "to join, whether a breached limit fails the test or warns (limits='fail' or 'warn'), and "
+    "per-test overrides of the call type's limits (e.g. ttfa_ms_max=2000). "
     "See https://github.com/pytest-livekit/pytest-livekit#marker"
 )
 
 _SERVER_MODES = ("auto", "binary", "docker", "external")
 AGENT_MODES = ("in-process", "worker")
+#: What a call that breaches a per-call limit of its call type does to its test.
+LIMITS_MODES = ("fail", "warn")
 
 
 def _positive_float(text: str) -> float:
@@ -144,6 +147,13 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="progress line while a call runs: auto (on a terminal, not under -q), on, off.",
     )
+    group.addoption(
+        "--livekit-limits",
+        choices=LIMITS_MODES,
+        default=None,
+        help="a call that breaches a per-call limit of its call type fails its test (fail, "
+        "default) or only warns (warn).",
+    )
     parser.addini("livekit_server", "server mode: auto, binary or external", default=None)
     parser.addini("livekit_server_binary", "path of a livekit-server binary", default=None)
     parser.addini("livekit_docker_image", "image for the docker server mode", default=None)
@@ -155,6 +165,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("livekit_report", "write an HTML report of the run's calls to this file", default=None)
     parser.addini("livekit_otel", "write the run's calls as OTLP JSON spans to this file", default=None)
     parser.addini("livekit_progress", "progress line: auto, on or off", default=None)
+    parser.addini("livekit_limits", "a breached per-call limit: fail (default) or warn", default=None)
     parser.addini(
         "livekit_call_types", "allowed call types for @pytest.mark.livekit(call_type=...)", type="linelist"
     )
@@ -216,6 +227,8 @@ class LivekitSettings:
     """Baseline tolerances (:class:`pytest_livekit.baseline.Tolerance` per metric)."""
     progress: str = "auto"
     """``auto``, ``on`` or ``off``."""
+    limits_mode: Setting = field(default_factory=lambda: Setting("fail", "default"))
+    """``fail``: a call that breaches a per-call limit fails its test; ``warn``: it warns."""
 
     @property
     def session_dir(self) -> Path:
@@ -264,7 +277,8 @@ class LivekitSettings:
             if self.agent
             else f"agent=(not configured; {self.agent_mode.value})"
         )
-        return f"livekit: {server} · {agent} · artifacts={self.artifacts_dir}"
+        limits = f"limits={self.limits_mode.value} ({self.limits_mode.source})"
+        return f"livekit: {server} · {agent} · {limits} · artifacts={self.artifacts_dir}"
 
 
 def _pick(config: pytest.Config, option: str, ini: str | None, env: str | None = None) -> Setting:
@@ -353,6 +367,13 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     progress = _pick(config, "livekit_progress", "livekit_progress").value or "auto"
     if progress not in ("auto", "on", "off"):
         raise ConfigError(f"livekit_progress = {progress!r} is not valid. Valid values: auto, on, off.")
+    limits_mode = _pick(config, "livekit_limits", "livekit_limits")
+    if limits_mode.value is None:
+        limits_mode = Setting("fail", "default")
+    if limits_mode.value not in LIMITS_MODES:
+        raise ConfigError(
+            f"livekit_limits = {limits_mode.value!r} is not valid. Valid values: {', '.join(LIMITS_MODES)}."
+        )
 
     def out_path(option: str, ini: str) -> Path | None:
         value = _pick(config, option, ini).value
@@ -406,6 +427,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         baseline_compare=compare,
         tolerances=tolerances,
         progress=str(progress),
+        limits_mode=limits_mode,
     )
 
 
@@ -447,9 +469,14 @@ class MarkerOptions:
     """``in-process`` or ``worker``, overriding the configured mode."""
     join_timeout: float | None = None
     """Seconds to wait for the agent to join and listen."""
+    limits_mode: str | None = None
+    """``fail`` or ``warn`` (marker key ``limits=``), overriding ``--livekit-limits``."""
 
 
-_MARKER_KEYS = tuple(f.name for f in fields(MarkerOptions) if f.name != "limits")
+# limits_mode is the marker key limits= (the field named limits holds the per-limit overrides)
+_MARKER_KEYS = tuple(
+    "limits" if f.name == "limits_mode" else f.name for f in fields(MarkerOptions) if f.name != "limits"
+)
 
 
 def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOptions:
@@ -524,6 +551,12 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
     ):
         raise ConfigError(f"join_timeout must be a number of seconds > 0, got {timeout!r}.")
+    limits_mode = merged.get("limits")
+    if limits_mode is not None and limits_mode not in LIMITS_MODES:
+        raise ConfigError(
+            f"limits={limits_mode!r} is not valid. Valid values: {', '.join(map(repr, LIMITS_MODES))}.\n"
+            "Hint: override one limit with its own key, e.g. @pytest.mark.livekit(ttfa_ms_max=2000)."
+        )
     return MarkerOptions(
         call_type=call_type,
         call_types=call_types,
@@ -531,4 +564,5 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         agent=agent,
         agent_mode=agent_mode,
         join_timeout=timeout,
+        limits_mode=limits_mode,
     )

@@ -56,3 +56,21 @@ class CallTimeoutError(PytestLivekitError):
 
 class ConfigError(PytestLivekitError):
     """An option, ini value or marker argument is invalid."""
+
+
+class LimitBreachError(PytestLivekitError, AssertionError):
+    """A call breached a per-call limit of its call type (``--livekit-limits=fail``, the default).
+
+    An :class:`AssertionError`: the test fails (it is not an error), like an assertion helper's.
+    """
+
+
+class PytestLivekitWarning(UserWarning):
+    """Base class of every warning pytest-livekit emits."""
+
+
+class LimitBreachWarning(PytestLivekitWarning):
+    """A call breached a per-call limit of its call type under ``--livekit-limits=warn``.
+
+    Turn it back into a failure with ``-W error::pytest_livekit.errors.LimitBreachWarning``.
+    """

@@ -5,6 +5,7 @@ PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -58,9 +59,13 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterat
     Binary mode starts :class:`pytest_livekit.server.LivekitServer` on free loopback ports with a
     random secret; external mode (``--livekit-url``) checks the given server answers.
     """
+    from .caller import caller_host
     from .plugin import SERVER_KEY
     from .server import check_reachable
 
+    # The caller's own process imports livekit while the server starts (the first call then
+    # finds it ready); it is stopped with the session.
+    caller_host().start()
     s = livekit_settings
     if s.server_mode.value == "external":
         url = str(s.url.value)
@@ -184,7 +189,9 @@ def make_livekit_call(
 ) -> Callable[..., Any]:
     """Factory for extra or repeated calls in one test: ``async with factory() as call``.
 
-    Keyword arguments override the marker (``call_type=``, ``join_timeout=``).
+    Keyword arguments override the marker (``call_type=``, ``join_timeout=``). When the block ends
+    in the test body, the call is checked against its call type's limits (a breach fails the test
+    there, or warns under ``--livekit-limits=warn``).
     """
     from . import call_metrics  # noqa: F401 - imported here, not first inside a report hook
     from .agent_runner import resolve_agent_target
@@ -197,7 +204,7 @@ def make_livekit_call(
 
     @contextlib.asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[LivekitCall]:
-        from .plugin import CALL_KEY, WORKER_KEY
+        from .plugin import CALL_KEY, LOOP_KEY, WORKER_KEY, call_ended
 
         n = next(counter)
         call_type = livekit_call_type
@@ -245,12 +252,15 @@ def make_livekit_call(
         label = request.node.name + (f"#{n}" if n > 1 else "")
         call.on_progress = progress = progress_for(request.node, label)
         request.node.stash.setdefault(CALL_KEY, []).append(call)
+        request.node.stash[LOOP_KEY] = asyncio.get_running_loop()
         try:
             async with call:
                 yield call
         finally:
             if progress is not None:
                 progress.close()  # a test's next call gets its own line
+        # the block ended without an exception and the call has hung up: its limits, now
+        call_ended(request.node, call)
 
     return factory
 
@@ -259,6 +269,9 @@ def make_livekit_call(
 async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[Any]:
     """A call to the agent under test in a fresh room: the caller is connected and the agent is
     listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown.
+
+    If the call type has limits, the plugin hangs up when the test body returns (if it passed)
+    and checks them: a breach fails the test (or warns under ``--livekit-limits=warn``).
     """
     async with make_livekit_call() as call:
         yield call

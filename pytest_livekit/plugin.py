@@ -48,6 +48,12 @@ __all__ = [
 
 SETTINGS_KEY = pytest.StashKey[LivekitSettings]()
 CALL_KEY = pytest.StashKey[list[Any]]()
+LOOP_KEY = pytest.StashKey[Any]()
+"""The event loop the test's calls run on (to hang up a call still open when the body returns)."""
+CHECKED_KEY = pytest.StashKey[dict[int, dict[str, Any]]]()
+"""``id(call)`` -> its metrics, for the calls whose limits were checked when they ended."""
+IN_BODY_KEY = pytest.StashKey[bool]()
+"""True while the test function runs (a call whose block ends then is checked then)."""
 SERVER_KEY = pytest.StashKey[Any]()
 WORKER_KEY = pytest.StashKey[Any]()
 _CALL_FIXTURES = {"livekit_call", "make_livekit_call"}
@@ -204,6 +210,115 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[CALL_KEY] = []
     item.stash[PROGRESS_KEY] = []
     item.stash[OUTCOME_KEY] = _no_outcome()
+    item.stash[CHECKED_KEY] = {}
+    item.stash[IN_BODY_KEY] = False
+
+
+_LIMITS_HINT = (
+    "Hint: the limits are [tool.pytest_livekit.call_types.<type>] in pyproject.toml; override one "
+    "for this test with @pytest.mark.livekit(<limit>=...), or report breaches as warnings with "
+    "--livekit-limits=warn (or @pytest.mark.livekit(limits=\"warn\"))."
+)
+
+
+def limits_mode(item: pytest.Item) -> str:
+    """``fail`` or ``warn``: the marker's ``limits=``, else ``--livekit-limits`` / ``livekit_limits``."""
+    settings = item.config.stash.get(SETTINGS_KEY, None)
+    if settings is None:
+        return "fail"
+    try:
+        mode = marker_options(item, settings).limits_mode
+    except PytestLivekitError:  # reported at collection
+        mode = None
+    return str(mode or settings.limits_mode.value)
+
+
+def _limit_breaches(item: pytest.Item, call: Any) -> list[Any]:
+    """The call's breaches of its limits; its metrics are computed once (the call has ended) and
+    kept for its trace. A call whose metrics cannot be computed has none here: the teardown
+    reports that error, as for every call.
+    """
+    from .thresholds import check_call
+
+    checked = item.stash.setdefault(CHECKED_KEY, {})
+    if id(call) not in checked:
+        from .artifacts import ended_call_metrics
+
+        try:
+            checked[id(call)] = ended_call_metrics(call)
+        except Exception:
+            return []
+    return check_call(checked[id(call)], call.limits)
+
+
+def _check_limits(item: pytest.Item, calls: list[Any]) -> None:
+    """Check ended calls against their limits: a warning per breached call under ``warn``, one
+    :class:`~pytest_livekit.errors.LimitBreachError` for all of them under ``fail``.
+    """
+    from .assertions import limits_breached_message
+    from .errors import LimitBreachError, LimitBreachWarning
+
+    mode = limits_mode(item)
+    failures = []
+    for call in calls:
+        breaches = _limit_breaches(item, call)
+        if not breaches:
+            continue
+        if mode == "warn":  # at the test's own line; -W error::...LimitBreachWarning fails it
+            item.warn(LimitBreachWarning(limits_breached_message(call, breaches, timeline=False)))
+        else:
+            failures.append(limits_breached_message(call, breaches))
+    if failures:
+        raise LimitBreachError("\n\n".join([*failures, _LIMITS_HINT]))
+
+
+def call_ended(item: pytest.Item, call: Any) -> None:
+    """A call's ``async with make_livekit_call()`` block ended without an exception: if that was in
+    the test body, check the call's limits now (a breach fails the test at that line).
+    """
+    if getattr(call, "limits", None) and item.stash.get(IN_BODY_KEY, False):
+        _check_limits(item, [call])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """When the test body returns (and only if it passed): hang up the calls with limits that are
+    still open (``livekit_call``'s), and check every call with limits not checked yet, so a breach
+    fails the test itself (its call phase), not its teardown. A test that failed keeps its own
+    failure; an xfail test whose check fails stays xfailed.
+    """
+    item.stash[IN_BODY_KEY] = True
+    try:
+        result = yield
+    finally:
+        item.stash[IN_BODY_KEY] = False
+    checked = item.stash.get(CHECKED_KEY, {})
+    calls = [c for c in item.stash.get(CALL_KEY, []) if getattr(c, "limits", None) and id(c) not in checked]
+    loop = item.stash.get(LOOP_KEY, None)
+    if calls and loop is not None and not loop.is_closed() and not loop.is_running():
+        for call in calls:
+            loop.run_until_complete(call.aclose())  # the limits need the whole call; idempotent
+        _check_limits(item, calls)
+    return result
+
+
+def _limits_at_teardown(item: pytest.Item, report: pytest.TestReport, calls: list[Any]) -> BaseException | None:
+    """Calls not checked when the body returned (no event loop to hang them up on, e.g. a sync
+    test whose calls ran elsewhere) are checked at teardown, if the test passed so far: a breach
+    makes the teardown fail (``fail``, or a warning turned into an error) or warns. A breach
+    never passes silently under ``fail``.
+    """
+    checked = item.stash.get(CHECKED_KEY, {})
+    unchecked = [c for c in calls if getattr(c, "limits", None) and id(c) not in checked]
+    if not unchecked or report.failed or item.stash.get(OUTCOME_KEY, _no_outcome())["outcome"] != "passed":
+        return None
+    try:
+        _check_limits(item, unchecked)
+    except (AssertionError, Warning) as exc:
+        report.outcome = "failed"
+        report.longrepr = f"{type(exc).__name__}: {exc}"
+        return exc
+    return None
 
 
 def _phase_outcome(report: pytest.TestReport, exc: BaseException | None) -> str:
@@ -258,6 +373,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.longrepr = f"{type(exc).__name__}: {exc}"
     calls = item.stash.get(CALL_KEY, [])
     livekit_call_obj = calls[-1] if calls else None
+    if report.when == "teardown" and calls:
+        exc = _limits_at_teardown(item, report, calls) or exc
     if livekit_call_obj is not None:
         _note_outcome(item, report, exc)
     if report.when == "call" or report.failed:
@@ -308,6 +425,7 @@ def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any, n: int
             outcome=outcome,
             keep=settings.keep if settings is not None else "all",
             secrets=secrets,
+            metrics=item.stash.get(CHECKED_KEY, {}).get(id(call)),
         )
     except Exception as exc:  # artifacts must never turn a test result into an internal error
         summary = {"call_type": call.record.call_type, "metrics": {}, "tools": [],
@@ -518,7 +636,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         ttfa = " ".join(f"{t['ttfa'] * 1000:.0f}ms" if t.get("ttfa") is not None else "—" for t in turns)
         wer = " ".join(f"{t['wer']:.2f}" if t.get("wer") is not None else "—" for t in turns)
         tools = ", ".join(data["tools"]) or "no tools"
-        write(f"{nodeid} [{data['call_type'] or '-'}] {outcome}: ttfa {ttfa or '—'} · wer {wer or '—'} · {tools}")
+        breached = sorted({str(b).split(":", 1)[0] for b in data.get("breaches") or []})
+        limits = f" · breached {', '.join(breached)}" if breached else ""
+        write(f"{nodeid} [{data['call_type'] or '-'}] {outcome}: ttfa {ttfa or '—'} · wer {wer or '—'} · {tools}{limits}")
     write(f"artifacts: {Path(aggregate.rows[0][2]['artifacts'] or '.').parent}")
     for line in aggregate.written:
         write(line)
@@ -531,6 +651,9 @@ def pytest_keyboard_interrupt(excinfo: Any) -> None:
     worker_mod = sys.modules.get("pytest_livekit.worker")
     if worker_mod is not None:
         worker_mod.stop_all_workers()
+    caller_mod = sys.modules.get("pytest_livekit.caller")
+    if caller_mod is not None:
+        caller_mod.stop_caller_host()
     from .server import stop_all_servers
 
     stop_all_servers()
@@ -540,7 +663,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """Safety net: nothing we started outlives the session."""
     import sys
 
-    for name, stop in (("pytest_livekit.worker", "stop_all_workers"), ("pytest_livekit.server", "stop_all_servers")):
+    for name, stop in (
+        ("pytest_livekit.worker", "stop_all_workers"),
+        ("pytest_livekit.caller", "stop_caller_host"),
+        ("pytest_livekit.server", "stop_all_servers"),
+    ):
         mod = sys.modules.get(name)
         if mod is not None:
             getattr(mod, stop)()

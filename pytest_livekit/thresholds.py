@@ -53,7 +53,7 @@ SLO_LIMITS: dict[str, tuple[str, str]] = {
     "ttfa_p95_ms_max": ("number", "95th percentile time-to-first-audio, ms"),
     "ttfa_p99_ms_max": ("number", "99th percentile time-to-first-audio, ms"),
     "wer_mean_max": ("number", "mean word error rate over calls"),
-    "failure_rate_max": ("number", "failed tests / calls (0-1), also per cohort"),
+    "failure_rate_max": ("number", "calls whose test failed or that breached a limit / calls (0-1), also per cohort"),
     "task_completion_min": ("number", "calls with outcome completed / calls (0-1)"),
     "human_transfer_max": ("number", "calls with outcome transferred / calls (0-1)"),
     "human_transfer_min": ("number", "calls with outcome transferred / calls (0-1), for escalation types"),
@@ -63,6 +63,8 @@ SLO_LIMITS: dict[str, tuple[str, str]] = {
 }
 
 OUTCOMES = ("completed", "transferred", "hung_up", "incomplete")
+#: Test outcomes that count as a failed call (a skipped or xfailed test does not).
+FAILED_OUTCOMES = ("failed", "error", "timeout")
 _TYPE_KEYS = {"script", "slo", "description"}
 
 
@@ -74,7 +76,8 @@ def _check_value(where: str, name: str, kind: str, value: Any) -> Any:
             raise ConfigError(f"{where}: {name} = {value!r} must be >= 0.")
         return float(value)
     if kind == "strings":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        # a tuple: already validated (a marker's override is checked again by with_overrides)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: {name} must be a list of names, got {value!r}.")
         return tuple(value)
     if name == "outcome" and value not in OUTCOMES:
@@ -185,6 +188,39 @@ class Breach:
         where = f" ({self.detail})" if self.detail else ""
         return f"{self.name}: {_fmt(self.measured)} {op} {_fmt(self.allowed)} allowed{where}"
 
+    def describe(self) -> str:
+        """In words, with units, the limit's name and where: ``time-to-first-audio 1840 ms >
+        1500 ms allowed (ttfa_ms_max, turn 1)`` (failure messages; :meth:`__str__` is the terse
+        form the trace keeps).
+        """
+        label = _LABELS.get(self.name, self.name)
+        unit = " ms" if "_ms_" in self.name else " dB" if "_db_" in self.name else ""
+        where = ", ".join(part for part in (self.name, self.detail) if part)
+        if self.name == "expected_tools":
+            return f"tools called {_fmt(self.measured)}, expected {_fmt(self.allowed)} in this order ({self.name})"
+        if self.name == "forbidden_tools":
+            return f"forbidden tools called: {_fmt(self.measured)} ({where})"
+        if self.name == "outcome":
+            return f"call outcome {_fmt(self.measured)}, expected {_fmt(self.allowed)} ({where})"
+        if isinstance(self.measured, str):  # "no reply"
+            return f"{label}: {self.measured} ({_fmt(self.allowed)}{unit} allowed; {where})"
+        op = ">" if self.name.endswith("_max") else "<" if self.name.endswith("_min") else "!="
+        return f"{label} {_fmt(self.measured)}{unit} {op} {_fmt(self.allowed)}{unit} allowed ({where})"
+
+
+#: Words for the per-call limits in failure messages.
+_LABELS = {
+    "ttfa_ms_max": "time-to-first-audio",
+    "e2e_latency_ms_max": "agent end-to-end latency",
+    "wer_max": "word error rate",
+    "cer_max": "character error rate",
+    "duplicated_turns_max": "duplicated turns",
+    "audio_gaps_max": "audio gaps",
+    "packet_loss_max": "packet loss",
+    "agent_clipping_max": "agent clipping",
+    "agent_snr_db_min": "agent SNR",
+}
+
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
@@ -244,6 +280,14 @@ def check_call(metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> list[Br
     return out
 
 
+def counts_as_failed(test_outcome: Any, breaches: Sequence[Any] | None) -> bool:
+    """Whether a call counts as failed in the run table, the ``failure_rate_max`` SLO and the
+    baseline: its test failed, errored or timed out, or the call breached a per-call limit of its
+    call type, whatever ``--livekit-limits`` made of the breach.
+    """
+    return test_outcome in FAILED_OUTCOMES or bool(breaches)
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """Linear-interpolated percentile (``q`` in 0-100) or None for no values."""
     if not values:
@@ -263,7 +307,8 @@ class CallTypeSummary:
     calls: int = 0
     """Calls placed."""
     failed: int = 0
-    """Calls whose test failed."""
+    """Calls whose test failed, errored or timed out, or that breached a per-call limit (whether
+    the breach failed the test or only warned): see :func:`counts_as_failed`."""
     ttfa: list[float] = field(default_factory=list)
     """Every turn's TTFA, s."""
     wer: list[float] = field(default_factory=list)
@@ -288,7 +333,7 @@ class CallTypeSummary:
     def add(self, row: Mapping[str, Any]) -> None:
         """Add one call's summary row (see :func:`pytest_livekit.artifacts.call_summary`)."""
         self.calls += 1
-        failed = row.get("outcome_test") in ("failed", "error", "timeout")
+        failed = counts_as_failed(row.get("outcome_test"), row.get("breaches"))
         self.failed += int(failed)
         m = row.get("metrics") or {}
         self.ttfa += [t["ttfa"] for t in m.get("turns", []) if t.get("ttfa") is not None]

@@ -72,9 +72,13 @@ def test_marker_overrides_a_limit(pytester: pytest.Pytester) -> None:
         def test_slow_path(livekit_call_type):
             assert livekit_call_type.limits["ttfa_ms_max"] == 3000
             assert livekit_call_type.limits["wer_max"] == 0.2
+
+        @pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order", "issue_refund"])
+        def test_more_tools(livekit_call_type):
+            assert livekit_call_type.limits["expected_tools"] == ("lookup_order", "issue_refund")
         """
     )
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest().assert_outcomes(passed=2)
 
 
 def test_configured_call_types_are_the_valid_ones(pytester: pytest.Pytester) -> None:

@@ -86,7 +86,8 @@ def test_unknown_marker_key_fails_at_collection(pytester: pytest.Pytester) -> No
     result.stderr.fnmatch_lines(
         [
             "*test_unknown_marker_key_fails_at_collection.py::test_x: 'call_typ' is not a valid "
-            "@pytest.mark.livekit argument. Valid keys: call_type, call_types, agent, agent_mode, join_timeout, or a limit: *",
+            "@pytest.mark.livekit argument. Valid keys: call_type, call_types, agent, agent_mode, join_timeout, limits, "
+            "or a limit: *",
         ]
     )
 

@@ -14,6 +14,8 @@ from pytest_livekit.assertions import (
     assert_asr_accuracy,
     assert_time_to_first_audio,
     assert_tool_called,
+    assert_within_limits,
+    limits_breached_message,
 )
 from pytest_livekit.record import (
     CallerTurn,
@@ -270,3 +272,39 @@ def test_tool_not_called_when_no_calls() -> None:
 def test_tool_not_called_with_non_json_expected_value_is_an_assertion_error() -> None:
     with pytest.raises(AssertionError, match="was not called"):
         assert_tool_called(_record(tool_calls=list(_CALLS)), "issue_refund", amount=Decimal("20"))
+
+
+# -- assert_within_limits / the plugin's limit-breach message -----------------------------------
+class _CallWithLimits(_CallLike):
+    def __init__(self, record: CallRecord, limits: dict[str, object]) -> None:
+        super().__init__(record)
+        self.limits = limits
+        self.caller = None
+
+
+def test_within_limits_message_leads_with_the_first_breach_in_words() -> None:
+    call = _CallWithLimits(_record(ttfa=1.84), {"ttfa_ms_max": 1500, "expected_tools": ["lookup_order"]})
+    with pytest.raises(AssertionError) as info:
+        assert_within_limits(call)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "time-to-first-audio 1840 ms > 1500 ms allowed (ttfa_ms_max, turn 1) (and 2 more)"
+    assert lines[1:4] == [
+        "  time-to-first-audio 1840 ms > 1500 ms allowed (ttfa_ms_max, turn 1)",
+        "  time-to-first-audio 1840 ms > 1500 ms allowed (ttfa_ms_max, turn 2)",
+        "  tools called (), expected ('lookup_order',) in this order (expected_tools)",
+    ]
+    assert lines[4] == '(call type "refund", turn 1)'  # the conversation around the first breach
+    assert lines[-1] == f"  recording: {RECORDING}"
+
+
+def test_limits_message_without_timeline_and_with_a_hint() -> None:
+    from pytest_livekit.thresholds import Breach
+
+    text = limits_breached_message(
+        _record(), [Breach("ttfa_ms_max", "no reply", 1500.0, "turn 2")], hint="Hint: x", timeline=False
+    )
+    assert text.splitlines() == [
+        "time-to-first-audio: no reply (1500 ms allowed; ttfa_ms_max, turn 2)",
+        f'(call type "refund") recording: {RECORDING}',
+        "Hint: x",
+    ]

@@ -107,7 +107,7 @@ def test_call_type_aggregates() -> None:
     assert refund["ttfa_p50_ms"] == pytest.approx(550.0)
     assert refund["ttfa_p95_ms"] == pytest.approx(955.0)
     assert refund["wer_mean"] == pytest.approx(0.2)  # (0.2 + 0.4 + 0.0) / 3: the None is left out
-    assert refund["failed_ratio"] == pytest.approx(0.5)
+    assert refund["failed_ratio"] == pytest.approx(0.75)  # b, d failed; c passed but breached wer_max
     assert refund["tools_ok_ratio"] == pytest.approx(0.5)  # the wer_max breach is not a tool breach
     assert b.call_types["booking"]["ttfa_p95_ms"] == pytest.approx(2000.0)
     assert b.calls["t.py::e"]["call_type"] == "booking"

@@ -95,3 +95,34 @@ def test_interruption_recovery_from_a_record() -> None:
     ]
     rec.heard = [HeardSegment(3.0, 3.8), HeardSegment(4.5, 5.0), HeardSegment(6.0, 6.9)]
     assert interruption_recovery(rec) == (2, 1)
+
+
+def test_breached_calls_count_as_failed_whatever_the_test_outcome() -> None:
+    from pytest_livekit.thresholds import counts_as_failed
+
+    assert counts_as_failed("passed", ["wer_max: 0.3 > 0.2 allowed"])
+    assert counts_as_failed("failed", [])
+    assert not counts_as_failed("passed", [])
+    assert not counts_as_failed("skipped", None)
+    summary = CallTypeSummary("refund")
+    summary.add({"outcome_test": "passed", "metrics": {}, "breaches": ["wer_max: 0.3 > 0.2 allowed"]})
+    summary.add({"outcome_test": "passed", "metrics": {}, "breaches": []})
+    assert summary.failed == 1
+    (breach,) = summary.check({"failure_rate_max": 0.0})
+    assert str(breach) == "failure_rate_max: 0.5 > 0 allowed (refund)"
+
+
+def test_breach_in_words() -> None:
+    from pytest_livekit.thresholds import Breach
+
+    assert Breach("ttfa_ms_max", 1840.0, 1500.0, "turn 1").describe() == (
+        "time-to-first-audio 1840 ms > 1500 ms allowed (ttfa_ms_max, turn 1)"
+    )
+    assert Breach("agent_snr_db_min", 8.5, 12.0).describe() == "agent SNR 8.5 dB < 12 dB allowed (agent_snr_db_min)"
+    assert Breach("wer_max", 0.35, 0.2).describe() == "word error rate 0.35 > 0.2 allowed (wer_max)"
+    assert Breach("outcome", "incomplete", "completed").describe() == (
+        "call outcome 'incomplete', expected 'completed' (outcome)"
+    )
+    assert Breach("forbidden_tools", ("issue_refund",), ("issue_refund",)).describe() == (
+        "forbidden tools called: ('issue_refund',) (forbidden_tools)"
+    )
