@@ -64,7 +64,21 @@ def _context(rec: CallRecord, turn: int | None) -> str:
     lines = [f"  {line}" for line in rec.timeline(around=around, width=20.0).splitlines()]
     where = rec.recording_path or "(not recorded: no artifacts folder)"
     kind = f'call type "{rec.call_type}"' if rec.call_type else "no call type"
-    return f"({kind}{label})\n" + "\n".join(lines) + f"\n  recording: {where}"
+    return f"({kind}{label})\n" + "\n".join(lines) + f"\n  recording: {where}" + clock_note(rec)
+
+
+def clock_note(rec: CallRecord) -> str:
+    """A line for failure messages when the caller could not keep real time ("" when it did)."""
+    misses = getattr(rec, "clock_misses", None) or []
+    if not misses:
+        return ""
+    worst = max(misses, key=lambda m: float(m.get("late_ms", 0.0)))
+    return (
+        f"\n  clock: the caller could not keep real time: {len(misses)} frame(s) left or arrived "
+        f"> 20 ms late (worst {worst.get('late_ms')} ms, {worst.get('direction')}, at "
+        f"{float(worst.get('t', 0.0)):.2f} s); this call's timings are not to be trusted (an "
+        "overloaded machine: fewer concurrent calls or xdist workers)"
+    )
 
 
 def _turn_label(rec: CallRecord, turn: int) -> str:
@@ -231,6 +245,7 @@ def limits_breached_message(call: Any, breaches: Sequence[Any], *, hint: str = "
     else:
         kind = f'call type "{rec.call_type}"' if rec.call_type else "no call type"
         text += f"\n({kind}) recording: {rec.recording_path or '(not recorded: no artifacts folder)'}"
+        text += clock_note(rec)
     return text + (f"\n{hint}" if hint else "")
 
 

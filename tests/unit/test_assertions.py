@@ -63,6 +63,12 @@ class _CallLike:
 
 
 # -- assert_time_to_first_audio ----------------------------------------------------------------
+def test_ttfa_starts_at_the_end_of_audible_speech() -> None:
+    rec = _record(ttfa=1.2)
+    rec.caller_turns[0].speech_ended_at = 2.8  # the clip's last 200 ms were silence
+    assert assert_time_to_first_audio(rec, max_ms=1500, turn=0) == pytest.approx(1400.0)
+
+
 def test_ttfa_passes_and_returns_ms() -> None:
     assert assert_time_to_first_audio(_record(ttfa=1.2), max_ms=1500) == pytest.approx(1200.0)
     assert assert_time_to_first_audio(_record(ttfa=1.2), max_ms=1200.5) == pytest.approx(1200.0)
@@ -87,6 +93,22 @@ def test_ttfa_failure_message_shows_measured_allowed_text_and_recording() -> Non
     assert RECORDING in msg
     assert "turn 1" in msg
     assert 'call type "refund"' in msg
+
+
+def test_ttfa_failure_says_when_the_caller_could_not_keep_real_time() -> None:
+    rec = _record(ttfa=1.84)
+    with pytest.raises(AssertionError) as clean:
+        assert_time_to_first_audio(rec, max_ms=1500, turn=0)
+    assert "clock" not in str(clean.value)
+    rec.clock_misses = [
+        {"t": 2.5, "direction": "send", "late_ms": 31.0},
+        {"t": 4.1, "direction": "receive", "late_ms": 57.5},
+    ]
+    with pytest.raises(AssertionError) as info:
+        assert_time_to_first_audio(rec, max_ms=1500, turn=0)
+    msg = str(info.value)
+    assert "could not keep real time: 2 frame(s)" in msg
+    assert "worst 57.5 ms, receive, at 4.10 s" in msg
 
 
 def test_ttfa_failure_when_nothing_heard() -> None:
