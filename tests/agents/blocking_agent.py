@@ -28,6 +28,7 @@ async def entrypoint(ctx: JobContext) -> None:
     """Publish a (silent) microphone, mark itself listening, then stall the loop and hold the GIL
     until the call ends.
     """
+    await ctx.connect()  # a no-op in-process; a dispatched job must connect itself
     source = rtc.AudioSource(48_000, 1)
     track = rtc.LocalAudioTrack.create_audio_track("roomio_audio", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)

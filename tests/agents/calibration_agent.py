@@ -105,6 +105,7 @@ def _dbfs(pcm: np.ndarray) -> float:
 
 async def entrypoint(ctx: JobContext) -> None:
     """Publish a tone-answering microphone and listen to the caller."""
+    await ctx.connect()  # a no-op in-process; a dispatched job must connect itself
     room = ctx.room
     source = rtc.AudioSource(RATE, 1, queue_size_ms=1000)
     track = rtc.LocalAudioTrack.create_audio_track("roomio_audio", source)
