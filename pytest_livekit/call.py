@@ -131,7 +131,7 @@ class LivekitCall:
         self.caller.set_time_zero(t0)
         in_process = self.worker is None
         # A worker's agent identity is only known once it joins ("agent-<job id>").
-        await self.caller.connect(
+        connect = self.caller.connect(
             self.url,
             caller_token(
                 self._api_key,
@@ -143,9 +143,19 @@ class LivekitCall:
             max_bitrate_bps=self._max_bitrate(),
         )
         if self.worker is not None:
+            await connect
             await self._start_dispatched(self.worker)
         else:
-            await self._start_in_process()
+            # The caller and the in-process agent join at the same time (the agent's RoomIO
+            # waits for the caller; the caller waits below until the agent listens): the two
+            # room connects no longer add up. Both finish before anything fails, so that
+            # aclose() finds no half-started part.
+            results = await asyncio.gather(connect, self._connect_in_process(), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            assert self.caller is not None
+            await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout, self._changed))
         self.timings["setup"] = time.monotonic() - t0
         return self
 
@@ -186,8 +196,7 @@ class LivekitCall:
         await self._guard(self.caller.wait_for_agent(identity, self.join_timeout, self._changed))
         self.timings["redispatches"] = float(agent.redispatches)
 
-    async def _start_in_process(self) -> None:
-        assert self.caller is not None
+    async def _connect_in_process(self) -> None:
         self.agent = InProcessAgent(
             self.agent_target,
             url=self.url,
@@ -202,7 +211,6 @@ class LivekitCall:
         )
         self.agent.on_failure(self._changed.set)
         await self.agent.start()
-        await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout, self._changed))
 
     async def aclose(self) -> None:
         """Hang up, stop the agent, delete the room and write the artifacts (always; once)."""
