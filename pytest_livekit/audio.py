@@ -9,6 +9,7 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from math import gcd
@@ -60,21 +61,33 @@ def to_mono_float(data: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
 
 
 def resample(x: npt.NDArray[np.float64], rate_in: int, rate_out: int) -> npt.NDArray[np.float64]:
-    """Band-limited rational resampling of mono float audio (scipy's polyphase FIR, Kaiser window).
+    """Band-limited rational resampling of mono float audio (scipy's polyphase ``resample_poly``
+    with a windowed-sinc filter: cutoff at 0.9x the lower Nyquist frequency, -80 dB sidelobes).
 
-    scipy's ``resample_poly``: ~30x faster than the hand-written windowed sinc it replaced (a 3 s
-    sentence from 22.05 to 48 kHz in ~5 ms instead of ~140 ms, which every ``say()`` paid before
-    its first frame could leave).
+    Much faster than the hand-written polyphase loop it replaced (a 3 s sentence from 22.05 to
+    48 kHz: ~140 ms before, which every ``say()`` paid before its first frame could leave).
     """
     if rate_in == rate_out or len(x) == 0:
         return np.asarray(x, dtype=np.float64)
     import scipy.signal  # here: the plugin imports this module at start, scipy only when resampling
 
     g = gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    # scipy's default filter puts its transition band across the lower Nyquist frequency; ours
+    # ends below it (cutoff 0.9x, Kaiser beta 8: -80 dB sidelobes), so a telephone band stays one
+    taps = _lowpass(max(up, down))
     return np.asarray(
-        scipy.signal.resample_poly(np.asarray(x, dtype=np.float64), rate_out // g, rate_in // g),
+        scipy.signal.resample_poly(np.asarray(x, dtype=np.float64), up, down, window=taps),
         dtype=np.float64,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _lowpass(max_rate: int) -> npt.NDArray[np.float64]:
+    import scipy.signal
+
+    half_len = 16 * max_rate
+    return np.asarray(scipy.signal.firwin(2 * half_len + 1, 0.9 / max_rate, window=("kaiser", 8.0)))
 
 
 def float_to_pcm16(x: npt.NDArray[np.float64]) -> Pcm:

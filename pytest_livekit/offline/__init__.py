@@ -4,7 +4,8 @@ Each is a real ``livekit.agents`` plugin, so an agent under test runs unchanged,
 leaves the machine and nothing is downloaded: the models ship inside the Python wheels.
 
 * :class:`EspeakTTS` / :func:`synthesize_speech`: text-to-speech with espeak-ng.
-* :class:`SphinxSTT` / :func:`build_domain_lm`: speech-to-text with pocketsphinx.
+* :class:`SphinxSTT` / :func:`build_domain_lm`: speech-to-text with pocketsphinx, streaming
+  (decodes while the caller speaks) or batch.
 * :class:`ScriptedLLM` / :class:`Rule`: a rule-based, deterministic LLM that calls tools.
 
 Names are imported lazily: importing this package loads none of livekit, numpy, espeak-ng or
@@ -24,6 +25,7 @@ _EXPORTS = {
     "SpeechSynthesisError": "pytest_livekit.offline.tts",
     "synthesize_speech": "pytest_livekit.offline.tts",
     "SphinxSTT": "pytest_livekit.offline.stt",
+    "SphinxSpeechStream": "pytest_livekit.offline.stt",
     "build_domain_lm": "pytest_livekit.offline.stt",
     "normalize_phrase": "pytest_livekit.offline.stt",
     "ScriptedLLM": "pytest_livekit.offline.llm",
@@ -38,6 +40,7 @@ __all__ = [
     "ScriptedLLM",
     "SpeechSynthesisError",
     "SphinxSTT",
+    "SphinxSpeechStream",
     "ToolCallSpec",
     "build_domain_lm",
     "normalize_phrase",
@@ -47,7 +50,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .llm import Rule, ScriptedLLM, ToolCallSpec, tool
-    from .stt import SphinxSTT, build_domain_lm, normalize_phrase
+    from .stt import SphinxSpeechStream, SphinxSTT, build_domain_lm, normalize_phrase
     from .tts import EspeakTTS, SpeechSynthesisError, synthesize_speech
 
 

@@ -211,6 +211,173 @@ async def test_sphinx_behind_livekit_stream_adapter_with_vad(support_stt: Sphinx
     assert finals == phrases
 
 
+def _call_audio(phrase: str, *, lead_s: float = 0.5, tail_s: float = 0.5) -> np.ndarray:
+    """``phrase`` spoken at 48 kHz (the call's rate) between ``lead_s`` and ``tail_s`` of silence."""
+    pcm, rate = synthesize_speech(phrase)
+    resampler = rtc.AudioResampler(rate, 48000, num_channels=1)
+    frames = resampler.push(rtc.AudioFrame(pcm.tobytes(), rate, 1, len(pcm))) + resampler.flush()
+    speech = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    return np.concatenate(
+        [np.zeros(int(lead_s * 48000), np.int16), speech, np.zeros(int(tail_s * 48000), np.int16)]
+    )
+
+
+def _push(stream: stt.RecognizeStream, audio: np.ndarray) -> None:
+    """Push 48 kHz mono audio in 10 ms frames, as an agent's audio input does."""
+    for i in range(0, len(audio), 480):
+        chunk = audio[i : i + 480]
+        stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 48000, 1, len(chunk)))
+
+
+async def test_sphinx_stream_decodes_while_audio_arrives_and_finalises_fast() -> None:
+    # The point of the streaming STT: decoding happens while the caller speaks, so on the flush
+    # (the VAD's end of speech in an AgentSession) only the end of the search is left.
+    recognizer = SphinxSTT(phrases=SUPPORT_PHRASES, interim_results=True)
+    assert recognizer.capabilities.streaming and recognizer.capabilities.manual_flush
+    assert recognizer.capabilities.interim_results
+    phrase = "i want a refund for order one two three four"
+    audio = _call_audio(phrase)
+    batch_started = time.perf_counter()
+    assert recognizer.transcribe_pcm(audio, 48000) == phrase
+    batch_s = time.perf_counter() - batch_started
+
+    stream = recognizer.stream()
+    events: list[stt.SpeechEvent] = []
+    heard_all = asyncio.Event()
+    final = asyncio.Event()
+    final_at = 0.0
+
+    async def read() -> None:
+        nonlocal final_at
+        async for ev in stream:
+            events.append(ev)
+            if ev.type == stt.SpeechEventType.INTERIM_TRANSCRIPT and ev.alternatives[0].text == phrase:
+                heard_all.set()
+            elif ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                final_at = time.perf_counter()
+                final.set()
+
+    reader = asyncio.create_task(read())
+    _push(stream, audio)
+    # An interim with every word shows the worker has decoded the utterance before any flush.
+    await asyncio.wait_for(heard_all.wait(), timeout=30)
+    flushed_at = time.perf_counter()
+    stream.flush()
+    await asyncio.wait_for(final.wait(), timeout=30)
+    latency = final_at - flushed_at
+    stream.end_input()
+    await reader
+    await stream.aclose()
+    await recognizer.aclose()
+
+    # end_input() flushes again, with nothing open: an empty final closes the list.
+    *events, closing = events
+    assert closing.type == stt.SpeechEventType.FINAL_TRANSCRIPT and closing.alternatives[0].text == ""
+    kinds = [ev.type for ev in events]
+    assert kinds[0] == stt.SpeechEventType.START_OF_SPEECH
+    assert set(kinds[1:-3]) == {stt.SpeechEventType.INTERIM_TRANSCRIPT}
+    assert kinds[-3:] == [
+        stt.SpeechEventType.RECOGNITION_USAGE,
+        stt.SpeechEventType.FINAL_TRANSCRIPT,
+        stt.SpeechEventType.END_OF_SPEECH,
+    ]
+    (alternative,) = events[-2].alternatives
+    assert alternative.text == phrase and alternative.language == "en-US"
+    assert 0.0 < alternative.confidence <= 1.0
+    # Times are seconds of the stream: the speech starts after 0.5 s and lasts about 3 s.
+    speech_s = len(audio) / 48000 - 1.0
+    assert abs(alternative.start_time - 0.5) < 0.1, alternative.start_time
+    assert abs(alternative.end_time - (0.5 + speech_s)) < 0.15, alternative.end_time
+    usage = events[-3].recognition_usage
+    assert usage is not None and speech_s < usage.audio_duration < speech_s + 1.0
+    assert len({ev.request_id for ev in events}) == 1
+    # A generous bound for a loaded CI machine: typically 5-20 ms, where the batch decode of
+    # the same audio takes 0.15-0.25 s.
+    assert latency < 0.3, f"final {latency * 1000:.0f} ms after the flush (batch decode: {batch_s * 1000:.0f} ms)"
+
+
+async def test_sphinx_stream_endpoints_by_itself_and_answers_idle_flushes() -> None:
+    # Without a VAD to flush it, the stream finalises after endpoint_silence of silence, like a
+    # cloud STT's endpointing; a flush with nothing open gets an empty final, so a caller that
+    # waits for "the" final transcript after a flush is not left waiting.
+    recognizer = SphinxSTT(phrases=SUPPORT_PHRASES, endpoint_silence=0.3)
+    assert recognizer.endpoint_silence == 0.3 and not recognizer.capabilities.interim_results
+    stream = recognizer.stream()
+    first = asyncio.Event()
+
+    async def read() -> list[stt.SpeechEvent]:
+        seen = []
+        async for ev in stream:
+            seen.append(ev)
+            if ev.type == stt.SpeechEventType.END_OF_SPEECH:
+                first.set()
+        return seen
+
+    reader = asyncio.create_task(read())
+    _push(stream, _call_audio("where is my order", tail_s=0.6))
+    await asyncio.wait_for(first.wait(), timeout=30)  # no flush: the stream's own endpoint
+    stream.flush()  # nothing open
+    _push(stream, _call_audio("can i speak to a human", tail_s=0.1))
+    stream.end_input()  # flushes the open utterance
+    events = await reader
+    await stream.aclose()
+    await recognizer.aclose()
+
+    finals = [ev.alternatives[0].text for ev in events if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
+    assert finals == ["where is my order", "", "can i speak to a human"]
+    kinds = [ev.type for ev in events if ev.type != stt.SpeechEventType.RECOGNITION_USAGE]
+    assert kinds == [
+        stt.SpeechEventType.START_OF_SPEECH,
+        stt.SpeechEventType.FINAL_TRANSCRIPT,
+        stt.SpeechEventType.END_OF_SPEECH,
+        stt.SpeechEventType.FINAL_TRANSCRIPT,
+        stt.SpeechEventType.START_OF_SPEECH,
+        stt.SpeechEventType.FINAL_TRANSCRIPT,
+        stt.SpeechEventType.END_OF_SPEECH,
+    ]
+    ends = [ev for ev in events if ev.type == stt.SpeechEventType.END_OF_SPEECH]
+    assert all(ev.speech_end_time is not None and ev.speech_end_time <= time.time() for ev in ends)
+
+
+async def test_sphinx_streams_run_side_by_side_with_their_own_decoders(support_stt: SphinxSTT) -> None:
+    # Two calls in one agent process share the STT object; each stream owns a decoder, so
+    # utterances never interleave inside pocketsphinx, and decoders are reused afterwards.
+    phrases = ["where is my order", "cancel my subscription"]
+    streams = [support_stt.stream() for _ in phrases]
+    both_speaking = asyncio.Barrier(len(streams))
+
+    async def transcribe(stream: stt.RecognizeStream, phrase: str) -> list[str]:
+        _push(stream, _call_audio(phrase, tail_s=0.2))
+        texts = []
+        async for ev in stream:
+            if ev.type == stt.SpeechEventType.START_OF_SPEECH:
+                await both_speaking.wait()  # both utterances open at once, then finish them
+                stream.end_input()
+            elif ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                texts.append(ev.alternatives[0].text)
+        await stream.aclose()
+        return texts
+
+    results = await asyncio.gather(*(transcribe(s, p) for s, p in zip(streams, phrases, strict=True)))
+    assert results == [[p] for p in phrases]
+
+    idle = len(support_stt._live_decoders)
+    assert idle >= 2, "two open utterances need two decoders, both back in the pool after aclose()"
+    again = support_stt.stream()
+    _push(again, _call_audio("what are your opening hours", tail_s=0.2))
+    again.end_input()
+    assert [ev.alternatives[0].text async for ev in again if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT] == [
+        "what are your opening hours"
+    ]
+    await again.aclose()
+    assert len(support_stt._live_decoders) == idle, "the stream should reuse an idle decoder"
+
+
+def test_sphinx_stream_rejects_other_languages(support_stt: SphinxSTT) -> None:
+    with pytest.raises(ValueError, match="English"):
+        support_stt.stream(language="de")
+
+
 def test_sphinx_transcripts_do_not_depend_on_history(support_stt: SphinxSTT) -> None:
     audio = [synthesize_speech(p) for p in SUPPORT_PHRASES[:3]]
     first = [support_stt.transcribe_pcm(pcm, rate) for pcm, rate in audio]
@@ -255,8 +422,12 @@ def test_sphinx_stt_configuration_errors(tmp_path: Path) -> None:
         SphinxSTT(language_model=tmp_path / "x.lm", phrases=["hello"])
     with pytest.raises(FileNotFoundError):
         SphinxSTT(language_model=tmp_path / "missing.lm")
+    with pytest.raises(ValueError, match="endpoint_silence"):
+        SphinxSTT(endpoint_silence=0)
     generic = SphinxSTT()
-    assert generic.capabilities.streaming is False
+    assert generic.capabilities.streaming is True
+    assert generic.capabilities.manual_flush is True
+    assert generic.capabilities.interim_results is False, "opt-in: see SphinxSTT's interim_results"
     assert (generic.model, generic.provider) == ("pocketsphinx/en-us.lm.bin", "offline")
 
 
