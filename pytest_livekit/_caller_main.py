@@ -410,6 +410,8 @@ class CallerSession:
                 if len(self._sent_slots) >= _BATCH_FRAMES:
                     self._flush("sent")
             if finished is not None:
+                # the clip's last frames before its end: whoever wakes on clip_done sees them all
+                self._flush("sent")
                 self.send(
                     "clip_done",
                     finished.clip_id,
@@ -485,6 +487,7 @@ class CallerSession:
                 was_active = self.detector.active
                 closed = self.detector.push(slot * FRAME_SECONDS, FRAME_SECONDS, pcm)
                 if closed is not None:
+                    self._flush("heard")  # the whole segment is in the recording before its end
                     self.send("heard_closed", closed.start, closed.end)
                 elif self.detector.active and not was_active:
                     onset = self.detector.onset()
