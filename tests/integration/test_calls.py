@@ -166,7 +166,11 @@ async def test_calls_at_once_each_have_their_own_room_recording_and_artifacts(
         # answered, and by a figure an agent can reach (endpointing alone takes longer than 0.1 s);
         # speed at concurrency is benchmarks/concurrency.py's business, not this test's
         assert ttfa is not None and 0.1 < ttfa < 20.0, rec.timeline()
-        assert rec.clock_misses == [], rec.clock_misses
+        # From the first word on, the caller kept real time. Before it, the three calls' room
+        # joins share the caller process's event loop and can hold back a still-silent
+        # microphone by ~30 ms (seen once in CI); the trace flags that, and nothing is measured then.
+        speaking = [m for m in rec.clock_misses if m["t"] >= rec.caller_turns[0].started_at - 0.05]
+        assert speaking == [], rec.clock_misses
         assert (Path(rec.artifacts_dir) / "call.wav").exists()
 
 
