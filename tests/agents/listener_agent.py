@@ -14,18 +14,22 @@ from livekit.agents import JobContext
 
 #: room name -> received 48 kHz mono int16 frames, in arrival order.
 received: dict[str, list[np.ndarray]] = {}
+#: room name -> set once the first frame arrived (the agent's receive stats exist from then on).
+first_frame: dict[str, asyncio.Event] = {}
 
 
 async def entrypoint(ctx: JobContext) -> None:
     """Subscribe to the caller's microphone and keep every received frame."""
     room = ctx.room
     frames = received.setdefault(room.name, [])
+    arrived = first_frame.setdefault(room.name, asyncio.Event())
     tasks: set[asyncio.Task[None]] = set()
 
     async def listen(track: rtc.Track) -> None:
         stream = rtc.AudioStream.from_track(track=track, sample_rate=48_000, num_channels=1, frame_size_ms=10)
         async for event in stream:
             frames.append(np.frombuffer(bytes(event.frame.data), dtype=np.int16).copy())
+            arrived.set()
 
     def on_track(track: rtc.Track, pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO:

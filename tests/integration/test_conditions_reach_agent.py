@@ -38,7 +38,13 @@ async def _agent_inbound(call: Any) -> dict[str, float]:
 
 
 async def _send(make_livekit_call: Any, conditions: Any) -> dict[str, float]:
+    import asyncio
+
+    from tests.agents import listener_agent
+
     async with make_livekit_call(agent=LISTENER, conditions=conditions) as call:
+        # the agent's inbound stats exist once its first frame arrived (the caller sends silence)
+        await asyncio.wait_for(listener_agent.first_frame[call.room_name].wait(), timeout=10)
         before = await _agent_inbound(call)
         await call.speak(_speechlike())
         after = await _agent_inbound(call)
