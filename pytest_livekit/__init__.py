@@ -50,6 +50,8 @@ _EXPORTS = {
     "build_trace": "pytest_livekit.trace",
     "load_trace": "pytest_livekit.trace",
     "write_report": "pytest_livekit.report",
+    "voice_run_result": "pytest_livekit.expect",
+    "OfflinePlan": "pytest_livekit.substitution",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -75,11 +77,13 @@ if TYPE_CHECKING:
     from .call_metrics import compute_metrics
     from .caller import ScriptedCaller
     from .errors import PytestLivekitError
+    from .expect import voice_run_result
     from .metrics import time_to_first_audio, user_transcript, word_error_rate
     from .record import CallRecord
     from .replay import CallReplay
     from .report import write_report
     from .server import LivekitServer, find_server_binary
+    from .substitution import OfflinePlan
     from .trace import build_trace, load_trace
 
 

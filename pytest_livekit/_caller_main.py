@@ -51,7 +51,7 @@ from .record import CallRecord, HeardSegment
 #: Participant attribute through which livekit-agents publishes its state.
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 #: Record lists the observer fills and this process forwards as they grow.
-_OBSERVED = ("state_changes", "transcripts", "items", "tool_calls", "errors")
+_OBSERVED = ("state_changes", "transcripts", "items", "tool_calls", "handoffs", "errors")
 #: Frames per batch sent to the test process (100 ms: small enough to lose little on a crash).
 _BATCH_FRAMES = 10
 #: A pause between received frames longer than this counts as a receive stall, in seconds.

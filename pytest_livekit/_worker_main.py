@@ -15,6 +15,11 @@ three test-run settings the ``start`` command cannot take from outside:
   ("no servers available"). Whether the machine is busy is the test's business, not a reason to
   drop the call.
 
+With ``PYTEST_LIVEKIT_PROVIDERS=offline`` (the default the test sets), the worker and each of
+its job processes replace the agent's cloud providers with the offline doubles and guard the
+network (:func:`start_offline_mode`); the job processes get it through the server's
+``setup_fnc``, which livekit-agents runs in every job process before its first job.
+
 URL, key and secret come from the environment (``LIVEKIT_URL``, ``LIVEKIT_API_KEY``,
 ``LIVEKIT_API_SECRET``), never argv. ``LIVEKIT_DEV_MODE`` is removed: dev mode sends turn detection
 and interruption to LiveKit Cloud.
@@ -25,13 +30,45 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def _no_load() -> float:
     """The load the test worker reports: always available (see the module docstring)."""
     return 0.0
+
+
+def start_offline_mode() -> None:
+    """Substitute providers and guard the network in this process (a worker or a job process).
+
+    The network guard reports a blocked attempt as an error log line that the worker's log
+    reader in the test process recognises (see :data:`pytest_livekit.substitution.VIOLATION_MARKER`).
+    """
+    from urllib.parse import urlparse
+
+    from .netguard import guard
+    from .substitution import activate, report_violation
+
+    activate()
+    server_host = urlparse(os.environ.get("LIVEKIT_URL", "")).hostname or ""
+    if not guard.active:
+        guard.on_blocked(lambda attempt: report_violation(attempt.message(), attempt.room))
+    guard.activate([server_host])
+
+
+def offline_job_setup(user_setup: Callable[[Any], Any] | None, proc: Any) -> Any:
+    """The worker's ``setup_fnc`` in offline mode: start offline mode in the job process, then
+    run the agent's own prewarm (a module-level function with ``functools.partial``: job
+    processes receive it pickled).
+    """
+    start_offline_mode()
+    if user_setup is not None:
+        return user_setup(proc)
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -59,6 +96,12 @@ def main(argv: list[str]) -> int:
         server.rtc_session(agent_name=os.environ.get("LIVEKIT_AGENT_NAME_OVERRIDE", ""))(
             target.entrypoint
         )
+    if os.environ.get("PYTEST_LIVEKIT_PROVIDERS") == "offline":
+        from .substitution import drop_cloud_model_runners
+
+        drop_cloud_model_runners()
+        start_offline_mode()
+        server.setup_fnc = functools.partial(offline_job_setup, server.setup_fnc)
     server._port = int(port)  # noqa: SLF001 - AgentServer has no public setter for it
     server.load_fnc = _no_load
     _run_worker(

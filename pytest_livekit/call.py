@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -29,7 +32,16 @@ from .audio import CALL_SAMPLE_RATE, CallerAudio, float_to_pcm16, load_wav, resa
 from .caller import ScriptedCaller
 from .errors import CallTimeoutError, ConfigError
 from .observer import wait_until
-from .record import CallerTurn, CallRecord
+from .record import AgentError, CallerTurn, CallRecord
+from .substitution import (
+    PROVIDER_MODES,
+    OfflinePlan,
+    ViolationError,
+    register_plan,
+    substitutions_for_room,
+    unregister_plan,
+    watch_room,
+)
 from .tokens import agent_token, caller_token
 from .worker import AgentWorker, DispatchedAgent
 
@@ -64,6 +76,11 @@ class LivekitCall:
         worker: run the agent in this worker process (explicit dispatch) instead of in-process.
         conditions: :class:`~pytest_livekit.conditions.Conditions` applied to every caller turn
             (a turn may bring its own instead); bitrate conditions set the published encoder.
+        providers: ``offline`` (default): the agent's cloud providers are replaced by the
+            offline doubles and the network is guarded (:mod:`pytest_livekit.substitution`);
+            ``real``: the agent runs with the providers it was written with.
+        offline_plan: what the doubles do in this call (LLM rules, STT vocabulary); default:
+            the default reply only, with the generic vocabulary.
     """
 
     def __init__(
@@ -83,7 +100,17 @@ class LivekitCall:
         audio_root: Path | None = None,
         worker: AgentWorker | None = None,
         conditions: Any = None,
+        providers: str = "offline",
+        offline_plan: OfflinePlan | None = None,
     ) -> None:
+        if providers not in PROVIDER_MODES:
+            raise ConfigError(
+                f"providers={providers!r} is not valid. Valid values: {', '.join(PROVIDER_MODES)}."
+            )
+        self.providers = providers
+        self.offline_plan = offline_plan or OfflinePlan(stt_model="generic")
+        self._offline_started = False
+        self._unwatch: Callable[[], None] | None = None
         self.url = url
         self._api_key = api_key
         self._api_secret = api_secret
@@ -119,6 +146,7 @@ class LivekitCall:
         """Called at each script step with ``(call, action, caller turns so far, arguments)``
         (the plugin's progress line)."""
         self.record.agent_spec = getattr(agent, "spec", "") or ""
+        self.record.providers = providers
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> LivekitCall:
@@ -130,6 +158,8 @@ class LivekitCall:
         self.caller = ScriptedCaller(self.record, identity="caller", on_change=self._changed.set)
         self.caller.set_time_zero(t0)
         in_process = self.worker is None
+        if self.providers == "offline":
+            self._start_offline(in_process)
         # A worker's agent identity is only known once it joins ("agent-<job id>").
         connect = self.caller.connect(
             self.url,
@@ -158,6 +188,45 @@ class LivekitCall:
             await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout, self._changed))
         self.timings["setup"] = time.monotonic() - t0
         return self
+
+    def _start_offline(self, in_process: bool) -> None:
+        """Register the call's plan for its room; an in-process agent also gets the substitution
+        and the network guard in this process (a worker has its own).
+        """
+        folder = self.worker.offline_dir if self.worker is not None else None
+        register_plan(self.room_name, self.offline_plan, folder=folder)
+        loop = asyncio.get_running_loop()
+        self._unwatch = watch_room(
+            self.room_name, lambda message: loop.call_soon_threadsafe(self._offline_violation, message)
+        )
+        if in_process:
+            host = urlparse(self.url).hostname or ""
+            _offline_in_process.acquire(host)
+        self._offline_started = True
+
+    def _offline_violation(self, message: str) -> None:
+        """Offline mode broke in this call's agent: the call fails now, with that message."""
+        self.record.errors.append(AgentError(t=self._now(), message=message, source="offline"))
+        if isinstance(self.agent, InProcessAgent):
+            self.agent._fail(ViolationError(message))  # noqa: SLF001 - the runner's own failure path
+        self._changed.set()
+
+    def _now(self) -> float:
+        return self.caller.now() if self.caller is not None else 0.0
+
+    def _stop_offline(self) -> None:
+        if not self._offline_started:
+            return
+        self._offline_started = False
+        folder = self.worker.offline_dir if self.worker is not None else None
+        self.record.substitutions = [
+            dataclasses.asdict(s) for s in substitutions_for_room(self.room_name, folder=folder)
+        ]
+        if self._unwatch is not None:
+            self._unwatch()
+        unregister_plan(self.room_name, folder=folder)
+        if self.worker is None:
+            _offline_in_process.release()
 
     def _max_bitrate(self) -> int | None:
         if self.conditions is None:
@@ -225,8 +294,17 @@ class LivekitCall:
                 await self.agent.aclose()
             await self._delete_room()
         finally:
+            self._stop_offline()
+            self._record_agent_failure()
             self.write_artifacts()
         self.timings["teardown"] = time.monotonic() - t0
+
+    def _record_agent_failure(self) -> None:
+        """Keep the agent's crash (or offline violation) in the record a failed call leaves."""
+        agent = self.agent
+        text = getattr(agent, "failure_traceback", None) or getattr(agent, "failure_text", None)
+        if text and not any(e.source == "crash" for e in self.record.errors):
+            self.record.errors.append(AgentError(t=self._now(), message=str(text), source="crash"))
 
     async def __aenter__(self) -> LivekitCall:
         try:
@@ -606,9 +684,71 @@ class LivekitCall:
                 f"Timeline:\n{self.record.timeline()}"
             )
 
+    # -- livekit's own assertion vocabulary -----------------------------------------------------
+    def run_result(self) -> Any:
+        """The call so far as livekit-agents' own ``RunResult`` (a snapshot with its own cursor):
+        ``call.run_result().expect.next_event().is_function_call(name="lookup_order")``.
+
+        See :func:`pytest_livekit.expect.voice_run_result`.
+        """
+        from .expect import voice_run_result
+
+        return voice_run_result(self)
+
+    @property
+    def expect(self) -> Any:
+        """livekit-agents' ``RunAssert`` over the call's events so far, as in text tests:
+        ``call.expect.next_event().is_message(role="user")``. The cursor is kept while no new
+        event arrives; once the conversation went on, the next access starts a fresh snapshot
+        (take :meth:`run_result` to hold one cursor across turns).
+        """
+        count = len(self.record.items) + len(self.record.tool_calls) + len(self.record.handoffs)
+        cached = getattr(self, "_run_result", None)
+        if cached is None or cached[0] != count:
+            cached = (count, self.run_result())
+            self._run_result = cached
+        return cached[1].expect
+
     def __repr__(self) -> str:
         return f"<LivekitCall room={self.room_name!r} type={self.record.call_type!r}>"
 
+
+
+class _OfflineInProcess:
+    """Offline mode for in-process agents: on while at least one offline call runs here."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._listening = False
+
+    def acquire(self, server_host: str) -> None:
+        from . import substitution
+        from .netguard import guard
+
+        with self._lock:
+            if not self._listening:
+                guard.on_blocked(
+                    lambda attempt: substitution.report_violation(attempt.message(), attempt.room)
+                )
+                self._listening = True
+            self._count += 1
+            substitution.activate()
+            guard.activate([server_host])
+
+    def release(self) -> None:
+        from . import substitution
+        from .netguard import guard
+
+        with self._lock:
+            self._count -= 1
+            if self._count <= 0:
+                self._count = 0
+                substitution.deactivate()
+                guard.deactivate()
+
+
+_offline_in_process = _OfflineInProcess()
 
 
 async def _within(future: asyncio.Future[Any], timeout: float, what: str) -> Any:

@@ -20,16 +20,23 @@ from .errors import ConfigError
 
 MARKER_HELP = (
     "livekit(*, call_type=None, call_types=None, agent=None, agent_mode=None, join_timeout=None, "
-    "limits=None, **limit_overrides): configure the LiveKit call of this test: its call type (or "
+    "limits=None, providers=None, llm_rules=None, default_reply=None, stt_model=None, "
+    "**limit_overrides): configure the LiveKit call of this test: its call type (or "
     "call_types='all' / a list to run once per call type), the agent under test "
     "('module:attribute'), how it runs ('in-process' or 'worker'), seconds to wait for the agent "
     "to join, whether a breached limit fails the test or warns (limits='fail' or 'warn'), and "
-    "per-test overrides of the call type's limits (e.g. ttfa_ms_max=2000). "
+    "per-test overrides of the call type's limits (e.g. ttfa_ms_max=2000), the agent's AI "
+    "providers ('offline' doubles or 'real'), and in offline mode the scripted LLM's rules and "
+    "default reply and the STT's model ('domain' or 'generic'). "
     "See https://github.com/pytest-livekit/pytest-livekit#marker"
 )
 
 _SERVER_MODES = ("auto", "binary", "docker", "external")
 AGENT_MODES = ("in-process", "worker")
+#: ``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept as written.
+PROVIDER_MODES = ("offline", "real")
+#: The offline STT's language model: the suite's vocabulary, or pocketsphinx's open one.
+STT_MODELS = ("domain", "generic")
 #: What a call that breaches a per-call limit of its call type does to its test.
 LIMITS_MODES = ("fail", "warn")
 
@@ -61,6 +68,14 @@ def _port(text: str) -> int:
 def add_options(parser: pytest.Parser) -> None:
     """Register the ``livekit`` option group (CLI defaults are None: unset != false)."""
     group = parser.getgroup("livekit", "LiveKit voice-agent calls")
+    group.addoption(
+        "--livekit-providers",
+        choices=PROVIDER_MODES,
+        default=None,
+        help="the agent's AI providers: offline (default: its cloud STT/LLM/TTS/turn detector "
+        "are replaced by offline doubles and the network is guarded) or real (as written; "
+        "calls use the paid services and your keys).",
+    )
     group.addoption(
         "--livekit-server",
         choices=_SERVER_MODES,
@@ -167,6 +182,16 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("livekit_progress", "progress line: auto, on or off", default=None)
     parser.addini("livekit_limits", "a breached per-call limit: fail (default) or warn", default=None)
     parser.addini(
+        "livekit_providers",
+        "the agent's AI providers: offline (default; replaced by offline doubles) or real",
+        default=None,
+    )
+    parser.addini(
+        "livekit_stt_phrases",
+        "extra phrases for the offline STT's vocabulary (one per line), or the path of a text file",
+        type="linelist",
+    )
+    parser.addini(
         "livekit_call_types", "allowed call types for @pytest.mark.livekit(call_type=...)", type="linelist"
     )
 
@@ -229,6 +254,14 @@ class LivekitSettings:
     """``auto``, ``on`` or ``off``."""
     limits_mode: Setting = field(default_factory=lambda: Setting("fail", "default"))
     """``fail``: a call that breaches a per-call limit fails its test; ``warn``: it warns."""
+    providers: Setting = field(default_factory=lambda: Setting("offline", "default"))
+    """``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept."""
+    llm: dict[str, Any] = field(default_factory=dict)
+    """``[tool.pytest_livekit.llm]``: run-wide rules and default reply of the offline LLM."""
+    stt_phrases: tuple[str, ...] = ()
+    """``livekit_stt_phrases``: extra phrases (or a file path) for the offline STT's vocabulary."""
+    vocabulary: Any = None
+    """The run's offline STT vocabulary, collected once the tests are (see :mod:`pytest_livekit.vocabulary`)."""
 
     @property
     def session_dir(self) -> Path:
@@ -278,7 +311,10 @@ class LivekitSettings:
             else f"agent=(not configured; {self.agent_mode.value})"
         )
         limits = f"limits={self.limits_mode.value} ({self.limits_mode.source})"
-        return f"livekit: {server} · {agent} · {limits} · artifacts={self.artifacts_dir}"
+        providers = f"providers={self.providers.value} ({self.providers.source})"
+        if self.providers.value == "real":
+            providers += " - WARNING: calls use the agent's real, paid AI services and your keys"
+        return f"livekit: {server} · {agent} · {providers} · {limits} · artifacts={self.artifacts_dir}"
 
 
 def _pick(config: pytest.Config, option: str, ini: str | None, env: str | None = None) -> Setting:
@@ -375,6 +411,27 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
             f"livekit_limits = {limits_mode.value!r} is not valid. Valid values: {', '.join(LIMITS_MODES)}."
         )
 
+    providers = _pick(config, "livekit_providers", "livekit_providers")
+    if providers.value is None:
+        providers = Setting("offline", "default")
+    if providers.value not in PROVIDER_MODES:
+        raise ConfigError(
+            f"livekit_providers = {providers.value!r} is not valid. Valid values: {', '.join(PROVIDER_MODES)}."
+        )
+    from .thresholds import plugin_table
+
+    llm_table = plugin_table(pyproject).get("llm", {})
+    if not isinstance(llm_table, dict):
+        raise ConfigError("[tool.pytest_livekit.llm] must be a table (rules, default_reply).")
+    if llm_table or any(c.llm for c in call_type_configs.values()):
+        from .llm_rules import parse_llm_settings
+
+        # a wrong rule is said at start, with where it is, not when a call needs it
+        parse_llm_settings(llm_table, "tool.pytest_livekit.llm")
+        for name, call_type in call_type_configs.items():
+            parse_llm_settings(call_type.llm, f"tool.pytest_livekit.call_types.{name}.llm")
+    stt_phrases = tuple(str(p).strip() for p in config.getini("livekit_stt_phrases") if str(p).strip())
+
     def out_path(option: str, ini: str) -> Path | None:
         value = _pick(config, option, ini).value
         if not value:
@@ -428,6 +485,9 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         tolerances=tolerances,
         progress=str(progress),
         limits_mode=limits_mode,
+        providers=providers,
+        llm=dict(llm_table),
+        stt_phrases=stt_phrases,
     )
 
 
@@ -471,6 +531,15 @@ class MarkerOptions:
     """Seconds to wait for the agent to join and listen."""
     limits_mode: str | None = None
     """``fail`` or ``warn`` (marker key ``limits=``), overriding ``--livekit-limits``."""
+    providers: str | None = None
+    """``offline`` or ``real``, overriding ``--livekit-providers``."""
+    llm_rules: tuple[Any, ...] | None = None
+    """Offline LLM rules of this test (dicts or :class:`~pytest_livekit.offline.Rule`), tried
+    before the call type's and the run's."""
+    default_reply: str | None = None
+    """What the offline LLM says when no rule matches, overriding the call type's and the run's."""
+    stt_model: str | None = None
+    """``domain`` (the suite's vocabulary, default) or ``generic`` (open vocabulary)."""
 
 
 # limits_mode is the marker key limits= (the field named limits holds the per-limit overrides)
@@ -557,7 +626,32 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
             f"limits={limits_mode!r} is not valid. Valid values: {', '.join(map(repr, LIMITS_MODES))}.\n"
             "Hint: override one limit with its own key, e.g. @pytest.mark.livekit(ttfa_ms_max=2000)."
         )
+    providers = merged.get("providers")
+    if providers is not None and providers not in PROVIDER_MODES:
+        raise ConfigError(
+            f"providers={providers!r} is not valid. Valid values: {', '.join(map(repr, PROVIDER_MODES))}."
+        )
+    llm_rules = merged.get("llm_rules")
+    if llm_rules is not None:
+        if not isinstance(llm_rules, (list, tuple)):
+            raise ConfigError(f"llm_rules must be a list of rules (dicts or Rule objects), got {llm_rules!r}.")
+        from .llm_rules import parse_rules
+
+        parse_rules(list(llm_rules), "@pytest.mark.livekit(llm_rules=...)")  # fail at collection
+        llm_rules = tuple(llm_rules)
+    default_reply = merged.get("default_reply")
+    if default_reply is not None and (not isinstance(default_reply, str) or not default_reply.strip()):
+        raise ConfigError(f"default_reply must be a non-empty string, got {default_reply!r}.")
+    stt_model = merged.get("stt_model")
+    if stt_model is not None and stt_model not in STT_MODELS:
+        raise ConfigError(
+            f"stt_model={stt_model!r} is not valid. Valid values: {', '.join(map(repr, STT_MODELS))}."
+        )
     return MarkerOptions(
+        providers=providers,
+        llm_rules=llm_rules,
+        default_reply=default_reply,
+        stt_model=stt_model,
         call_type=call_type,
         call_types=call_types,
         limits=limits,
@@ -566,3 +660,63 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         join_timeout=timeout,
         limits_mode=limits_mode,
     )
+
+
+def offline_plan_for(settings: LivekitSettings, call_type: Any, opts: MarkerOptions) -> Any:
+    """The :class:`~pytest_livekit.substitution.OfflinePlan` of a test's call: the offline LLM's
+    rules (the marker's first, then the call type's, then the run's), its default reply (the
+    closest one set), and the run's STT vocabulary.
+    """
+    from .substitution import OfflinePlan
+
+    type_llm = dict(getattr(call_type, "llm", None) or {})
+    run_llm = settings.llm
+    rules: list[Any] = [*(opts.llm_rules or ()), *type_llm.get("rules", []), *run_llm.get("rules", [])]
+    default_reply = opts.default_reply or type_llm.get("default_reply") or run_llm.get("default_reply")
+    greeting = type_llm.get("greeting") or run_llm.get("greeting")
+    latency = type_llm.get("time_to_first_token", run_llm.get("time_to_first_token", 0.0))
+    sources = [
+        label
+        for label, present in (
+            ("the test's marker", opts.llm_rules),
+            (f"call type {call_type.name!r}" if call_type is not None else "", type_llm.get("rules")),
+            ("[tool.pytest_livekit.llm]", run_llm.get("rules")),
+        )
+        if present and label
+    ]
+    vocabulary = settings.vocabulary
+    phrases = list(getattr(vocabulary, "texts", ()) or ())
+    stt_model = opts.stt_model or ("domain" if phrases else "generic")
+    return OfflinePlan(
+        llm_rules=rules,
+        default_reply=str(default_reply or OfflinePlan.default_reply),
+        greeting=str(greeting) if greeting else None,
+        stt_phrases=phrases,
+        stt_model=stt_model,
+        time_to_first_token=float(latency or 0.0),
+        source=", ".join(sources) or "no rules",
+    )
+
+
+def collect_vocabulary(settings: LivekitSettings, test_paths: list[Path]) -> Any:
+    """Build the run's offline STT vocabulary once, from what the suite declares: the call types'
+    scripts, ``livekit_stt_phrases``, and the texts the collected tests pass to ``say()``.
+
+    Returns:
+        The :class:`~pytest_livekit.vocabulary.SuiteVocabulary` (also stored on ``settings``).
+
+    Raises:
+        ConfigError: a phrase has a word the recogniser's dictionary lacks (with where it came from).
+    """
+    from .vocabulary import SuiteVocabulary
+
+    vocabulary = SuiteVocabulary.collect(
+        call_types=list(settings.call_type_configs.values()),
+        stt_phrases=list(settings.stt_phrases) or None,
+        test_paths=sorted(set(test_paths)),
+        root=settings.rootdir,
+    )
+    if vocabulary.phrases:
+        vocabulary.check()
+    settings.vocabulary = vocabulary
+    return vocabulary

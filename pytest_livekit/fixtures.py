@@ -218,6 +218,12 @@ def make_livekit_call(
         if isinstance(target, str) or not hasattr(target, "entrypoint"):
             target = resolve_agent_target(target, rootdir=livekit_settings.rootdir)
         mode = overrides.pop("agent_mode", None) or opts.agent_mode or livekit_settings.agent_mode.value
+        providers = overrides.pop("providers", None) or opts.providers or livekit_settings.providers.value
+        from .config import offline_plan_for
+
+        offline_plan = overrides.pop("offline_plan", None) or offline_plan_for(
+            livekit_settings, call_type, opts
+        )
         worker = None
         if mode == "worker":
             if target.spec.count(":") != 1:
@@ -230,6 +236,7 @@ def make_livekit_call(
                 url=livekit_server.url,
                 api_key=livekit_server.api_key,
                 api_secret=livekit_server.api_secret,
+                providers=providers,
             )
             request.node.stash[WORKER_KEY] = worker
         call = LivekitCall(
@@ -244,6 +251,8 @@ def make_livekit_call(
             join_timeout=overrides.pop("join_timeout", None) or opts.join_timeout or 30.0,
             audio_root=Path(str(request.path)).parent,
             worker=worker,
+            providers=providers,
+            offline_plan=offline_plan,
             **overrides,
         )
         call.limits = dict(call_type.limits) if call_type is not None else {}
@@ -265,7 +274,7 @@ def make_livekit_call(
     return factory
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[Any]:
     """A call to the agent under test in a fresh room: the caller is connected and the agent is
     listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown.

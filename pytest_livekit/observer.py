@@ -22,6 +22,7 @@ from .record import (
     AgentError,
     CallRecord,
     ConversationItem,
+    Handoff,
     StateChange,
     ToolCall,
     Transcript,
@@ -67,6 +68,7 @@ class SessionObserver:
         self.remote = RemoteSession(self._transport)
         self._on_change = on_change or (lambda: None)
         self.agent_state = "initializing"
+        self._seq = 0  # order of the conversation events (messages, tool executions, handoffs)
         for name in (
             "agent_state_changed",
             "user_state_changed",
@@ -125,10 +127,27 @@ class SessionObserver:
         self.record.transcripts.append(Transcript(self._t(ev), e.transcript, bool(e.is_final)))
         self._on_change()
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq - 1
+
     def _on_conversation_item_added(self, ev: Any) -> None:
         item = ev.conversation_item_added.item
-        if item.WhichOneof("item") != "message":
-            return  # agent handoffs, config updates: not part of the spoken conversation
+        kind = item.WhichOneof("item")
+        if kind == "agent_handoff":
+            handoff = item.agent_handoff
+            self.record.handoffs.append(
+                Handoff(
+                    t=self._t(ev),
+                    new_agent_id=handoff.new_agent_id,
+                    old_agent_id=handoff.old_agent_id or None,
+                    seq=self._next_seq(),
+                )
+            )
+            self._on_change()
+            return
+        if kind != "message":
+            return  # config updates: not part of the conversation
         msg = item.message
         role_desc = msg.DESCRIPTOR.fields_by_name["role"].enum_type
         metrics = {
@@ -142,6 +161,7 @@ class SessionObserver:
                 text=text,
                 interrupted=bool(msg.interrupted),
                 metrics=metrics,
+                seq=self._next_seq(),
             )
         )
         self._on_change()
@@ -149,6 +169,7 @@ class SessionObserver:
     def _on_function_tools_executed(self, ev: Any) -> None:
         e = ev.function_tools_executed
         outputs = {o.call_id: o for o in e.function_call_outputs}
+        seq = self._next_seq()  # the tools of one execution round share their position
         for call in e.function_calls:
             try:
                 args = json.loads(call.arguments) if call.arguments else {}
@@ -163,6 +184,7 @@ class SessionObserver:
                     output=out.output if out is not None else None,
                     is_error=bool(out.is_error) if out is not None else False,
                     call_id=call.call_id,
+                    seq=seq,
                 )
             )
         self._on_change()

@@ -73,12 +73,41 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # validation must never break --help / --version
     try:
         config.stash[SETTINGS_KEY] = settings = resolve_settings(config)
+        if settings.providers.value == "offline":
+            _set_offline_environment(config, settings)
         if settings.otel_path is not None:
             from .otel import require_otel
 
             require_otel()  # a missing extra is said now, not after a long run
     except PytestLivekitError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+ENV_KEY = pytest.StashKey[dict[str, str | None]]()
+
+
+def _set_offline_environment(config: pytest.Config, settings: LivekitSettings) -> None:
+    """Placeholder provider credentials for in-process agents, before any agent module is
+    imported (provider constructors check keys; nothing is ever sent with them). Only unset
+    names are filled (a test may use a real key, e.g. an LLM judge); restored at unconfigure.
+    """
+    import os
+
+    from .substitution import offline_environment
+
+    values = offline_environment(settings.session_dir / "offline", override=False)
+    config.stash[ENV_KEY] = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+
+
+def _restore_environment(config: pytest.Config) -> None:
+    import os
+
+    for name, value in config.stash.get(ENV_KEY, {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -122,14 +151,73 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("livekit_call_type", list(opts.call_types), ids=list(opts.call_types), indirect=True)
 
 
-def _is_coroutine_test(item: pytest.Item) -> bool:
+def _is_coroutine_test(obj: Any) -> bool:
+    """A test body pytest-asyncio can run: a coroutine function (also as a ``staticmethod``), or
+    a Hypothesis ``@given`` wrapper around one (the README's ``make_livekit_call`` pattern).
+    Async generators are not: pytest-asyncio refuses them as tests.
+    """
     import inspect
 
-    return inspect.iscoroutinefunction(getattr(item, "obj", None))
+    obj = getattr(obj, "__func__", obj) if isinstance(obj, staticmethod) else obj
+    inner = getattr(getattr(obj, "hypothesis", None), "inner_test", None)
+    return inspect.iscoroutinefunction(obj) or (
+        getattr(obj, "is_hypothesis_test", False) and inspect.iscoroutinefunction(inner)
+    )
 
 
 def _uses_call(item: pytest.Item) -> bool:
     return bool(_CALL_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+_ASYNCIO_MARK = pytest.mark.asyncio(loop_scope="function")
+"""The mark a livekit test gets. Function loop scope: the ``livekit_call`` fixture runs on the
+function-scoped loop by default, and a call must be awaited on the loop it was set up on.
+"""
+
+
+def _mark_asyncio(node: pytest.Item, fixturenames: Any, obj: Any) -> None:
+    """Mark a livekit test as an asyncio test, unless it carries an ``asyncio`` mark already (on
+    itself, its class or its module: the user's mark and its ``loop_scope`` win).
+
+    A livekit test is a coroutine test that uses ``livekit_call`` / ``make_livekit_call``
+    (its fixture closure: its arguments, ``usefixtures`` marks, and fixtures that use them) or
+    carries ``@pytest.mark.livekit``. Other async tests are left to the user's pytest-asyncio
+    configuration.
+    """
+    if node.get_closest_marker("asyncio") is not None or not _is_coroutine_test(obj):
+        return
+    if _CALL_FIXTURES & set(fixturenames) or node.get_closest_marker("livekit") is not None:
+        node.add_marker(_ASYNCIO_MARK)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """Mark livekit tests as asyncio tests, so they run in pytest-asyncio's strict mode (its
+    default) without the user configuring anything.
+
+    pytest-asyncio 1.x decides in its own ``pytest_pycollect_makeitem`` hook wrapper, right after
+    pytest built the items: an item with an ``asyncio`` mark becomes one of its items, any other
+    async test is left to fail ("async def functions are not natively supported"); a mark added
+    later (``pytest_collection_modifyitems``) is too late. ``trylast`` makes this wrapper the
+    inner one, so its code after the ``yield`` marks the new items before pytest-asyncio looks.
+    Items of classes and parametrized tests are all built here.
+    """
+    result = yield
+    for item in result if isinstance(result, (list, tuple)) else [result]:
+        if isinstance(item, pytest.Function):
+            _mark_asyncio(item, item.fixturenames, item.obj)
+    return result
+
+
+# pytest registers only attributes named pytest_*, hence specname for a second implementation.
+@pytest.hookimpl(specname="pytest_generate_tests", wrapper=True)
+def pytest_generate_tests_mark_asyncio(metafunc: pytest.Metafunc) -> Any:
+    """Mark a livekit test's definition too, before pytest-asyncio's own ``pytest_generate_tests``
+    (``tryfirst``; a wrapper runs before it) reads it: with a ``pytest_asyncio_loop_factories``
+    hook, pytest-asyncio parametrizes only the tests marked at that point.
+    """
+    _mark_asyncio(metafunc.definition, metafunc.fixturenames, metafunc.definition.obj)
+    return (yield)
 
 
 def pytest_collection_modifyitems(
@@ -147,12 +235,16 @@ def pytest_collection_modifyitems(
         except PytestLivekitError as exc:
             problems.append(f"{item.nodeid}: {exc}")
             continue
-        if _uses_call(item):
-            if opts.agent is None:
-                needs_default_agent = True
-            # Work in pytest-asyncio strict mode too: a livekit test is always an asyncio test.
-            if item.get_closest_marker("asyncio") is None and _is_coroutine_test(item):
-                item.add_marker(pytest.mark.asyncio)
+        if _uses_call(item) and opts.agent is None:
+            needs_default_agent = True
+    if any(_uses_call(item) for item in items):
+        # once per run, the same model for every call (never from the utterance about to be said)
+        from .config import collect_vocabulary
+
+        try:
+            collect_vocabulary(settings, [Path(str(item.path)) for item in items if _uses_call(item)])
+        except PytestLivekitError as exc:
+            problems.append(f"offline STT vocabulary: {exc}")
     # With no agent configured, the livekit_agent fixture (which users may override) says so.
     if needs_default_agent and settings.agent is not None:
         try:
@@ -671,4 +763,5 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         mod = sys.modules.get(name)
         if mod is not None:
             getattr(mod, stop)()
+    _restore_environment(config)
 

@@ -105,6 +105,9 @@ class ConversationItem:
     """True if the agent was interrupted while saying it."""
     metrics: dict[str, float] = field(default_factory=dict)
     """livekit-agents' self-reported per-turn metrics (seconds; ``*_at`` are absolute epochs)."""
+    seq: int = -1
+    """Position among the session's conversation events (messages, tool executions, handoffs)
+    in the order the agent emitted them; ``-1`` when unknown (records from older versions)."""
 
 
 @dataclass
@@ -123,6 +126,23 @@ class ToolCall:
     """True if the tool raised."""
     call_id: str = ""
     """The model's call id."""
+    seq: int = -1
+    """Position of the session event that reported it among the conversation events (see
+    :attr:`ConversationItem.seq`); tools reported together share it. ``-1`` when unknown."""
+
+
+@dataclass
+class Handoff:
+    """The session switched to another agent (livekit-agents' ``AgentHandoff`` chat item)."""
+
+    t: float
+    """Seconds since call start when it was reported."""
+    new_agent_id: str
+    """Id of the agent that took over (by default its class name in snake case)."""
+    old_agent_id: str | None = None
+    """Id of the agent it replaced; ``None`` at the session's start (the first agent)."""
+    seq: int = -1
+    """Position among the conversation events (see :attr:`ConversationItem.seq`)."""
 
 
 @dataclass
@@ -163,6 +183,8 @@ class CallRecord:
     """Conversation messages (user and assistant)."""
     tool_calls: list[ToolCall] = field(default_factory=list)
     """Tools the agent executed."""
+    handoffs: list[Handoff] = field(default_factory=list)
+    """Agent handoffs, including the session's start when the caller was there to see it."""
     errors: list[AgentError] = field(default_factory=list)
     """Errors reported by the agent."""
     receive_gaps: list[tuple[float, float]] = field(default_factory=list)
@@ -186,6 +208,10 @@ class CallRecord:
     caller to server)."""
     room_sid: str = ""
     """The server's id of the room (``RM_...``), when known."""
+    providers: str = "offline"
+    """``offline`` (the agent's cloud providers replaced by doubles) or ``real``."""
+    substitutions: list[dict[str, str]] = field(default_factory=list)
+    """What offline mode replaced in an in-process agent: ``{"where", "original", "replacement"}``."""
     participants: list[dict[str, Any]] = field(default_factory=list)
     """Who was in the call: ``{"identity", "sid", "role": "caller"|"agent", "kind"}``."""
     media: dict[str, Any] = field(default_factory=dict)
@@ -238,6 +264,7 @@ class CallRecord:
             "state_changes": StateChange,
             "items": ConversationItem,
             "tool_calls": ToolCall,
+            "handoffs": Handoff,
             "errors": AgentError,
         }
         for key, value in data.items():
@@ -292,6 +319,8 @@ class CallRecord:
         for tool in self.tool_calls:
             args = ", ".join(f"{k}={v!r}" for k, v in tool.arguments.items())
             rows.append((tool.t, f"tool    {_ts(tool.t)}         {tool.name}({args}) -> {tool.output!r}"))
+        for h in self.handoffs:
+            rows.append((h.t, f"handoff {_ts(h.t)}         {h.old_agent_id or '(start)'} -> {h.new_agent_id}"))
         for err in self.errors:
             rows.append((err.t, f"error   {_ts(err.t)}         {err.message.splitlines()[0] if err.message else ''}"))
         rows.sort(key=lambda r: r[0])

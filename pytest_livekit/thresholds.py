@@ -65,7 +65,7 @@ SLO_LIMITS: dict[str, tuple[str, str]] = {
 OUTCOMES = ("completed", "transferred", "hung_up", "incomplete")
 #: Test outcomes that count as a failed call (a skipped or xfailed test does not).
 FAILED_OUTCOMES = ("failed", "error", "timeout")
-_TYPE_KEYS = {"script", "slo", "description"}
+_TYPE_KEYS = {"script", "slo", "description", "llm"}
 
 
 def _check_value(where: str, name: str, kind: str, value: Any) -> Any:
@@ -113,11 +113,16 @@ class CallType:
     """Caller lines for tests parametrized over call types."""
     description: str = ""
     """Free text."""
+    llm: Mapping[str, Any] = field(default_factory=dict)
+    """``[...call_types.<name>.llm]``: what the offline LLM does in calls of this type (rules,
+    ``default_reply``), in the declarative form of :mod:`pytest_livekit.llm_rules`."""
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> CallType:
         """A copy whose per-call limits are updated by ``overrides`` (validated)."""
         extra = validate_limits(f"call type {self.name!r} override", overrides, CALL_LIMITS)
-        return CallType(self.name, {**self.limits, **extra}, self.slo, self.script, self.description)
+        return CallType(
+            self.name, {**self.limits, **extra}, self.slo, self.script, self.description, self.llm
+        )
 
 
 def parse_call_types(table: Mapping[str, Any], where: str = "[tool.pytest_livekit.call_types]") -> dict[str, CallType]:
@@ -134,12 +139,16 @@ def parse_call_types(table: Mapping[str, Any], where: str = "[tool.pytest_liveki
         slo = body.get("slo", {})
         if not isinstance(slo, Mapping):
             raise ConfigError(f"{here}: slo must be a table.")
+        llm = body.get("llm", {})
+        if not isinstance(llm, Mapping):
+            raise ConfigError(f"{here}: llm must be a table (rules, default_reply).")
         out[name] = CallType(
             name=name,
             limits=validate_limits(here, limits, CALL_LIMITS),
             slo=validate_limits(f"{here[:-1]}.slo]", slo, SLO_LIMITS),
             script=tuple(script),
             description=str(body.get("description", "")),
+            llm=dict(llm),
         )
     return out
 

@@ -31,6 +31,8 @@ says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys
 - ``heard``: ``[{start, end}]`` when the caller heard agent audio.
 - ``transcripts``: ``raw`` (every STT event, interim and final, never cleaned) and ``final``.
 - ``tool_calls``: ``[{t, name, arguments, output, is_error, call_id}]``.
+- ``handoffs``: ``[{t, old_agent_id, new_agent_id}]`` (agent switches; ``old_agent_id`` is
+  ``None`` for the session's start).
 - ``state_changes``, ``errors``, ``reconnects``, ``receive_gaps``.
 - ``clock``: ``realtime`` is False when the caller could not keep real time (a frame left or
   arrived > 20 ms late; each one in ``misses``: ``{t, direction, late_ms}``): its timings are
@@ -210,6 +212,9 @@ def build_trace(
             "call_type": record.call_type,
             "agent": record.agent_spec,
             "agent_mode": record.agent_mode,
+            # offline: the agent's cloud parts were replaced by doubles (listed when in-process)
+            "providers": record.providers,
+            "substitutions": list(record.substitutions),
             "started_at": started.isoformat().replace("+00:00", "Z"),
             "started_at_epoch": record.started_at_epoch,
             "duration_s": end,
@@ -240,6 +245,10 @@ def build_trace(
             {"t": c.t, "name": c.name, "arguments": c.arguments, "output": c.output,
              "is_error": c.is_error, "call_id": c.call_id}
             for c in record.tool_calls
+        ],
+        "handoffs": [
+            {"t": h.t, "old_agent_id": h.old_agent_id, "new_agent_id": h.new_agent_id}
+            for h in record.handoffs
         ],
         "state_changes": [
             {"t": c.t, "who": c.who, "old": c.old, "new": c.new} for c in record.state_changes

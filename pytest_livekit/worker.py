@@ -32,13 +32,18 @@ from typing import IO, Any
 
 from .errors import AgentCrashedError, AgentTargetError, CallTimeoutError
 from .server import free_port, redact, set_parent_death_signal, stop_process_group, tail_lines
+from .substitution import OFFLINE_DIR_ENV, is_placeholder, offline_environment
 
 _READY_MESSAGE = "registered worker"
 #: Seconds without an agent after which a dispatch with no job is sent again.
 REDISPATCH_AFTER = 4.0
 #: Re-sends per call before giving up.
 MAX_REDISPATCHES = 2
-_JOB_FAILED_MESSAGES = ("unhandled exception while running the job task",)
+_JOB_FAILED_MESSAGES = (
+    "unhandled exception while running the job task",
+    # offline mode broken in a job (a provider tried the network; a double's rules are wrong)
+    "pytest-livekit offline violation:",
+)
 
 
 class WorkerStartError(AgentTargetError):
@@ -71,8 +76,14 @@ class AgentWorker:
         cwd: str | os.PathLike[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
         startup_timeout: float = 60.0,
+        providers: str = "offline",
+        offline_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.spec = spec
+        self.providers = providers
+        """``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept."""
+        self.offline_dir = Path(offline_dir) if offline_dir else None
+        """Where the test writes each call's :class:`~pytest_livekit.substitution.OfflinePlan`."""
         self.url = url
         self._api_key = api_key
         self._api_secret = api_secret
@@ -111,7 +122,7 @@ class AgentWorker:
     def start(self) -> AgentWorker:
         """Start the worker and wait until it has registered with the server."""
         self.health_port = free_port("127.0.0.1", socket.SOCK_STREAM)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+        env = self._environment()
         env.update(
             LIVEKIT_URL=self.url,
             LIVEKIT_API_KEY=self._api_key,
@@ -144,6 +155,38 @@ class AgentWorker:
             raise
         self.startup_seconds = time.monotonic() - started
         return self
+
+    def _environment(self) -> dict[str, str]:
+        """The worker's environment before the server's URL and keys are added.
+
+        The test's ``LIVEKIT_*`` variables are the local server's business and are dropped, but
+        LiveKit Inference settings (``LIVEKIT_INFERENCE_*``, ``LIVEKIT_REMOTE_EOT_URL``) are the
+        agent's own and pass in ``real`` mode. ``offline``: every provider credential is a
+        placeholder (the agent never sees a real key), and the worker substitutes and guards.
+        """
+        keep = ("LIVEKIT_INFERENCE_", "LIVEKIT_REMOTE_EOT_URL")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("LIVEKIT_") or (self.providers == "real" and k.startswith(keep))
+        }
+        env.pop("PYTEST_LIVEKIT_PROVIDERS", None)
+        env.pop(OFFLINE_DIR_ENV, None)
+        # placeholders the test process holds for its own offline calls are not real settings
+        env = {k: v for k, v in env.items() if not is_placeholder(v)}
+        if self.providers == "real":
+            # LiveKit Inference falls back to LIVEKIT_API_KEY/SECRET, which in the worker are the
+            # local server's: hand the user's own over under the names inference reads first.
+            for name in ("API_KEY", "API_SECRET"):
+                user_value = os.environ.get(f"LIVEKIT_{name}")
+                if user_value and not env.get(f"LIVEKIT_INFERENCE_{name}"):
+                    env[f"LIVEKIT_INFERENCE_{name}"] = user_value
+        if self.providers == "offline":
+            folder = self.offline_dir or (self.log_path.parent / "offline")
+            env.update(offline_environment(folder, override=True))
+            env["PYTEST_LIVEKIT_PROVIDERS"] = "offline"
+            env[OFFLINE_DIR_ENV] = str(folder)
+        return env
 
     def _read_log(self, stream: IO[bytes]) -> None:
         with open(self.log_path, "wb") as log:
@@ -216,6 +259,24 @@ class AgentWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: Environment names that carry a provider's key, secret, endpoint or credentials file.
+_PROVIDER_SETTING_PARTS = ("KEY", "SECRET", "TOKEN", "URL", "CREDENTIALS", "ENDPOINT", "PROJECT", "REGION")
+
+
+def _provider_settings_digest() -> str:
+    """A digest of the provider settings in the environment: a ``real`` worker keeps the
+    environment it started with, so other keys or endpoints need another worker.
+    """
+    import hashlib
+
+    items = sorted(
+        (k, v)
+        for k, v in os.environ.items()
+        if not k.startswith(("LIVEKIT_", "PYTEST_")) and any(p in k for p in _PROVIDER_SETTING_PARTS)
+    )
+    return hashlib.sha256(repr(items).encode()).hexdigest()[:16]
 
 
 def _parse(line: str) -> dict[str, Any]:
@@ -376,11 +437,16 @@ class WorkerPool:
         self.cwd = cwd
         self.log_dir = log_dir
         self.startup_timeout = startup_timeout
-        self._workers: dict[tuple[str, str], AgentWorker] = {}
+        self._workers: dict[tuple[str, str, str, str], AgentWorker] = {}
 
-    def get(self, spec: str, *, url: str, api_key: str, api_secret: str) -> AgentWorker:
-        """The running worker for ``spec`` on the server at ``url``, started if needed."""
-        key = (spec, url)
+    def get(
+        self, spec: str, *, url: str, api_key: str, api_secret: str, providers: str = "offline"
+    ) -> AgentWorker:
+        """The running worker for ``spec`` on the server at ``url`` with these ``providers``
+        (``offline`` or ``real``: a different environment, so a different worker), started if
+        needed. A ``real`` worker takes the environment as it is when it starts.
+        """
+        key = (spec, url, providers, _provider_settings_digest() if providers == "real" else "")
         worker = self._workers.get(key)
         if worker is None or worker.pid is None:
             name = f"pytest-livekit-{secrets.token_hex(4)}"
@@ -393,6 +459,8 @@ class WorkerPool:
                 cwd=self.cwd,
                 log_path=self.log_dir / f"worker-{name}.log",
                 startup_timeout=self.startup_timeout,
+                providers=providers,
+                offline_dir=self.log_dir / "offline",
             )
             self._workers[key] = worker
             worker.start()
