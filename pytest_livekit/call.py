@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import re
 import secrets
 import threading
@@ -715,14 +716,21 @@ class LivekitCall:
 
 
 class _OfflineInProcess:
-    """Offline mode for in-process agents: on while at least one offline call runs here."""
+    """Offline mode for in-process agents: on while at least one offline call runs here.
+
+    While on, the process has the substitution, the network guard and placeholder provider
+    credentials for the names that are unset (provider constructors check keys; nothing is ever
+    sent with them). When the last offline call ends, the environment is as it was.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._count = 0
         self._listening = False
+        self._saved_env: dict[str, str | None] = {}
 
     def acquire(self, server_host: str) -> None:
+        """One more offline call in this process."""
         from . import substitution
         from .netguard import guard
 
@@ -732,11 +740,16 @@ class _OfflineInProcess:
                     lambda attempt: substitution.report_violation(attempt.message(), attempt.room)
                 )
                 self._listening = True
+            if self._count == 0:
+                values = substitution.offline_environment(_placeholder_folder(), override=False)
+                self._saved_env = {name: os.environ.get(name) for name in values}
+                os.environ.update(values)
             self._count += 1
             substitution.activate()
             guard.activate([server_host])
 
     def release(self) -> None:
+        """One offline call fewer; the last one restores the environment."""
         from . import substitution
         from .netguard import guard
 
@@ -746,6 +759,19 @@ class _OfflineInProcess:
                 self._count = 0
                 substitution.deactivate()
                 guard.deactivate()
+                for name, value in self._saved_env.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+                self._saved_env = {}
+
+
+def _placeholder_folder() -> Path:
+    """A private folder for the placeholder credentials file (not in the user's project)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"pytest-livekit-offline-{os.getuid()}"
 
 
 _offline_in_process = _OfflineInProcess()

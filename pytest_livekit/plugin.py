@@ -73,41 +73,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # validation must never break --help / --version
     try:
         config.stash[SETTINGS_KEY] = settings = resolve_settings(config)
-        if settings.providers.value == "offline":
-            _set_offline_environment(config, settings)
         if settings.otel_path is not None:
             from .otel import require_otel
 
             require_otel()  # a missing extra is said now, not after a long run
     except PytestLivekitError as exc:
         raise pytest.UsageError(str(exc)) from None
-
-
-ENV_KEY = pytest.StashKey[dict[str, str | None]]()
-
-
-def _set_offline_environment(config: pytest.Config, settings: LivekitSettings) -> None:
-    """Placeholder provider credentials for in-process agents, before any agent module is
-    imported (provider constructors check keys; nothing is ever sent with them). Only unset
-    names are filled (a test may use a real key, e.g. an LLM judge); restored at unconfigure.
-    """
-    import os
-
-    from .substitution import offline_environment
-
-    values = offline_environment(settings.session_dir / "offline", override=False)
-    config.stash[ENV_KEY] = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-
-
-def _restore_environment(config: pytest.Config) -> None:
-    import os
-
-    for name, value in config.stash.get(ENV_KEY, {}).items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -241,8 +212,15 @@ def pytest_collection_modifyitems(
         # once per run, the same model for every call (never from the utterance about to be said)
         from .config import collect_vocabulary
 
+        paths = {Path(str(item.path)) for item in items if _uses_call(item)}
+        for path in list(paths):  # shared fixtures speak from conftest.py files too
+            for folder in path.parents:
+                if (folder / "conftest.py").is_file():
+                    paths.add(folder / "conftest.py")
+                if folder == settings.rootdir:
+                    break
         try:
-            collect_vocabulary(settings, [Path(str(item.path)) for item in items if _uses_call(item)])
+            collect_vocabulary(settings, sorted(paths))
         except PytestLivekitError as exc:
             problems.append(f"offline STT vocabulary: {exc}")
     # With no agent configured, the livekit_agent fixture (which users may override) says so.
@@ -763,5 +741,4 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         mod = sys.modules.get(name)
         if mod is not None:
             getattr(mod, stop)()
-    _restore_environment(config)
 

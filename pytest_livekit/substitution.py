@@ -409,16 +409,15 @@ def install() -> None:
     """
     global _installed
     with _install_lock:
-        if _installed:
-            return
-        from livekit.agents import Agent, AgentSession
+        if not _installed:
+            from livekit.agents import Agent, AgentSession
 
-        _wrap(AgentSession, "__init__", _session_init)
-        _wrap(AgentSession, "start", _session_start)
-        _wrap(Agent, "__init__", _agent_init)
-        _wrap(Agent, "update_options", _agent_update_options)
-        _installed = True
-    _active.set()
+            _wrap(AgentSession, "__init__", _session_init)
+            _wrap(AgentSession, "start", _session_start)
+            _wrap(Agent, "__init__", _agent_init)
+            _wrap(Agent, "update_options", _agent_update_options)
+            _installed = True
+    _active.set()  # also after a deactivate(): the patches stay installed
 
 
 def activate() -> None:
@@ -675,9 +674,16 @@ def offline_environment(folder: Path, *, override: bool) -> dict[str, str]:
             )
         )
     env["GOOGLE_APPLICATION_CREDENTIALS"] = str(creds)
+    if not override and _has_gcloud_credentials():
+        del env["GOOGLE_APPLICATION_CREDENTIALS"]  # google-auth would find the user's own file
     if not override:
         env = {k: v for k, v in env.items() if not os.environ.get(k)}
     return env
+
+
+def _has_gcloud_credentials() -> bool:
+    config = os.environ.get("CLOUDSDK_CONFIG") or os.path.expanduser("~/.config/gcloud")
+    return Path(config, "application_default_credentials.json").is_file()
 
 
 def is_placeholder(value: str) -> bool:
