@@ -181,13 +181,20 @@ class LivekitCall:
             # waits for the caller; the caller waits below until the agent listens): the two
             # room connects no longer add up. Both finish before anything fails, so that
             # aclose() finds no half-started part.
-            results = await asyncio.gather(connect, self._connect_in_process(), return_exceptions=True)
+            results = await asyncio.gather(
+                self._timed("setup.caller_connected", connect, t0),
+                self._timed("setup.agent_connected", self._connect_in_process(), t0),
+                return_exceptions=True,
+            )
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
             assert self.caller is not None
             await self._guard(self.caller.wait_for_agent(self.agent_identity, self.join_timeout, self._changed))
         self.timings["setup"] = time.monotonic() - t0
+        assert self.caller is not None
+        for step, at in self.caller.join_marks.items():
+            self.timings[f"setup.{step}"] = at - t0
         return self
 
     def _start_offline(self, in_process: bool) -> None:
@@ -228,6 +235,12 @@ class LivekitCall:
         unregister_plan(self.room_name, folder=folder)
         if self.worker is None:
             _offline_in_process.release()
+
+    async def _timed(self, name: str, awaitable: Any, t0: float) -> Any:
+        """Await and note when it finished (``timings[name]``, seconds since ``t0``)."""
+        result = await awaitable
+        self.timings[name] = time.monotonic() - t0
+        return result
 
     def _max_bitrate(self) -> int | None:
         if self.conditions is None:

@@ -270,6 +270,9 @@ class ScriptedCaller:
         self.record = record
         self.identity = identity
         self.recording = Recording()
+        self.join_marks: dict[str, float] = {}
+        """Monotonic times at which the agent joined, subscribed, published and listened
+        (``agent_joined``, ``mic_subscribed``, ``agent_audio``, ``listening``)."""
         self.host = host or caller_host()
         self._on_change = on_change or (lambda: None)
         self.t0 = time.monotonic()
@@ -470,9 +473,10 @@ class ScriptedCaller:
             ("the agent's audio track", self.agent_audio_subscribed),
             ("the agent to be listening", lambda: self.agent_state() == "listening"),
         ]
+        labels = ("agent_joined", "mic_subscribed", "agent_audio", "listening")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        for what, cond in steps:
+        for (what, cond), label in zip(steps, labels):
             if not await wait_until(lambda c=cond: bool(c() or self.lost), changed, max(0.0, deadline - loop.time())):  # type: ignore[misc]
                 raise CallTimeoutError(
                     f"timed out after {timeout:.0f} s waiting for {what} "
@@ -481,6 +485,8 @@ class ScriptedCaller:
                     "session.start(agent, room=ctx.room)."
                 )
             self.raise_if_lost()
+            # where a call's setup time goes (call.timings["setup.<step>"], seconds since t0)
+            self.join_marks[label] = time.monotonic()
 
     def raise_if_lost(self) -> None:
         """Raise :class:`CallerProcessError` if the caller's process went away."""

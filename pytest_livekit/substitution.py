@@ -423,6 +423,7 @@ def install() -> None:
 def activate() -> None:
     """Substitute from now on (installs the patches if needed)."""
     install()
+    _active.set()  # install() returns early once installed: switch on here too
 
 
 def deactivate() -> None:
