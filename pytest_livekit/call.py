@@ -204,9 +204,11 @@ class LivekitCall:
         folder = self.worker.offline_dir if self.worker is not None else None
         register_plan(self.room_name, self.offline_plan, folder=folder)
         loop = asyncio.get_running_loop()
-        self._unwatch = watch_room(
-            self.room_name, lambda message: loop.call_soon_threadsafe(self._offline_violation, message)
-        )
+
+        def violated(message: str) -> None:  # any thread: the guard fires where the agent tried
+            loop.call_soon_threadsafe(self._offline_violation, message)
+
+        self._unwatch = watch_room(self.room_name, violated)
         if in_process:
             host = urlparse(self.url).hostname or ""
             _offline_in_process.acquire(host)

@@ -476,7 +476,7 @@ class ScriptedCaller:
         labels = ("agent_joined", "mic_subscribed", "agent_audio", "listening")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        for (what, cond), label in zip(steps, labels):
+        for (what, cond), label in zip(steps, labels, strict=True):
             if not await wait_until(lambda c=cond: bool(c() or self.lost), changed, max(0.0, deadline - loop.time())):  # type: ignore[misc]
                 raise CallTimeoutError(
                     f"timed out after {timeout:.0f} s waiting for {what} "

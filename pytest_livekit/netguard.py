@@ -84,7 +84,7 @@ class NetworkGuard:
         Args:
             allowed_hosts: Extra hosts the test itself uses (e.g. an external server's host).
         """
-        self.allowed_hosts.update(h for h in allowed_hosts if h)
+        self.allowed_hosts.update(h.lower() for h in allowed_hosts if h)
         with self._lock:
             if not self._installed:
                 sys.addaudithook(self._audit)  # cannot be removed: it checks _active instead
@@ -125,15 +125,17 @@ class NetworkGuard:
             address = ipaddress.ip_address(text)
         except ValueError:
             return False  # a name other than localhost: resolving it is already a network use
-        return address.is_loopback or address.is_unspecified or text in self.allowed_hosts
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+        return address.is_loopback or address.is_unspecified or bool(mapped and mapped.is_loopback)
 
     def check(self, host: Any, port: Any, frame: FrameType | None) -> None:
         """Raise (and report) if ``host`` is not allowed while the guard is active."""
         if not self._active.is_set() or self.is_allowed(host):
             return
-        if getattr(self._local, "reporting", False):
-            return  # a listener's own work must not recurse into the guard
         name = host.decode() if isinstance(host, bytes) else str(host)
+        if getattr(self._local, "reporting", False):
+            # a listener's own attempt: blocked too, but not reported (no recursion into listeners)
+            raise _Blocked(errno.ENETUNREACH, f"pytest-livekit offline mode: {name} blocked (in a listener)")
         component = component_of_stack(frame)
         if component == "unknown component":
             component = component_of_host(name)
@@ -157,7 +159,7 @@ class NetworkGuard:
             return
         if event == "socket.getaddrinfo":
             self.check(args[0], args[1], sys._getframe(1))
-        elif event == "socket.connect":
+        elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):  # sendto: UDP, no connect
             sock, address = args[0], args[1]
             family = getattr(sock, "family", None)
             if family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):

@@ -557,6 +557,7 @@ def _offline_turn_handling(kwargs: dict[str, Any], where: str, *, session_level:
         _note(f"{where}(turn_detection default)", "LiveKit turn detector", "vad")
         kwargs["turn_handling"] = {"turn_detection": "vad", "interruption": {"mode": "vad"}}
     elif session_level:
+        _note(f"{where}(turn_detection default)", "LiveKit turn detector", "vad")
         kwargs["turn_detection"] = "vad"
 
 
@@ -601,14 +602,17 @@ def _without_noise_filter(options: Any, key: str) -> Any:
     import copy
 
     audio_input = getattr(options, "audio_input", None)
-    target = audio_input if audio_input is not None and not isinstance(audio_input, bool) else options
-    current = getattr(target, "noise_cancellation", None)
+    nested = audio_input is not None and not isinstance(audio_input, bool)  # RoomOptions.audio_input
+    current = getattr(audio_input if nested else options, "noise_cancellation", None)
     if current is None:
         return options
     options = copy.copy(options)
-    if target is not options and target is audio_input:
+    target: Any
+    if nested:
         target = copy.copy(audio_input)
         options.audio_input = target
+    else:
+        target = options  # the copy (legacy RoomInputOptions): the agent's own object stays as it is
     target.noise_cancellation = None
     _note(f"session.start({key}=...noise_cancellation)", current, "none")
     return options
