@@ -86,7 +86,12 @@ def main(argv: list[str]) -> int:
 
     from .agent_runner import resolve_agent_target
 
-    target = resolve_agent_target(spec)
+    try:
+        target = resolve_agent_target(spec)
+    except Exception:
+        # say which import path the worker used: what imports in the test process must import here
+        print("pytest-livekit worker: import path (sys.path):\n  " + "\n  ".join(sys.path), file=sys.stderr)
+        raise
     module_name, _, attr = spec.partition(":")
     obj = getattr(sys.modules[module_name], attr)
     if isinstance(obj, AgentServer):

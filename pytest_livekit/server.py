@@ -440,12 +440,10 @@ def tail_lines(path: Path | None, lines: int, width: int, secrets_: list[str]) -
 
 
 def redact(text: str, secrets_: list[str]) -> str:
-    """Replace every secret in ``text`` with ``***``."""
-    # Longest first: a secret that starts another must not leave the longer one's tail behind.
-    for value in sorted(secrets_, key=len, reverse=True):
-        if value:
-            text = text.replace(value, "***")
-    return text
+    """Redact secrets and JWT-shaped strings (the plugin's one rule: :mod:`pytest_livekit.redaction`)."""
+    from .redaction import redact as _redact
+
+    return _redact(text, secrets_)
 
 
 # Safety net for Ctrl-C / internal errors: the plugin stops whatever is still registered here.

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import AgentCrashedError, AgentTargetError, CallTimeoutError
+from .redaction import redact_bytes
 from .server import free_port, redact, set_parent_death_signal, stop_process_group, tail_lines
 from .substitution import OFFLINE_DIR_ENV, is_placeholder, offline_environment
 
@@ -130,6 +131,7 @@ class AgentWorker:
             LIVEKIT_AGENT_NAME_OVERRIDE=self.agent_name,
             PYTHONUNBUFFERED="1",
         )
+        env["PYTHONPATH"] = _import_path(env.get("PYTHONPATH", ""))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self._proc = subprocess.Popen(
@@ -191,7 +193,7 @@ class AgentWorker:
     def _read_log(self, stream: IO[bytes]) -> None:
         with open(self.log_path, "wb") as log:
             for raw in stream:
-                log.write(raw.replace(self._api_secret.encode(), b"***"))
+                log.write(redact_bytes(raw, [self._api_secret]))
                 log.flush()
                 line = raw.decode(errors="replace")
                 event = _parse(line)
@@ -259,6 +261,24 @@ class AgentWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _import_path(existing: str) -> str:
+    """The worker's ``PYTHONPATH``: the folders this test process imports from that are not the
+    interpreter's own (the rootdir, folders a conftest or pytest's rootdir insertion added), so
+    that what imports in-process imports in the worker, then whatever was already set.
+    """
+    prefixes = {os.path.realpath(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}}
+    own = []
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        real = os.path.realpath(entry)
+        if any(real == p or real.startswith(p + os.sep) for p in prefixes) or "site-packages" in real:
+            continue
+        if real not in own:
+            own.append(real)
+    return os.pathsep.join([*own, *(p for p in existing.split(os.pathsep) if p and p not in own)])
 
 
 #: Environment names that carry a provider's key, secret, endpoint or credentials file.
@@ -438,6 +458,7 @@ class WorkerPool:
         self.log_dir = log_dir
         self.startup_timeout = startup_timeout
         self._workers: dict[tuple[str, str, str, str], AgentWorker] = {}
+        self._failures: dict[tuple[str, str, str, str], str] = {}
 
     def get(
         self, spec: str, *, url: str, api_key: str, api_secret: str, providers: str = "offline"
@@ -447,6 +468,10 @@ class WorkerPool:
         needed. A ``real`` worker takes the environment as it is when it starts.
         """
         key = (spec, url, providers, _provider_settings_digest() if providers == "real" else "")
+        failed = self._failures.get(key)
+        if failed is not None:
+            # the same worker cannot start now either: every later test fails at once, same cause
+            raise WorkerStartError(f"{failed}\n(The worker failed to start earlier in this session; not retried.)")
         worker = self._workers.get(key)
         if worker is None or worker.pid is None:
             name = f"pytest-livekit-{secrets.token_hex(4)}"
@@ -463,7 +488,11 @@ class WorkerPool:
                 offline_dir=self.log_dir / "offline",
             )
             self._workers[key] = worker
-            worker.start()
+            try:
+                worker.start()
+            except WorkerStartError as exc:
+                self._failures[key] = str(exc)
+                raise
         return worker
 
     def stop_all(self) -> None:

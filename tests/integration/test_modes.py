@@ -103,3 +103,41 @@ def _run(pytester: pytest.Pytester, url: str, env: dict[str, str]) -> pytest.Run
         cwd=pytester.path, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     return pytest.RunResult(proc.returncode, proc.stdout.splitlines(), proc.stderr.splitlines(), 0.0)
+
+
+def test_a_worker_that_cannot_start_fails_once_then_at_once(livekit_server: Any, tmp_path: Path) -> None:
+    from pytest_livekit.worker import WorkerPool, WorkerStartError
+
+    pool = WorkerPool(cwd=tmp_path, log_dir=tmp_path, startup_timeout=60)
+    kw = dict(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)
+    try:
+        with pytest.raises(WorkerStartError) as first:
+            pool.get("no_such_agent_module:server", **kw)
+        assert "no_such_agent_module" in str(first.value)
+        assert "import path (sys.path)" in str(first.value)  # the worker says where it looked
+        started = time.monotonic()
+        with pytest.raises(WorkerStartError) as again:
+            pool.get("no_such_agent_module:server", **kw)
+        assert time.monotonic() - started < 1.0  # the later tests of the session fail at once
+        assert "not retried" in str(again.value)
+    finally:
+        pool.stop_all()
+
+
+def test_the_worker_imports_what_the_test_process_imports(
+    livekit_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder only this process has on sys.path (a conftest put it there) reaches the worker."""
+    from pytest_livekit.worker import WorkerPool
+
+    agents = tmp_path / "private_agents"
+    agents.mkdir()
+    (agents / "private_agent.py").write_text((ROOT / "tests" / "agents" / "crashing_worker_agent.py").read_text())
+    monkeypatch.syspath_prepend(str(agents))
+    pool = WorkerPool(cwd=tmp_path, log_dir=tmp_path)
+    try:
+        kw = dict(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)
+        worker = pool.get("private_agent:server", **kw)
+        assert worker.pid is not None
+    finally:
+        pool.stop_all()

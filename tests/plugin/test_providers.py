@@ -258,7 +258,7 @@ def test_vocabulary_has_scripts_ini_phrases_and_say_literals(pytester: pytest.Py
     pytester.makepyprojecttoml(VALID_SUITE_PYPROJECT)
     pytester.makefile(".txt", phrases="# what callers say\nThank you, goodbye.\n\ncancel my booking  # end\n")
     pytester.makepyfile(
-        test_calls="""
+        test_vocab_calls="""
         import pytest
 
         LINE = "Hello there"
@@ -293,10 +293,10 @@ def test_vocabulary_has_scripts_ini_phrases_and_say_literals(pytester: pytest.Py
         "is anyone there",
     )
     sources = {p.text: p.sources for p in settings.vocabulary.phrases}  # type: ignore[attr-defined]
-    assert sources["i want a refund please"] == ("call type 'refund' script", "test_calls.py:6 say()")
+    assert sources["i want a refund please"] == ("call type 'refund' script", "test_vocab_calls.py:6 say()")
     assert sources["where is my order"] == ("livekit_stt_phrases",)
     assert sources["thank you goodbye"] == ("phrases.txt:2 (livekit_stt_phrases)",)
-    assert sources["is anyone there"] == ("test_calls.py:13 say()",)
+    assert sources["is anyone there"] == ("test_vocab_calls.py:13 say()",)
 
 
 def test_no_vocabulary_when_no_test_places_calls(pytester: pytest.Pytester) -> None:

@@ -138,8 +138,8 @@ def test_env_var_pointing_at_non_executable_is_reported(
 
 # -- redact ------------------------------------------------------------------------------------
 def test_redact_replaces_every_occurrence_of_every_secret() -> None:
-    text = "key=s3cr3t-one other=TOKEN2 again s3cr3t-one"
-    assert redact(text, ["s3cr3t-one", "TOKEN2"]) == "key=*** other=*** again ***"
+    text = "key=s3cr3t-one other=TOKEN2-abc again s3cr3t-one"
+    assert redact(text, ["s3cr3t-one", "TOKEN2-abc"]) == "key=[redacted] other=[redacted] again [redacted]"
 
 
 def test_redact_ignores_empty_secrets_and_leaves_other_text() -> None:
@@ -148,8 +148,13 @@ def test_redact_ignores_empty_secrets_and_leaves_other_text() -> None:
 
 
 def test_redact_overlapping_secrets_leaks_nothing() -> None:
-    out = redact("token abcdef", ["abc", "abcdef"])
-    assert "def" not in out
+    out = redact("token abcdefgh-ijkl", ["abcdefgh", "abcdefgh-ijkl"])
+    assert "ijkl" not in out
+
+
+def test_redact_removes_jwt_shaped_strings_from_log_tails() -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIifQ.c2lnbmF0dXJlLXZhbHVl"
+    assert redact(f"connect token={token} ok", []) == "connect token=[redacted] ok"
 
 
 # -- free ports --------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class HomeMadeSTT(stt.STT):
         raise NotImplementedError
 
 
-class BillingAgent(Agent):
+class LaterDeskAgent(Agent):
     """An agent the first one hands over to later, with its own cloud LLM."""
 
     def __init__(self) -> None:
@@ -416,9 +416,9 @@ async def test_an_agent_handed_over_later_and_its_updates_get_the_doubles(offlin
     session = AgentSession(stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3")
     assert isinstance(session._llm, ScriptedLLM)
 
-    billing = BillingAgent()  # built later in the call, by a tool that hands over
+    billing = LaterDeskAgent()  # built later in the call, by a tool that hands over
     assert isinstance(billing._llm, ScriptedLLM)
-    assert _applied()["BillingAgent(llm=...)"].original == "openai.LLM gpt-4.1"
+    assert _applied()["LaterDeskAgent(llm=...)"].original == "openai.LLM gpt-4.1"
 
     billing.update_options(llm="openai/gpt-4.1-mini", tts=cartesia.TTS(), stt=None)
     assert isinstance(billing._llm, ScriptedLLM)
@@ -426,9 +426,9 @@ async def test_an_agent_handed_over_later_and_its_updates_get_the_doubles(offlin
     assert billing._stt is None  # "no STT for this agent" stays what it says
     applied = _applied()
     assert (
-        applied["BillingAgent.update_options(llm=...)"].original == "LiveKit Inference 'openai/gpt-4.1-mini'"
+        applied["LaterDeskAgent.update_options(llm=...)"].original == "LiveKit Inference 'openai/gpt-4.1-mini'"
     )
-    assert applied["BillingAgent.update_options(tts=...)"].original.startswith("cartesia.TTS")
+    assert applied["LaterDeskAgent.update_options(tts=...)"].original.startswith("cartesia.TTS")
 
     turn_agent = Agent(instructions="hi", turn_detection=MultilingualModel())
     assert turn_agent._turn_detection == "vad"
@@ -602,7 +602,7 @@ async def test_a_provider_package_that_is_not_installed_does_not_matter(
     session = AgentSession(
         stt="deepgram/nova-3", llm=openai.LLM(), tts=cartesia.TTS(), turn_detection=MultilingualModel()
     )
-    agent = BillingAgent()
+    agent = LaterDeskAgent()
     agent.update_options(stt=assemblyai.STT(), tts=elevenlabs.TTS())
 
     assert finder.attempts == []  # substitution never imports a provider package
