@@ -117,6 +117,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="seconds to wait for the managed server to be ready (30).",
     )
     group.addoption(
+        "--livekit-keep-previous",
+        action="store_true",
+        default=None,
+        help="keep the call folders of earlier runs (by default they are removed once this run "
+        "starts its calls, and the summary says how many).",
+    )
+    group.addoption(
         "--livekit-keep",
         choices=("all", "failed"),
         default=None,
@@ -177,6 +184,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("livekit_artifacts_dir", "folder for per-call artifacts", default=None)
     parser.addini("livekit_startup_timeout", "seconds to wait for server readiness", default=None)
     parser.addini("livekit_keep", "keep recordings of: all (default) or failed calls", default=None)
+    parser.addini("livekit_keep_previous", "keep the call folders of earlier runs", type="bool", default=False)
     parser.addini("livekit_report", "write an HTML report of the run's calls to this file", default=None)
     parser.addini("livekit_otel", "write the run's calls as OTLP JSON spans to this file", default=None)
     parser.addini("livekit_progress", "progress line: auto, on or off", default=None)
@@ -260,6 +268,8 @@ class LivekitSettings:
     """``[tool.pytest_livekit.llm]``: run-wide rules and default reply of the offline LLM."""
     stt_phrases: tuple[str, ...] = ()
     """``livekit_stt_phrases``: extra phrases (or a file path) for the offline STT's vocabulary."""
+    keep_previous: bool = False
+    """Keep the call folders of earlier runs (``--livekit-keep-previous``)."""
     vocabulary: Any = None
     """The run's offline STT vocabulary, collected once the tests are (see :mod:`pytest_livekit.vocabulary`)."""
 
@@ -486,6 +496,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         progress=str(progress),
         limits_mode=limits_mode,
         providers=providers,
+        keep_previous=bool(config.getoption("livekit_keep_previous") or config.getini("livekit_keep_previous")),
         llm=dict(llm_table),
         stt_phrases=stt_phrases,
     )

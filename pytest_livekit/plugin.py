@@ -57,7 +57,6 @@ IN_BODY_KEY = pytest.StashKey[bool]()
 SERVER_KEY = pytest.StashKey[Any]()
 WORKER_KEY = pytest.StashKey[Any]()
 _CALL_FIXTURES = {"livekit_call", "make_livekit_call"}
-_PROPERTY = "livekit"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -81,19 +80,44 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Remove the previous run's call folders (like Playwright's test-results), so the artifacts
-    folder holds this run's calls only. Only folders this plugin wrote (with a ``trace.json`` or
-    ``call.json``) are removed; runs with ``--collect-only`` and xdist workers touch nothing.
+CLEARED_KEY = pytest.StashKey[bool]()
+
+
+def _clear_previous_calls(config: pytest.Config) -> None:
+    """Remove the earlier runs' call folders (like Playwright's test-results), once, when this run
+    is about to place its calls: a run that stops at collection, ``--collect-only`` and
+    ``--livekit-keep-previous`` lose nothing. Only folders this plugin wrote (with a
+    ``trace.json`` or ``call.json``) go; the summary says how many.
     """
-    config = session.config
     settings = config.stash.get(SETTINGS_KEY, None)
-    if settings is None or hasattr(config, "workerinput") or config.option.collectonly:
+    if settings is None or config.stash.get(CLEARED_KEY, False) or config.option.collectonly:
+        return
+    config.stash[CLEARED_KEY] = True
+    if settings.keep_previous:
         return
     from .artifacts import remove_previous_calls
 
-    remove_previous_calls(settings.artifacts_dir)
+    removed = remove_previous_calls(settings.artifacts_dir)
+    if removed:
+        _aggregate_for(config).notes.append(
+            f"livekit: removed {removed} call folder{'s' if removed != 1 else ''} of an earlier run from "
+            f"{settings.artifacts_dir} (keep them with --livekit-keep-previous)"
+        )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Without xdist: the run's calls are about to start (xdist workers never clear)."""
+    if hasattr(session.config, "workerinput") or session.testsfailed:
+        return  # (pytest calls this even when collection failed)
+    if any(_uses_call(item) for item in session.items):
+        _clear_previous_calls(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """With xdist, on the controller: a worker collected, the calls are about to start."""
+    if ids:
+        _clear_previous_calls(node.config)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -230,6 +254,7 @@ def pytest_collection_modifyitems(
         except PytestLivekitError as exc:
             problems.append(str(exc))
     if problems:
+        config.stash[CLEARED_KEY] = True  # a run that stops here must not clear earlier calls
         raise pytest.UsageError("pytest-livekit:\n" + "\n".join(problems))
 
 
@@ -467,14 +492,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if report.failed and worker is not None:
         report.sections.append((f"livekit agent worker log ({worker.log_path})", worker.log_tail(40)))
     if report.when == "teardown" and calls:
-        # travels to the xdist controller with the report (TestReport keeps extra attributes)
-        report.livekit_traces = [  # type: ignore[attr-defined]
-            _finish_call(item, report, c, n) for n, c in enumerate(calls, start=1)
-        ]
+        # Rows and traces travel to the xdist controller as attributes of the report (TestReport
+        # keeps extra attributes), not as user properties: junit.xml gets only the livekit.*
+        # properties meant for people, and a user's own record_property("livekit", ...) is theirs.
+        finished = [_finish_call(item, report, c, n) for n, c in enumerate(calls, start=1)]
+        report.livekit_rows = [row for row, _ in finished]  # type: ignore[attr-defined]
+        report.livekit_traces = [trace for _, trace in finished]  # type: ignore[attr-defined]
     return report
 
 
-def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any, n: int) -> dict[str, Any] | None:
+def _finish_call(
+    item: pytest.Item, report: pytest.TestReport, call: Any, n: int
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """After the call's teardown (it has hung up): metrics, the trace, JUnit properties, the
     keep policy. Runs for passed, failed, errored and timed-out tests alike.
     """
@@ -504,18 +533,17 @@ def _finish_call(item: pytest.Item, report: pytest.TestReport, call: Any, n: int
         trace = None
         report.sections.append(("livekit metrics error", summary["error"]))
     summary["outcome_test"] = outcome["outcome"]
-    report.user_properties.append((_PROPERTY, json.dumps(summary)))
     from .artifacts import junit_properties
 
     props = junit_properties(summary, trace)
     # a test's second call (make_livekit_call) gets livekit.call2.* names
     report.user_properties.extend((k.replace("livekit.", f"livekit.call{n}.", 1) if n > 1 else k, v) for k, v in props)
-    return trace
+    return summary, trace
 
 
 class _RunAggregate:
     """Every call's summary row of this run, per call type (on the xdist controller too: the
-    rows travel in the reports' ``user_properties``).
+    rows travel as the reports' ``livekit_rows`` attribute).
     """
 
     def __init__(self) -> None:
@@ -525,6 +553,8 @@ class _RunAggregate:
         self.baseline_lines: list[str] = []
         self.baseline_failed = False
         self.written: list[str] = []
+        self.notes: list[str] = []
+        """Lines for the summary (e.g. how many earlier call folders were removed)."""
         self._worst: dict[str, str] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -540,11 +570,10 @@ class _RunAggregate:
 
     def add(self, report: pytest.TestReport, outcome: str) -> None:
         """Take the livekit row (and trace) of a teardown report, if it has one."""
-        for key, value in report.user_properties:
-            if key == _PROPERTY:
-                data = json.loads(str(value))
-                data["outcome_test"] = data.get("outcome_test") or outcome
-                self.rows.append((report.nodeid, data["outcome_test"], data))
+        for row in getattr(report, "livekit_rows", None) or []:
+            data = dict(row)
+            data["outcome_test"] = data.get("outcome_test") or outcome
+            self.rows.append((report.nodeid, data["outcome_test"], data))
         self.traces += [t for t in getattr(report, "livekit_traces", None) or [] if t]
 
     def summaries(self) -> dict[str, Any]:
@@ -674,6 +703,8 @@ def _ms(value: float | None) -> str:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """A table per call type, SLO breaches, then one line per call (quiet under -q)."""
     aggregate = _aggregate_for(config)
+    for line in aggregate.notes:
+        terminalreporter.write_line(line)
     if not aggregate.rows:
         for line in aggregate.baseline_lines:  # e.g. "no LiveKit call ran": still say it
             terminalreporter.write_line(line, yellow=True)

@@ -30,8 +30,8 @@ def pytest_runtest_makereport(item, call):
         trace = build_trace(rec, metrics=metrics, test={"nodeid": item.nodeid, "outcome": "passed"})
         trace["versions"]["livekit_server"] = "{server_version}"
         report.livekit_traces = [trace]
-        report.user_properties.append(("livekit", json.dumps({"call_type": "refund",
-            "metrics": metrics, "tools": [], "artifacts": None})))
+        report.livekit_rows = [{"call_type": "refund",
+            "metrics": metrics, "tools": [], "artifacts": None}]
     return report
 """
 
