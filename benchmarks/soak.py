@@ -84,7 +84,9 @@ def main() -> int:
                 bad = failures(junit)
                 counts.update(bad)
                 red_runs += bool(bad) or proc.returncode != 0
-                last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "(no output)"
+                # pytest's final line ("13 passed in ..."); native libraries may log after it
+                summary = [ln for ln in proc.stdout.splitlines() if " passed" in ln or " failed" in ln or " error" in ln]
+                last = summary[-1].strip("= ") if summary else "(no pytest summary)"
                 print(f"run {n}/{args.runs}: {walls[-1]:.0f} s, {last}", flush=True)
     finally:
         if burner is not None:

@@ -240,9 +240,9 @@ class CallRecord:
 
     def save(self, path: str | Path, secrets: Iterable[str] = ()) -> Path:
         """Write ``call.json`` atomically (write to a temp file, then rename), with every
-        JWT-shaped token and every given secret redacted (see :func:`pytest_livekit.trace.redact_text`).
+        JWT-shaped token and every given secret redacted (the one rule of :mod:`pytest_livekit.redaction`).
         """
-        from .trace import redact_text
+        from .redaction import redact as redact_text
 
         text = json.dumps(self.to_dict(), indent=2, sort_keys=False)
         return atomic_write_text(path, redact_text(text, secrets))
