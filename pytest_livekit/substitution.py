@@ -512,10 +512,13 @@ def _replace_models(kwargs: dict[str, Any], plan: OfflinePlan, where: str, *, se
             double = make(plan)
             _note(f"{where}({key}=...)", value, double)
             kwargs[key] = double
-    if realtime and session_level:
-        # A speech-to-speech model hears and speaks itself; its pipeline stand-in needs ears and a voice.
+    if realtime:
+        # A speech-to-speech model hears and speaks itself; its pipeline stand-in needs ears and a
+        # voice, on the session or on the agent that carries the model (the session may have none).
+        from livekit.agents.types import NotGiven
+
         for key, make in (("stt", offline_stt), ("tts", offline_tts)):
-            if kwargs.get(key) is None:
+            if kwargs.get(key) is None or isinstance(kwargs.get(key), NotGiven):
                 double = make(plan)
                 _note(f"{where}({key}=...) for the realtime model", "none", double)
                 kwargs[key] = double

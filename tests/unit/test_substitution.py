@@ -287,6 +287,18 @@ async def test_a_realtime_model_becomes_a_pipeline_of_the_three_doubles(
     assert applied["AgentSession(turn_detection=...)"].original == "realtime_llm"
 
 
+async def test_a_realtime_model_on_an_agent_gets_ears_and_a_voice_on_that_agent(offline: None) -> None:
+    # the starter template's realtime variant: the session has no STT/TTS, the agent carries the model
+    session = AgentSession()
+    agent = Agent(instructions="x", llm=openai.realtime.RealtimeModel())
+
+    assert isinstance(agent._llm, ScriptedLLM)
+    assert isinstance(agent._stt, SphinxSTT)
+    assert isinstance(agent._tts, EspeakTTS)
+    assert session._stt is None  # the session itself was not given any
+    assert _applied()["Agent(stt=...) for the realtime model"].original == "none"
+
+
 async def test_adapters_wrapping_cloud_providers_become_the_doubles(
     offline: None, silero_vad: silero.VAD
 ) -> None:
