@@ -673,22 +673,38 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
     )
 
 
-def offline_plan_for(settings: LivekitSettings, call_type: Any, opts: MarkerOptions) -> Any:
+def offline_plan_for(
+    settings: LivekitSettings, call_type: Any, opts: MarkerOptions, *, fixture_rules: Any = ()
+) -> Any:
     """The :class:`~pytest_livekit.substitution.OfflinePlan` of a test's call: the offline LLM's
-    rules (the marker's first, then the call type's, then the run's), its default reply (the
-    closest one set), and the run's STT vocabulary.
+    rules (the ``livekit_llm_rules`` fixture's first, then the marker's, the call type's and the
+    run's), its default reply (the closest one set), and the run's STT vocabulary.
+
+    Raises:
+        ConfigError: one of the fixture's rules is wrong (the message says which and why).
     """
     from .substitution import OfflinePlan
 
+    fixture_rules = list(fixture_rules or ())
+    if fixture_rules:
+        from .llm_rules import parse_rules
+
+        parse_rules(fixture_rules, "the livekit_llm_rules fixture")  # say what is wrong, and where
     type_llm = dict(getattr(call_type, "llm", None) or {})
     run_llm = settings.llm
-    rules: list[Any] = [*(opts.llm_rules or ()), *type_llm.get("rules", []), *run_llm.get("rules", [])]
+    rules: list[Any] = [
+        *fixture_rules,
+        *(opts.llm_rules or ()),
+        *type_llm.get("rules", []),
+        *run_llm.get("rules", []),
+    ]
     default_reply = opts.default_reply or type_llm.get("default_reply") or run_llm.get("default_reply")
     greeting = type_llm.get("greeting") or run_llm.get("greeting")
     latency = type_llm.get("time_to_first_token", run_llm.get("time_to_first_token", 0.0))
     sources = [
         label
         for label, present in (
+            ("the livekit_llm_rules fixture", fixture_rules),
             ("the test's marker", opts.llm_rules),
             (f"call type {call_type.name!r}" if call_type is not None else "", type_llm.get("rules")),
             ("[tool.pytest_livekit.llm]", run_llm.get("rules")),

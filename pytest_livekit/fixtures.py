@@ -151,6 +151,20 @@ def livekit_agent(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
 
 
 @pytest.fixture
+def livekit_llm_rules() -> list[Any]:
+    """Offline LLM rules for the test's calls, tried before the marker's, the call type's and the
+    run's (dicts in the ``[tool.pytest_livekit...llm]`` form, or ``pytest_livekit.offline.Rule``).
+
+    Override it in a module, class or conftest to compute rules (e.g. from test data)::
+
+        @pytest.fixture
+        def livekit_llm_rules():
+            return [{"when": "refund", "call": "lookup_order", "then": "Found it."}]
+    """
+    return []
+
+
+@pytest.fixture
 def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
     """The test's call type (:class:`pytest_livekit.thresholds.CallType`) with its limits, SLOs and
     script, after the marker's limit overrides; ``None`` when the test has no call type.
@@ -222,7 +236,7 @@ def make_livekit_call(
         from .config import offline_plan_for
 
         offline_plan = overrides.pop("offline_plan", None) or offline_plan_for(
-            livekit_settings, call_type, opts
+            livekit_settings, call_type, opts, fixture_rules=request.getfixturevalue("livekit_llm_rules")
         )
         worker = None
         if mode == "worker":

@@ -76,3 +76,17 @@ async def test_an_unsubstituted_provider_fails_the_call_naming_it(
     folder = next(livekit_settings.artifacts_dir.glob(f"*{sanitize(request.node.name)}"))
     saved = (folder / "call.json").read_text()
     assert "api.speech-vendor.example" in saved
+
+
+class TestRulesFromAFixture:
+    """The rules can also come from a fixture (computed from test data, shared by a class)."""
+
+    @pytest.fixture
+    def livekit_llm_rules(self) -> list[dict[str, Any]]:
+        return ORDER_RULES
+
+    @pytest.mark.livekit(agent=STARTER)
+    async def test_the_fixtures_rules_drive_the_offline_llm(self, livekit_call: Any) -> None:
+        await livekit_call.say("Where is my order one two three four")
+        await livekit_call.wait_for_agent_reply()
+        assert_tool_called(livekit_call, "check_order", order_number="1234")
