@@ -396,3 +396,8 @@ def test_placeholders_only_while_an_offline_call_runs(monkeypatch: pytest.Monkey
     assert "OPENAI_API_KEY" not in os.environ
     assert os.environ["DEEPGRAM_API_KEY"] == "dg-user-own-key"
     assert not substitution.is_active() and not guard.active
+
+
+def test_the_llm_rules_fixture_is_the_plugins_and_empty_by_default(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(livekit_llm_rules):\n    assert livekit_llm_rules == []\n")
+    pytester.runpytest().assert_outcomes(passed=1)
