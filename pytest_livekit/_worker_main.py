@@ -20,9 +20,13 @@ its job processes replace the agent's cloud providers with the offline doubles a
 network (:func:`start_offline_mode`); the job processes get it through the server's
 ``setup_fnc``, which livekit-agents runs in every job process before its first job.
 
-URL, key and secret come from the environment (``LIVEKIT_URL``, ``LIVEKIT_API_KEY``,
-``LIVEKIT_API_SECRET``), never argv. ``LIVEKIT_DEV_MODE`` is removed: dev mode sends turn detection
-and interruption to LiveKit Cloud.
+The process imports livekit-agents and the agent's module first, then reads the server's URL, key
+and secret as one JSON line on stdin (never argv, never the initial environment): the test process
+can start a worker before its server is up, so that these imports (about 2 s) overlap pytest's
+collection and the server's start. End of stdin before that line: exit 0 (the session ended
+first). The three values are then set as ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and
+``LIVEKIT_API_SECRET`` for livekit-agents and the job processes. ``LIVEKIT_DEV_MODE`` is removed:
+dev mode sends turn detection and interruption to LiveKit Cloud.
 
 PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
 the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
@@ -71,6 +75,22 @@ def offline_job_setup(user_setup: Callable[[Any], Any] | None, proc: Any) -> Any
     return None
 
 
+def read_connection(stream: Any) -> dict[str, str] | None:
+    """The server's ``url``, ``api_key`` and ``api_secret`` from one JSON line, or None at end
+    of input (the test session ended before it had a server for this worker).
+    """
+    import json
+
+    line = stream.readline()
+    if not line.strip():
+        return None
+    data = json.loads(line)
+    missing = [k for k in ("url", "api_key", "api_secret") if not isinstance(data.get(k), str)]
+    if missing:
+        raise ValueError(f"connection line lacks {', '.join(missing)}")
+    return {k: data[k] for k in ("url", "api_key", "api_secret")}
+
+
 def main(argv: list[str]) -> int:
     """Run the worker until SIGTERM/SIGINT."""
     if len(argv) != 2:
@@ -101,10 +121,20 @@ def main(argv: list[str]) -> int:
         server.rtc_session(agent_name=os.environ.get("LIVEKIT_AGENT_NAME_OVERRIDE", ""))(
             target.entrypoint
         )
-    if os.environ.get("PYTEST_LIVEKIT_PROVIDERS") == "offline":
+    offline = os.environ.get("PYTEST_LIVEKIT_PROVIDERS") == "offline"
+    if offline:
         from .substitution import drop_cloud_model_runners
 
         drop_cloud_model_runners()
+    # imports done: now wait for the server (the test sends it when it has one)
+    print("pytest-livekit worker: imported, waiting for the server", file=sys.stderr, flush=True)
+    connection = read_connection(sys.stdin)
+    if connection is None:
+        return 0
+    os.environ["LIVEKIT_URL"] = connection["url"]
+    os.environ["LIVEKIT_API_KEY"] = connection["api_key"]
+    os.environ["LIVEKIT_API_SECRET"] = connection["api_secret"]
+    if offline:
         start_offline_mode()
         server.setup_fnc = functools.partial(offline_job_setup, server.setup_fnc)
     server._port = int(port)  # noqa: SLF001 - AgentServer has no public setter for it

@@ -116,17 +116,14 @@ def _managed_server(s: Any, log_path: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
-def livekit_workers(livekit_settings: Any) -> Iterator[Any]:
+def livekit_workers(pytestconfig: pytest.Config) -> Iterator[Any]:
     """Agent worker processes for worker mode (:class:`pytest_livekit.worker.WorkerPool`), one per
-    agent spec, started on first use and stopped at session end.
+    agent spec, started on first use (the configured agent's at session start) and stopped at
+    session end.
     """
-    from .worker import WorkerPool
+    from .plugin import worker_pool
 
-    pool = WorkerPool(
-        cwd=livekit_settings.rootdir,
-        log_dir=Path(livekit_settings.artifacts_dir).parent,
-        startup_timeout=max(60.0, livekit_settings.startup_timeout),
-    )
+    pool = worker_pool(pytestconfig)
     try:
         yield pool
     finally:

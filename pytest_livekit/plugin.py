@@ -83,6 +83,58 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 CLEARED_KEY = pytest.StashKey[bool]()
+WORKERS_KEY = pytest.StashKey[Any]()
+
+
+def worker_pool(config: pytest.Config) -> Any:
+    """The session's :class:`~pytest_livekit.worker.WorkerPool` (created on first use)."""
+    pool = config.stash.get(WORKERS_KEY, None)
+    if pool is None:
+        from .worker import WorkerPool
+
+        settings = config.stash[SETTINGS_KEY]
+        pool = config.stash[WORKERS_KEY] = WorkerPool(
+            cwd=settings.rootdir,
+            log_dir=Path(settings.artifacts_dir).parent,
+            startup_timeout=max(60.0, settings.startup_timeout),
+        )
+    return pool
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Worker mode set for the run: spawn the agent's worker now, so that its imports (about
+    2 s) overlap collection and the server's start rather than wait for the first call.
+    """
+    config = session.config
+    settings = config.stash.get(SETTINGS_KEY, None)
+    xdist_controller = getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+    if settings is None or config.option.collectonly or xdist_controller:
+        return
+    spec = settings.agent
+    if settings.agent_mode.value == "worker" and isinstance(spec, str) and spec.count(":") == 1:
+        worker_pool(config).prestart(spec, providers=str(settings.providers.value))
+
+
+def _stop_unneeded_workers(session: pytest.Session) -> None:
+    """After collection: a prestarted worker that no selected test uses is stopped at once."""
+    pool = session.config.stash.get(WORKERS_KEY, None)
+    settings = session.config.stash.get(SETTINGS_KEY, None)
+    if pool is None or settings is None:
+        return
+    from .config import marker_options
+
+    needed: set[tuple[str, str]] = set()
+    for item in session.items:
+        if not _uses_call(item):
+            continue
+        try:
+            opts = marker_options(item, settings)
+        except PytestLivekitError:
+            continue  # the test reports its bad marker itself
+        if (opts.agent_mode or settings.agent_mode.value) == "worker":
+            spec = opts.agent or settings.agent
+            needed.add((str(spec), str(opts.providers or settings.providers.value)))
+    pool.keep_prestarted(needed)
 
 
 def _clear_previous_calls(config: pytest.Config) -> None:
@@ -109,6 +161,7 @@ def _clear_previous_calls(config: pytest.Config) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Without xdist: the run's calls are about to start (xdist workers never clear)."""
+    _stop_unneeded_workers(session)
     if hasattr(session.config, "workerinput") or session.testsfailed:
         return  # (pytest calls this even when collection failed)
     if any(_uses_call(item) for item in session.items):

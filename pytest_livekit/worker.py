@@ -56,9 +56,9 @@ class AgentWorker:
 
     Args:
         spec: ``package.module:attribute`` of an ``AgentServer`` or an async entrypoint.
-        url: server WebSocket URL.
+        url: server WebSocket URL (or later, with :meth:`connect`).
         api_key: server API key.
-        api_secret: server API secret (passed in the environment, never argv or logs).
+        api_secret: server API secret (sent on the worker's stdin, never argv, environment or logs).
         agent_name: explicit-dispatch name; unique per session by default so that tests never get
             another worker's jobs and that worker never gets ours.
         cwd: working directory (the rootdir: the agent module is imported from it).
@@ -70,9 +70,9 @@ class AgentWorker:
         self,
         spec: str,
         *,
-        url: str,
-        api_key: str,
-        api_secret: str,
+        url: str = "",
+        api_key: str = "",
+        api_secret: str = "",
         agent_name: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
@@ -98,6 +98,8 @@ class AgentWorker:
         self.startup_seconds: float | None = None
         self.job_errors: list[str] = []
         """Tracebacks of job failures seen in the worker log."""
+        self._spawned_at: float | None = None
+        self._connected = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
@@ -121,24 +123,40 @@ class AgentWorker:
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
     def start(self) -> AgentWorker:
-        """Start the worker and wait until it has registered with the server."""
+        """Start the worker (or finish starting a :meth:`spawn`-ed one) and wait until it has
+        registered with the server.
+        """
+        if self._proc is None:
+            self.spawn()
+        if not self._connected:
+            self.connect(self.url, self._api_key, self._api_secret)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        assert self._spawned_at is not None
+        self.startup_seconds = time.monotonic() - self._spawned_at
+        return self
+
+    def spawn(self) -> AgentWorker:
+        """Start the worker process without a server yet: it imports livekit-agents and the
+        agent's module (about 2 s), then waits for :meth:`connect`. Lets a session start its
+        workers while its server starts.
+        """
+        if self._proc is not None:
+            return self
         self.health_port = free_port("127.0.0.1", socket.SOCK_STREAM)
         env = self._environment()
-        env.update(
-            LIVEKIT_URL=self.url,
-            LIVEKIT_API_KEY=self._api_key,
-            LIVEKIT_API_SECRET=self._api_secret,
-            LIVEKIT_AGENT_NAME_OVERRIDE=self.agent_name,
-            PYTHONUNBUFFERED="1",
-        )
+        env.update(PYTHONUNBUFFERED="1", LIVEKIT_AGENT_NAME_OVERRIDE=self.agent_name)
         env["PYTHONPATH"] = _import_path(env.get("PYTHONPATH", ""))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        self._spawned_at = time.monotonic()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_livekit._worker_main", self.spec, str(self.health_port)],
             cwd=self.cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # the server's URL and keys arrive here (connect)
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its job processes share the group: one killpg stops all
@@ -150,13 +168,24 @@ class AgentWorker:
             target=self._read_log, args=(self._proc.stdout,), name="pytest-livekit-worker-log", daemon=True
         )
         self._reader.start()
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
         return self
+
+    def connect(self, url: str, api_key: str, api_secret: str) -> None:
+        """Hand a :meth:`spawn`-ed worker its server (through its stdin, never argv or the
+        environment); it registers once its imports are done (see :meth:`start` to wait).
+        """
+        if self._proc is None or self._proc.stdin is None:
+            raise RuntimeError("connect() needs a spawned worker")
+        if not url:
+            raise ValueError("connect() needs the server's URL")
+        self.url, self._api_key, self._api_secret = url, api_key, api_secret
+        line = json.dumps({"url": url, "api_key": api_key, "api_secret": api_secret}) + "\n"
+        try:
+            self._proc.stdin.write(line.encode())
+            self._proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass  # it already exited: _wait_ready reports its log
+        self._connected = True
 
     def _environment(self) -> dict[str, str]:
         """The worker's environment before the server's URL and keys are added.
@@ -252,8 +281,13 @@ class AgentWorker:
         if self._reader is not None:
             self._reader.join(timeout=5)
             self._reader = None
-        if proc is not None and proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None and not pipe.closed:
+                    try:
+                        pipe.close()
+                    except BrokenPipeError:
+                        pass
         _live_workers.discard(self)
 
     def __enter__(self) -> AgentWorker:
@@ -458,45 +492,73 @@ class WorkerPool:
         self.log_dir = log_dir
         self.startup_timeout = startup_timeout
         self._workers: dict[tuple[str, str, str, str], AgentWorker] = {}
-        self._failures: dict[tuple[str, str, str, str], str] = {}
+        self._warm: dict[tuple[str, str, str], AgentWorker] = {}
+        """Spawned by :meth:`prestart`, waiting for a server."""
+        self._failures: dict[tuple[str, str, str], str] = {}
+
+    def prestart(self, spec: str, *, providers: str = "offline") -> None:
+        """Spawn the worker for ``spec`` before the session has a server (its imports overlap
+        the server's start); :meth:`get` hands it the server. Once per spec and providers.
+        """
+        key = self._spec_key(spec, providers)
+        if key not in self._warm and key not in self._failures:
+            self._warm[key] = self._new_worker(spec, providers).spawn()
 
     def get(
         self, spec: str, *, url: str, api_key: str, api_secret: str, providers: str = "offline"
     ) -> AgentWorker:
         """The running worker for ``spec`` on the server at ``url`` with these ``providers``
         (``offline`` or ``real``: a different environment, so a different worker), started if
-        needed. A ``real`` worker takes the environment as it is when it starts.
+        needed (or the one :meth:`prestart` spawned). A ``real`` worker takes the environment as
+        it is when it starts.
         """
-        key = (spec, url, providers, _provider_settings_digest() if providers == "real" else "")
-        failed = self._failures.get(key)
+        spec_key = self._spec_key(spec, providers)
+        key = (*spec_key, url)
+        failed = self._failures.get(spec_key)
         if failed is not None:
             # the same worker cannot start now either: every later test fails at once, same cause
             raise WorkerStartError(f"{failed}\n(The worker failed to start earlier in this session; not retried.)")
         worker = self._workers.get(key)
         if worker is None or worker.pid is None:
-            name = f"pytest-livekit-{secrets.token_hex(4)}"
-            worker = AgentWorker(
-                spec,
-                url=url,
-                api_key=api_key,
-                api_secret=api_secret,
-                agent_name=name,
-                cwd=self.cwd,
-                log_path=self.log_dir / f"worker-{name}.log",
-                startup_timeout=self.startup_timeout,
-                providers=providers,
-                offline_dir=self.log_dir / "offline",
-            )
+            worker = self._warm.pop(spec_key, None) or self._new_worker(spec, providers).spawn()
             self._workers[key] = worker
             try:
+                worker.connect(url, api_key, api_secret)
                 worker.start()
             except WorkerStartError as exc:
-                self._failures[key] = str(exc)
+                self._failures[spec_key] = str(exc)
                 raise
         return worker
 
+    @property
+    def prestarted(self) -> list[AgentWorker]:
+        """Workers spawned by :meth:`prestart` that no call has used yet."""
+        return list(self._warm.values())
+
+    def keep_prestarted(self, needed: set[tuple[str, str]]) -> None:
+        """Stop the prestarted workers whose ``(spec, providers)`` no selected test needs."""
+        for key in [k for k in self._warm if (k[0], k[1]) not in needed]:
+            self._warm.pop(key).stop()
+
+    @staticmethod
+    def _spec_key(spec: str, providers: str) -> tuple[str, str, str]:
+        return (spec, providers, _provider_settings_digest() if providers == "real" else "")
+
+    def _new_worker(self, spec: str, providers: str) -> AgentWorker:
+        name = f"pytest-livekit-{secrets.token_hex(4)}"
+        return AgentWorker(
+            spec,
+            agent_name=name,
+            cwd=self.cwd,
+            log_path=self.log_dir / f"worker-{name}.log",
+            startup_timeout=self.startup_timeout,
+            providers=providers,
+            offline_dir=self.log_dir / "offline",
+        )
+
     def stop_all(self) -> None:
         """Stop every worker of the pool."""
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._warm.values()]:
             worker.stop()
         self._workers.clear()
+        self._warm.clear()

@@ -141,3 +141,71 @@ def test_the_worker_imports_what_the_test_process_imports(
         assert worker.pid is not None
     finally:
         pool.stop_all()
+
+
+def test_a_prestarted_worker_imports_before_the_server_exists(server_binary: Path, tmp_path: Path) -> None:
+    """The session spawns its worker before its server is up; the server's URL and keys reach it
+    later on stdin, never in its environment.
+    """
+    from pytest_livekit.server import LivekitServer
+    from pytest_livekit.worker import WorkerPool
+
+    pool = WorkerPool(cwd=ROOT, log_dir=tmp_path)
+    try:
+        pool.prestart(EXAMPLE_AGENT)
+        pool.prestart("tests.agents.crashing_worker_agent:server")
+        pool.keep_prestarted({(EXAMPLE_AGENT, "offline")})  # the other one is not needed: stopped
+        assert [w.spec for w in pool.prestarted] == [EXAMPLE_AGENT]
+        with LivekitServer(server_binary, log_path=tmp_path / "server.log") as server:
+            worker = pool.get(EXAMPLE_AGENT, url=server.url, api_key=server.api_key, api_secret=server.api_secret)
+            assert worker.pid is not None and not pool.prestarted
+            environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
+            assert server.api_secret.encode() not in environ
+            assert server.api_secret not in worker.log_path.read_text()
+            pool.stop_all()
+    finally:
+        pool.stop_all()
+
+
+def test_a_prestarted_worker_that_cannot_import_fails_with_its_log(livekit_server: Any, tmp_path: Path) -> None:
+    from pytest_livekit.worker import WorkerPool, WorkerStartError
+
+    pool = WorkerPool(cwd=tmp_path, log_dir=tmp_path)
+    try:
+        pool.prestart("no_such_agent_module:server")
+        kw = dict(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)
+        with pytest.raises(WorkerStartError, match="no_such_agent_module"):
+            pool.get("no_such_agent_module:server", **kw)
+    finally:
+        pool.stop_all()
+
+
+def test_worker_mode_for_the_run_starts_the_worker_with_the_session(
+    pytester: pytest.Pytester, server_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``livekit_agent_mode = worker``: the worker is spawned at session start (its imports
+    overlap collection and the server's start) and the first call uses it.
+    """
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\nlivekit_agent_mode = worker\n"
+    )
+    pytester.makepyfile(
+        test_prestarted_worker="""
+        from pytest_livekit import assert_tool_called
+
+        async def test_first_call_uses_the_prestarted_worker(livekit_workers, make_livekit_call):
+            (warm,) = livekit_workers.prestarted
+            async with make_livekit_call() as call:
+                await call.say("Can I speak to a human please")
+                await call.wait_for_agent_reply()
+            assert call.record.agent_mode == "worker"
+            assert not livekit_workers.prestarted and warm.pid is not None
+            assert_tool_called(call, "transfer_to_human")
+        """
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--livekit-server-binary={server_binary}", timeout=300
+    )
+    result.assert_outcomes(passed=1)
