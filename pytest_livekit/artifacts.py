@@ -18,6 +18,7 @@ from typing import Any
 
 from ._files import atomic_write_text
 from .trace import TRACE_FILE, build_trace, dumps, json_safe
+from .units import to_ms
 
 #: ``keep`` values: keep every call's recordings, or only those of calls that did not pass.
 KEEP_CHOICES = ("all", "failed")
@@ -142,7 +143,7 @@ def finish_call(
 def _first_ttfa_ms(metrics: Mapping[str, Any]) -> float | None:
     for turn in metrics.get("turns") or []:
         if turn.get("ttfa") is not None:
-            return round(float(turn["ttfa"]) * 1000.0, 1)
+            return to_ms(turn["ttfa"])
     return None
 
 
@@ -154,7 +155,7 @@ def junit_properties(summary: Mapping[str, Any], trace: Mapping[str, Any] | None
         "livekit.test_outcome": summary.get("outcome_test", ""),
         "livekit.call_outcome": m.get("outcome") or "",
         "livekit.ttfa_ms": _first_ttfa_ms(m),
-        "livekit.ttfa_p50_ms": None if m.get("ttfa_p50") is None else round(m["ttfa_p50"] * 1000.0, 1),
+        "livekit.ttfa_p50_ms": to_ms(m.get("ttfa_p50")),
         "livekit.wer": None if m.get("wer") is None else round(float(m["wer"]), 4),
         "livekit.cer": None if m.get("cer") is None else round(float(m["cer"]), 4),
         "livekit.duplicated_turns": m.get("duplicated_turns"),

@@ -15,6 +15,7 @@ from typing import Any
 
 from .metrics import time_to_first_audio, user_transcript, word_error_rate
 from .record import CallRecord, ToolCall
+from .units import to_ms
 
 __all__ = [
     "assert_answers_interruption",
@@ -100,7 +101,7 @@ def assert_time_to_first_audio(call: Any, *, max_ms: float, turn: int = -1) -> f
             f"time-to-first-audio: the caller heard no agent audio after {_turn_label(rec, turn)} "
             f"(allowed {max_ms:.0f} ms) {_context(rec, turn)}"
         )
-    ms = ttfa * 1000.0
+    ms = float(to_ms(ttfa, digits=None) or 0.0)
     if ms > max_ms:
         raise AssertionError(
             f"time-to-first-audio {ms:.0f} ms > {max_ms:.0f} ms allowed "
@@ -323,12 +324,13 @@ def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> floa
             f"barge-in: the agent was not audible when caller {_turn_label(rec, turn)} started, "
             f"so nothing was interrupted {_context(rec, turn)}"
         )
-    if latency * 1000 > max_ms:
+    latency_ms = float(to_ms(latency, digits=None) or 0.0)
+    if latency_ms > max_ms:
         raise AssertionError(
-            f"barge-in stop latency {latency * 1000:.0f} ms > {max_ms:.0f} ms allowed "
+            f"barge-in stop latency {latency_ms:.0f} ms > {max_ms:.0f} ms allowed "
             f"{_context(rec, turn)}"
         )
-    return latency * 1000
+    return latency_ms
 
 
 def assert_answers_interruption(call: Any, *, turn: int = -1) -> None:

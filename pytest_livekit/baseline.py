@@ -49,6 +49,7 @@ from typing import Any
 from ._files import atomic_write_text
 from .thresholds import counts_as_failed, percentile
 from .trace import finite_number
+from .units import to_ms
 
 __all__ = [
     "BASELINE_SCHEMA",
@@ -254,23 +255,17 @@ def parse_tolerance(metric: str, text: str | float) -> Tolerance:
 
 
 # -- building a baseline ----------------------------------------------------------------------
-def _ms(seconds: Any) -> float | None:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return round(float(seconds) * 1000.0, 1)
 
 
 def _call_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     turns = metrics.get("turns") or []
     return {
-        "ttfa_ms": _ms(turns[0].get("ttfa")) if turns else None,
-        "ttfa_p50_ms": _ms(metrics.get("ttfa_p50")),
+        "ttfa_ms": to_ms(turns[0].get("ttfa")) if turns else None,
+        "ttfa_p50_ms": to_ms(metrics.get("ttfa_p50")),
         "wer": finite_number(metrics.get("wer")),
         "cer": finite_number(metrics.get("cer")),
         "duplicated_turns": finite_number(metrics.get("duplicated_turns")),
-        "receive_gap_ms": _ms(metrics.get("gap_seconds")),
+        "receive_gap_ms": to_ms(metrics.get("gap_seconds")),
     }
 
 
@@ -296,8 +291,8 @@ def _aggregate(traces: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
         tools_ok += _tools_ok(trace)
     n = len(traces)
     return {
-        "ttfa_p50_ms": _ms(percentile(ttfa, 50)),
-        "ttfa_p95_ms": _ms(percentile(ttfa, 95)),
+        "ttfa_p50_ms": to_ms(percentile(ttfa, 50)),
+        "ttfa_p95_ms": to_ms(percentile(ttfa, 95)),
         "wer_mean": statistics.fmean(wer) if wer else None,
         "failed_ratio": failed / n if n else None,
         "tools_ok_ratio": tools_ok / n if n else None,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +43,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .audio import CALL_SAMPLE_RATE
-from .metrics import fold_text, spell_out_digits, time_to_first_audio, user_transcript
+from .audio import CALL_SAMPLE_RATE, resample
+from .metrics import time_to_first_audio, user_transcript
 from .record import CallRecord, ConversationItem, HeardSegment
 
 __all__ = [
@@ -120,127 +119,20 @@ _DNSMOS_INSTALL_HINT = (
 # ------------------------------------------------------------------------------------------------
 # Text scoring
 # ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ScoringOptions:
-    r"""How transcripts are normalised before WER/CER; applied identically to both sides.
+# One engine for assertions, metrics and the report (re-exported here under the same names).
+from .text_scoring import (  # noqa: E402,F401
+    AS_IS,
+    ScoringOptions,
+    TextErrors,
+    character_error_rate,
+    pooled_rate,
+    score_text,
+    spell_out_digits,
+    text_error_rate,
+)
 
-    The default equals :func:`pytest_livekit.metrics.normalize_text` (lowercase, no punctuation).
-
-    Example:
-        >>> ScoringOptions(normalize_numbers=True, rules=((r"\bokay\b", "ok"),)).apply("Okay, 42!")
-        'ok four two'
-    """
-
-    fold_case: bool = True
-    """Lowercase both texts."""
-    strip_punctuation: bool = True
-    """Replace punctuation by spaces, keeping apostrophes inside words (``don't``)."""
-    normalize_numbers: bool = False
-    """Spell every digit out as an English word (``"42"`` -> ``"four two"``), before casing."""
-    rules: tuple[tuple[str, str], ...] = ()
-    """``(regex, replacement)`` pairs applied with :func:`re.sub`, in order, after the options
-    above (so patterns see lowercased, punctuation-free text when those are on)."""
-
-    def __post_init__(self) -> None:
-        """Compile the rules once, so a bad pattern fails here and not mid-report.
-
-        Raises:
-            re.error: If a rule's pattern is not a valid regular expression.
-        """
-        for pattern, _ in self.rules:
-            re.compile(pattern)
-
-    def apply(self, text: str) -> str:
-        """Normalise ``text``.
-
-        Args:
-            text: A reference or a transcript.
-
-        Returns:
-            The normalised text, words separated by single spaces.
-        """
-        return fold_text(
-            text,
-            fold_case=self.fold_case,
-            strip_punctuation=self.strip_punctuation,
-            normalize_numbers=self.normalize_numbers,
-            rules=self.rules,
-        )
-
-    def describe(self) -> str:
-        """Human-readable description of the transform, for reports.
-
-        Returns:
-            E.g. ``"lowercased; punctuation removed (apostrophes inside words kept); whitespace
-            collapsed"``.
-        """
-        steps: list[str] = []
-        if self.normalize_numbers:
-            steps.append('digits spelled out as words ("42" -> "four two")')
-        if self.fold_case:
-            steps.append("lowercased")
-        if self.strip_punctuation:
-            steps.append("punctuation removed (apostrophes inside words kept)")
-        steps.extend(f"regex {p!r} -> {r!r}" for p, r in self.rules)
-        steps.append("whitespace collapsed")
-        return "; ".join(steps)
-
-
-def _edit_counts(reference: str, hypothesis: str, unit: Literal["word", "char"]) -> tuple[int, int]:
-    """Count ``(substitutions + deletions + insertions, reference length)``.
-
-    The texts are already normalised; units are words or characters (spaces count as
-    characters, as in ``jiwer.cer``).
-    """
-    import jiwer
-
-    if unit == "word":
-        ref_len = len(reference.split())
-        if not reference or not hypothesis:
-            return (len(hypothesis.split()) if not reference else ref_len), ref_len
-        out: Any = jiwer.process_words(reference, hypothesis)
-    else:
-        ref_len = len(reference)
-        if not reference or not hypothesis:
-            return (len(hypothesis) if not reference else ref_len), ref_len
-        out = jiwer.process_characters(reference, hypothesis)
-    return int(out.substitutions) + int(out.deletions) + int(out.insertions), ref_len
-
-
-def _rate(errors: int, ref_len: int) -> float:
-    """Errors per reference unit; an empty reference scores 0.0 if matched, else the error count."""
-    return errors / ref_len if ref_len else float(errors)
-
-
-def text_error_rate(reference: str, hypothesis: str, scoring: ScoringOptions = ScoringOptions()) -> float:
-    """Word error rate after ``scoring`` on both sides (jiwer word alignment).
-
-    Args:
-        reference: What was really said.
-        hypothesis: What was recognised.
-        scoring: Normalisation applied to both texts.
-
-    Returns:
-        (substitutions + deletions + insertions) / reference words; 0.0 is perfect and it can
-        exceed 1. An empty reference gives the number of inserted words.
-    """
-    return _rate(*_edit_counts(scoring.apply(reference), scoring.apply(hypothesis), "word"))
-
-
-def character_error_rate(
-    reference: str, hypothesis: str, scoring: ScoringOptions = ScoringOptions()
-) -> float:
-    """Character error rate after ``scoring`` on both sides (same as ``jiwer.cer`` on them).
-
-    Args:
-        reference: What was really said.
-        hypothesis: What was recognised.
-        scoring: Normalisation applied to both texts.
-
-    Returns:
-        Character edits / reference characters (spaces included); 0.0 is perfect.
-    """
-    return _rate(*_edit_counts(scoring.apply(reference), scoring.apply(hypothesis), "char"))
+#: The default scoring (a module-level value, so defaults are not calls in signatures).
+DEFAULT_SCORING = ScoringOptions()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -303,12 +195,12 @@ def _has_duplicate(texts: Sequence[str], scoring: ScoringOptions) -> bool:
     norm = [n for n in (scoring.apply(t) for t in texts) if n]
     for i, a in enumerate(norm):
         for b in norm[i + 1 :]:
-            if max(_rate(*_edit_counts(a, b, "word")), _rate(*_edit_counts(b, a, "word"))) <= DUPLICATE_WER:
+            if max(score_text(a, b, AS_IS).rate, score_text(b, a, AS_IS).rate) <= DUPLICATE_WER:
                 return True
     return False
 
 
-def turn_metrics(record: CallRecord, scoring: ScoringOptions = ScoringOptions()) -> tuple[TurnMetrics, ...]:
+def turn_metrics(record: CallRecord, scoring: ScoringOptions = DEFAULT_SCORING) -> tuple[TurnMetrics, ...]:
     """Compute :class:`TurnMetrics` for every caller turn.
 
     Args:
@@ -331,19 +223,16 @@ def _score_turns(
     """
     assistant = _assistant_items(record)
     turns: list[TurnMetrics] = []
-    w_err = w_len = c_err = c_len = 0
-    any_ref = False
+    word_scores: list[TextErrors] = []
+    char_scores: list[TextErrors] = []
     for pos, turn in enumerate(record.caller_turns):
         start, end = record.turn_window(pos)
         stt_text = user_transcript(record, pos)
         wer = cer = None
         if turn.text is not None:
-            any_ref = True
-            ref, hyp = scoring.apply(turn.text), scoring.apply(stt_text)
-            we, wn = _edit_counts(ref, hyp, "word")
-            ce, cn = _edit_counts(ref, hyp, "char")
-            wer, cer = _rate(we, wn), _rate(ce, cn)
-            w_err, w_len, c_err, c_len = w_err + we, w_len + wn, c_err + ce, c_len + cn
+            word_scores.append(score_text(turn.text, stt_text, scoring, "word"))
+            char_scores.append(score_text(turn.text, stt_text, scoring, "char"))
+            wer, cer = word_scores[-1].rate, char_scores[-1].rate
         replies = _in_window(assistant, start, end)
         first = replies[0] if replies else None
         turns.append(
@@ -361,9 +250,7 @@ def _score_turns(
                 duplicated=_has_duplicate([r.text for r in replies], scoring),
             )
         )
-    if not any_ref:
-        return tuple(turns), None, None
-    return tuple(turns), _rate(w_err, w_len), _rate(c_err, c_len)
+    return tuple(turns), pooled_rate(word_scores), pooled_rate(char_scores)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -543,7 +430,6 @@ def _dnsmos(pcm: Pcm, powers: npt.NDArray[np.float64], frame: int, sample_rate: 
         import speechmos.dnsmos
     except ImportError as exc:
         raise ImportError(f"{_DNSMOS_INSTALL_HINT} ({exc})") from exc
-    import scipy.signal
 
     active = powers > 10.0 ** (ACTIVE_DBFS / 10.0)
     if not active.any():
@@ -553,8 +439,7 @@ def _dnsmos(pcm: Pcm, powers: npt.NDArray[np.float64], frame: int, sample_rate: 
     hang = int(round(DNSMOS_HANGOVER_SECONDS / _FRAME_SECONDS))
     keep = np.convolve(active.astype(np.float64), np.ones(2 * hang + 1), mode="same") > 0.5
     x = pcm[: len(powers) * frame].reshape(-1, frame)[keep].reshape(-1).astype(np.float64) / 32768.0
-    g = math.gcd(sample_rate, _DNSMOS_RATE)
-    x16 = scipy.signal.resample_poly(x, _DNSMOS_RATE // g, sample_rate // g)
+    x16 = resample(x, sample_rate, _DNSMOS_RATE)
     x16 = np.clip(x16, -1.0, 1.0)
     scores = speechmos.dnsmos.run(x16, _DNSMOS_RATE)
     return DnsmosScores(
@@ -829,7 +714,7 @@ def transcript_drift(
     heard_pcm: Pcm,
     transcribe: Transcriber,
     *,
-    scoring: ScoringOptions = ScoringOptions(),
+    scoring: ScoringOptions = DEFAULT_SCORING,
     sample_rate: int = CALL_SAMPLE_RATE,
 ) -> float | None:
     """How far what the agent says it spoke drifts from what the caller heard.
@@ -870,7 +755,7 @@ def transcript_drift(
     reference = scoring.apply(" ".join(said))
     if not reference:
         return None
-    return _rate(*_edit_counts(reference, scoring.apply(" ".join(heard)), "word"))
+    return score_text(reference, scoring.apply(" ".join(heard)), AS_IS).rate
 
 
 def default_transcriber(record: CallRecord) -> Transcriber:
@@ -989,7 +874,7 @@ def compute_metrics(
     record: CallRecord,
     stereo: Pcm | None = None,
     *,
-    scoring: ScoringOptions = ScoringOptions(),
+    scoring: ScoringOptions = DEFAULT_SCORING,
     completion_tools: Sequence[str] = (),
     transfer_tools: Sequence[str] = ("transfer_to_human",),
     dnsmos: bool = False,

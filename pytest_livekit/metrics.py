@@ -9,12 +9,16 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from .record import CallRecord
 
-_DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+# Text scoring lives in one engine; these names stay importable from here.
+from .text_scoring import (  # noqa: E402,F401 - re-exported public names
+    WordErrors,
+    fold_text,
+    normalize_text,
+    spell_out_digits,
+    word_error_rate,
+)
 
 
 def time_to_first_audio(record: CallRecord, turn: int = -1) -> float | None:
@@ -44,98 +48,6 @@ def user_transcript(record: CallRecord, turn: int = -1) -> str:
     start, end = record.turn_window(turn)
     finals = [tr.text.strip() for tr in record.transcripts if tr.is_final and start <= tr.t < end]
     return " ".join(f for f in finals if f)
-
-
-def spell_out_digits(text: str) -> str:
-    """Replace every digit by its English word: ``"order 1234"`` -> ``"order one two three four"``.
-
-    Opt-in number normalisation for WER, for agents whose STT writes digits where the caller
-    spoke them digit by digit.
-    """
-    spelled = re.sub(r"\d", lambda m: f" {_DIGIT_WORDS[int(m.group())]} ", text)
-    return " ".join(spelled.split())
-
-
-def normalize_text(text: str, *, exact: bool = False, normalize_numbers: bool = False) -> str:
-    """Standard WER scoring normalisation: lowercase, drop punctuation (keeping apostrophes
-    inside words), collapse spaces. ``exact=True`` only collapses whitespace.
-    """
-    return fold_text(
-        text, fold_case=not exact, strip_punctuation=not exact, normalize_numbers=normalize_numbers
-    )
-
-
-def fold_text(
-    text: str,
-    *,
-    fold_case: bool = True,
-    strip_punctuation: bool = True,
-    normalize_numbers: bool = False,
-    rules: tuple[tuple[str, str], ...] = (),
-) -> str:
-    """The one text normalisation behind WER/CER scoring: digits spelled out (opt-in), lowercase,
-    punctuation removed (apostrophes inside words kept), then ``rules`` (regex, replacement) in
-    order, then whitespace collapsed to single spaces.
-    """
-    if normalize_numbers:
-        text = spell_out_digits(text)
-    if fold_case:
-        text = text.lower()
-    if strip_punctuation:
-        text = re.sub(r"[^\w\s']|_", " ", text)
-        text = re.sub(r"(?<!\w)'|'(?!\w)", " ", text)
-    for pattern, replacement in rules:
-        text = re.sub(pattern, replacement, text)
-    return " ".join(text.split())
-
-
-@dataclass(frozen=True)
-class WordErrors:
-    """Word error rate and its parts, from jiwer."""
-
-    wer: float
-    """(substitutions + deletions + insertions) / reference words; 0.0 is perfect, can exceed 1."""
-    substitutions: int
-    """Reference words replaced by another word."""
-    deletions: int
-    """Reference words missing from the hypothesis."""
-    insertions: int
-    """Hypothesis words not in the reference."""
-    hits: int
-    """Words recognised correctly."""
-    reference: str
-    """The reference after normalisation."""
-    hypothesis: str
-    """The hypothesis after normalisation."""
-
-
-def word_error_rate(
-    reference: str, hypothesis: str, *, exact: bool = False, normalize_numbers: bool = False
-) -> WordErrors:
-    """WER of ``hypothesis`` against ``reference`` after :func:`normalize_text` on both sides.
-
-    An empty reference gives 0.0 for an empty hypothesis, else 1.0 per inserted word count.
-    """
-    import jiwer
-
-    ref = normalize_text(reference, exact=exact, normalize_numbers=normalize_numbers)
-    hyp = normalize_text(hypothesis, exact=exact, normalize_numbers=normalize_numbers)
-    if not ref:
-        n = len(hyp.split())
-        return WordErrors(float(n), 0, 0, n, 0, ref, hyp)
-    if not hyp:
-        n = len(ref.split())
-        return WordErrors(1.0, 0, n, 0, 0, ref, hyp)
-    out = jiwer.process_words(ref, hyp)
-    return WordErrors(
-        wer=float(out.wer),
-        substitutions=int(out.substitutions),
-        deletions=int(out.deletions),
-        insertions=int(out.insertions),
-        hits=int(out.hits),
-        reference=ref,
-        hypothesis=hyp,
-    )
 
 
 def barge_in_stop_latency(record: CallRecord, turn: int = -1) -> float | None:

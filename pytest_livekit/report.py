@@ -56,6 +56,7 @@ import numpy.typing as npt
 
 from ._files import atomic_write_text
 from .trace import finite_number
+from .units import format_ms
 
 #: Colour of caller turn bars (and the caller's waveform lane), ``#rrggbb``.
 CALLER_COLOUR = "#2563eb"
@@ -97,7 +98,8 @@ def _esc(value: Any) -> str:
 
 
 def _fmt_ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0f} ms"
+    """Milliseconds already (trace fields ``*_ms``) for people; ``—`` when missing."""
+    return format_ms(None if value is None else value / 1000.0)
 
 
 def _secs(value: Any) -> str:
@@ -883,14 +885,14 @@ def _metrics_table(trace: Mapping[str, Any]) -> str:
     tools = ", ".join(map(str, m.get("tools_called") or [])) or "none"
     rows: list[tuple[str, str, str | None]] = [
         ("TTFA, worst caller turn", _fmt_ms(_worst_ttfa_ms(trace)), "ttfa_ms_max"),
-        ("TTFA p50 over turns", _fmt_ms(None if p50 is None else p50 * 1000.0), None),
+        ("TTFA p50 over turns", format_ms(p50), None),
         ("agent e2e latency, worst reply (agent-reported)", _fmt_ms(max(e2e) if e2e else None), "e2e_latency_ms_max"),
         ("WER (raw STT)", _fmt(m.get("wer")), "wer_max"),
         ("CER (raw STT)", _fmt(m.get("cer")), "cer_max"),
         ("duplicated replies", _fmt(m.get("duplicated_turns")), "duplicated_turns_max"),
         ("gaps in heard agent audio", _fmt(m.get("gaps")), "audio_gaps_max"),
         ("packet loss (caller side)", _fmt(rtc.get("packet_loss_ratio")), "packet_loss_max"),
-        ("jitter (caller side)", _fmt_ms(None if jitter is None else jitter * 1000.0), None),
+        ("jitter (caller side)", format_ms(jitter), None),
         ("agent clipping ratio", _fmt(aq.get("clipping_ratio")), "agent_clipping_max"),
         ("agent SNR, dB", _fmt(aq.get("snr_db")), "agent_snr_db_min"),
         ("agent loudness, LUFS", _fmt(aq.get("loudness_lufs")), None),
@@ -948,7 +950,7 @@ def _turns_table(trace: Mapping[str, Any]) -> str:
         replies.append(
             f'<tr class="agent-row"><td class="num">{_secs(turn.get("start"))}</td><td>{_esc(turn.get("text"))}'
             f'{" <i class=muted>[interrupted]</i>" if turn.get("interrupted") else ""}</td>'
-            f'<td class="num">{_fmt_ms(None if e2e is None else e2e * 1000.0)}</td></tr>'
+            f'<td class="num">{format_ms(e2e)}</td></tr>'
         )
     raw = (trace.get("transcripts") or {}).get("raw") or []
     raw_rows = "".join(

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .units import to_ms
 
 #: Per-call limits: name -> (kind, description). ``_max`` limits fail above, ``_min`` below.
 CALL_LIMITS: dict[str, tuple[str, str]] = {
@@ -259,8 +260,8 @@ def check_call(metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> list[Br
                 value = turn.get(key)
                 if value is None and key == "ttfa":
                     out.append(Breach(lim, "no reply", limits[lim], f"turn {i + 1}"))
-                elif value is not None:
-                    over(lim, value * 1000.0, limits[lim], f"turn {i + 1}")
+                elif (ms := to_ms(value, digits=None)) is not None:
+                    over(lim, ms, limits[lim], f"turn {i + 1}")
     simple = {
         "wer_max": "wer", "cer_max": "cer", "duplicated_turns_max": "duplicated_turns",
         "audio_gaps_max": "gaps",
@@ -368,9 +369,9 @@ class CallTypeSummary:
         """The SLO quantities of this call type."""
         n = max(self.calls, 1)
         return {
-            "ttfa_p50_ms": _ms(percentile(self.ttfa, 50)),
-            "ttfa_p95_ms": _ms(percentile(self.ttfa, 95)),
-            "ttfa_p99_ms": _ms(percentile(self.ttfa, 99)),
+            "ttfa_p50_ms": to_ms(percentile(self.ttfa, 50), digits=None),
+            "ttfa_p95_ms": to_ms(percentile(self.ttfa, 95), digits=None),
+            "ttfa_p99_ms": to_ms(percentile(self.ttfa, 99), digits=None),
             "wer_mean": statistics.fmean(self.wer) if self.wer else None,
             "failure_rate": self.failed / n,
             "task_completion": self.outcomes.count("completed") / n if self.outcomes else None,
@@ -399,5 +400,3 @@ class CallTypeSummary:
         return out
 
 
-def _ms(value: float | None) -> float | None:
-    return None if value is None else value * 1000.0

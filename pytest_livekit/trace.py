@@ -74,6 +74,7 @@ TRACE_SCHEMA_VERSION = 1
 TRACE_FILE = "trace.json"
 
 from .redaction import redact  # noqa: E402
+from .units import to_ms  # noqa: E402
 
 
 def versions(server_version: str = "unknown") -> dict[str, str]:
@@ -116,10 +117,6 @@ def _unique(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return seen
 
 
-def _seconds_to_ms(value: Any) -> float | None:
-    return None if value is None else round(float(value) * 1000.0, 1)
-
-
 def build_trace(
     record: CallRecord,
     *,
@@ -159,7 +156,7 @@ def build_trace(
             "conditions": turn.conditions,
             "pause": list(turn.pause) if turn.pause else None,
             "stt_text": m.get("stt_text"),
-            "ttfa_ms": _seconds_to_ms(m.get("ttfa")),
+            "ttfa_ms": to_ms(m.get("ttfa")),
             "wer": m.get("wer"),
         })
     speaking = _agent_speaking_intervals(record)

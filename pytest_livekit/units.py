@@ -37,10 +37,10 @@ def to_ms(seconds: Any, digits: int | None = 1) -> float | None:
 def format_ms(seconds: Any, missing: str = "—") -> str:
     """``seconds`` (s) as whole milliseconds for people, e.g. ``"612 ms"``; ``missing`` if none.
 
-        >>> format_ms(0.6125)
-        '612 ms'
-        >>> format_ms(None)
-        '—'
+    >>> format_ms(0.6125)
+    '612 ms'
+    >>> format_ms(None)
+    '—'
     """
     ms = to_ms(seconds, digits=None)
     return missing if ms is None else f"{ms:.0f} ms"

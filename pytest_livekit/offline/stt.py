@@ -37,7 +37,6 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import pocketsphinx
-from livekit import rtc
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
     APIConnectionError,
@@ -1108,7 +1107,7 @@ def _add_noise_floor(pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
 
 
 def _resample(pcm: npt.NDArray[np.int16], rate: int, target: int) -> npt.NDArray[np.int16]:
-    """Resample mono int16 audio with livekit's resampler (the one the agent pipeline uses).
+    """Resample mono int16 audio with the plugin's one resampler (:func:`pytest_livekit.audio.resample`).
 
     Args:
         pcm: Mono int16 samples.
@@ -1120,12 +1119,9 @@ def _resample(pcm: npt.NDArray[np.int16], rate: int, target: int) -> npt.NDArray
     """
     if rate == target:
         return pcm
-    resampler = rtc.AudioResampler(rate, target, num_channels=1, quality=rtc.AudioResamplerQuality.HIGH)
-    frame = rtc.AudioFrame(pcm.tobytes(), rate, 1, len(pcm))
-    frames = resampler.push(frame) + resampler.flush()
-    if not frames:
-        return np.zeros(0, dtype=np.int16)
-    return np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    from ..audio import float_to_pcm16, resample
+
+    return float_to_pcm16(resample(pcm.astype(np.float64) / 32768.0, rate, target))
 
 
 def _log_prewarm_failure(future: Future[None]) -> None:

@@ -330,3 +330,23 @@ def test_limits_message_without_timeline_and_with_a_hint() -> None:
         f'(call type "refund") recording: {RECORDING}',
         "Hint: x",
     ]
+
+
+# -- one text-scoring engine -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "heard",
+    [("I want a refund.", "Order 1234"), ("i want refund", "order one two three four"), ("", "odor 12 34 5")],
+)
+def test_the_assertion_and_the_report_score_the_same_wer(heard: tuple[str, str]) -> None:
+    """assert_asr_accuracy and the report's per-turn metrics compute the same number."""
+    from pytest_livekit.call_metrics import ScoringOptions, turn_metrics
+
+    rec = _record(heard_text=heard)
+    turns = turn_metrics(rec, ScoringOptions())
+    for i, metrics in enumerate(turns):
+        asserted = assert_asr_accuracy(rec, max_wer=100.0, turn=i)
+        assert asserted == pytest.approx(metrics.wer)
+    numbers = turn_metrics(rec, ScoringOptions(normalize_numbers=True))
+    for i, metrics in enumerate(numbers):
+        asserted = assert_asr_accuracy(rec, max_wer=100.0, turn=i, normalize_numbers=True)
+        assert asserted == pytest.approx(metrics.wer)
