@@ -22,6 +22,11 @@ from .errors import AudioInputError
 
 #: Sample rate of everything the caller sends and records, in Hz (WebRTC's native Opus rate).
 CALL_SAMPLE_RATE = 48_000
+#: Longest caller clip accepted (s): a clip is one caller turn; an hour-long file is a mistake
+#: that would hold gigabytes in memory before the first frame left.
+MAX_CLIP_SECONDS = 600.0
+#: A clip whose loudest sample is below this (dBFS) holds no speech.
+SILENT_PEAK_DBFS = -60.0
 
 Pcm = npt.NDArray[np.int16]
 
@@ -112,6 +117,16 @@ def load_wav(path: str | os.PathLike[str], *, text: str | None = None) -> Caller
             "use livekit_call.say('text') to synthesize the caller's speech offline."
         )
     try:
+        info = sf.info(str(p))
+    except Exception:  # not audio at all: read() below says so with soundfile's reason
+        info = None
+    if info is not None and info.duration > MAX_CLIP_SECONDS:
+        raise AudioInputError(
+            f"caller audio file {str(p)!r} is {info.duration:.0f} s long; a caller clip is one turn "
+            f"(at most {MAX_CLIP_SECONDS:.0f} s).\nHint: cut the turn you want out of it, e.g. "
+            "'sox in.wav out.wav trim 0 20'."
+        )
+    try:
         data, rate = sf.read(str(p), always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError with a terse text
         raise AudioInputError(
@@ -122,7 +137,16 @@ def load_wav(path: str | os.PathLike[str], *, text: str | None = None) -> Caller
     if data.shape[0] == 0:
         raise AudioInputError(f"caller audio file {str(p)!r} has no samples.\nHint: re-record it.")
     mono = resample(to_mono_float(data), int(rate), CALL_SAMPLE_RATE)
-    return CallerAudio(pcm=float_to_pcm16(mono), source=str(p), text=text)
+    pcm = float_to_pcm16(mono)
+    peak = float(np.abs(pcm.astype(np.float64)).max()) / 32768.0
+    if peak < 10.0 ** (SILENT_PEAK_DBFS / 20.0):
+        level = "digital silence" if peak == 0.0 else f"peak {20.0 * np.log10(peak):.0f} dBFS"
+        raise AudioInputError(
+            f"caller audio file {str(p)!r} holds no speech ({level}, {len(pcm) / CALL_SAMPLE_RATE:.1f} s).\n"
+            "Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'; "
+            "otherwise check the recording's level."
+        )
+    return CallerAudio(pcm=pcm, source=str(p), text=text)
 
 
 def rms_dbfs(pcm: npt.NDArray[np.int16]) -> float:

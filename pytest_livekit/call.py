@@ -392,11 +392,31 @@ class LivekitCall:
     def synthesize(self, text: str) -> CallerAudio:
         """Speak ``text`` with the offline TTS into 48 kHz caller audio."""
         if not text or not text.strip():
-            raise ConfigError("say() needs some text to speak; got an empty string.")
-        from .offline.tts import synthesize_speech
+            raise ConfigError(
+                "say() needs some text to speak; got an empty string.\n"
+                "Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'."
+            )
+        from .audio import SILENT_PEAK_DBFS
+        from .errors import AudioInputError
+        from .offline.tts import synthesize_speech, unsayable_characters
 
+        bad = unsayable_characters(text)
+        if bad:
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in bad[:8])
+            raise AudioInputError(
+                f"say({text!r}): the offline English TTS cannot say {shown}: it would read them out "
+                "by name or not at all, and the ASR reference would not match what was spoken.\n"
+                "Hint: write the words out in Latin letters, or play a recording with "
+                "'await call.play(\"turn.wav\", text=...)'."
+            )
         pcm, rate = synthesize_speech(text, voice=self.voice, words_per_minute=self.words_per_minute)
         audio = float_to_pcm16(resample(to_mono_float(pcm), rate, CALL_SAMPLE_RATE))
+        if not len(audio) or np.abs(audio.astype(np.float64)).max() / 32768.0 < 10.0 ** (SILENT_PEAK_DBFS / 20.0):
+            raise AudioInputError(
+                f"say({text!r}): the offline TTS produced no audible speech (nothing in the text is "
+                "a word it can say).\nHint: give the caller words to say, or use "
+                "'await call.stay_silent(seconds)' for a silent caller."
+            )
         return CallerAudio(pcm=audio, source=f"tts:{self.voice}@{self.words_per_minute}wpm", text=text)
 
     async def say(

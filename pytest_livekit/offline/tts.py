@@ -192,6 +192,24 @@ def _load_engine() -> _Engine:
     return _ENGINE
 
 
+def unsayable_characters(text: str) -> list[str]:
+    """The characters of ``text`` an English espeak-ng voice cannot say as words, in order of
+    first appearance: letters of non-Latin scripts (read out as "chinese letter"), emoji and
+    other symbols (read out by name), invisible format characters and unassigned code points.
+    Digits, punctuation and currency signs are fine.
+    """
+    import unicodedata
+
+    bad: list[str] = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        name = unicodedata.name(ch, "")
+        foreign_letter = category.startswith("L") and not name.startswith("LATIN")
+        if (foreign_letter or category in ("So", "Sk", "Cf", "Co", "Cn", "Cs")) and ch not in bad:
+            bad.append(ch)
+    return bad
+
+
 def synthesize_speech(
     text: str,
     *,
