@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 MARKER_HELP = (
     "livekit(*, call_type=None, call_types=None, agent=None, agent_mode=None, join_timeout=None, "
@@ -355,6 +355,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     if mode.value not in _SERVER_MODES:
         raise ConfigError(
             f"{mode.value!r} is not a valid livekit_server mode. Valid modes: {', '.join(_SERVER_MODES)}."
+            + did_you_mean(mode.value, _SERVER_MODES)
         )
     if mode.value == "auto":
         mode = Setting("external", "auto") if url.value else Setting("binary", "auto")
@@ -406,6 +407,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     if agent_mode.value not in AGENT_MODES:
         raise ConfigError(
             f"{agent_mode.value!r} is not a valid livekit_agent_mode. Valid modes: {', '.join(AGENT_MODES)}."
+            + did_you_mean(agent_mode.value, AGENT_MODES)
         )
     keep = _pick(config, "livekit_keep", "livekit_keep").value or "all"
     if keep not in ("all", "failed"):
@@ -579,6 +581,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
             raise ConfigError(
                 f"{', '.join(map(repr, unknown))} is not a valid @pytest.mark.livekit argument. "
                 f"Valid keys: {', '.join(_MARKER_KEYS)}, or a limit: {', '.join(CALL_LIMITS)}."
+                + did_you_mean(unknown[0], [*_MARKER_KEYS, *CALL_LIMITS])
             )
         merged.update(mark.kwargs)
     call_type = merged.get("call_type")
@@ -587,7 +590,8 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
     if call_type is not None and settings.call_types and call_type not in settings.call_types:
         raise ConfigError(
             f"{call_type!r} is not a valid call_type. Valid call types: "
-            f"{', '.join(settings.call_types)}.\nHint: add it to livekit_call_types in your ini."
+            f"{', '.join(settings.call_types)}.{did_you_mean(call_type, settings.call_types)}\n"
+            "Hint: add it to livekit_call_types in your ini."
         )
     from .thresholds import CALL_LIMITS, validate_limits
 
@@ -613,6 +617,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         if settings.call_types and name not in settings.call_types:
             raise ConfigError(
                 f"{name!r} is not a valid call_type. Valid call types: {', '.join(settings.call_types)}."
+                + did_you_mean(name, settings.call_types)
             )
     agent = merged.get("agent")
     if agent is not None and not isinstance(agent, str):
@@ -625,6 +630,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
     if agent_mode is not None and agent_mode not in AGENT_MODES:
         raise ConfigError(
             f"{agent_mode!r} is not a valid agent_mode. Valid modes: {', '.join(AGENT_MODES)}."
+            + did_you_mean(agent_mode, AGENT_MODES)
         )
     timeout = merged.get("join_timeout")
     if timeout is not None and (

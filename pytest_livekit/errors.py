@@ -9,6 +9,8 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class PytestLivekitError(Exception):
     """Base class of every error raised by pytest-livekit."""
@@ -74,3 +76,16 @@ class LimitBreachWarning(PytestLivekitWarning):
 
     Turn it back into a failure with ``-W error::pytest_livekit.errors.LimitBreachWarning``.
     """
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """``" Did you mean 'refund'?"`` when ``value`` is a near miss of one of ``choices`` (a typo
+    in a call type, marker key, limit or option value), else ``""``: appended to the error that
+    lists the valid names, so a misspelling names its fix.
+    """
+    import difflib
+
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .units import to_ms
 
 #: Per-call limits: name -> (kind, description). ``_max`` limits fail above, ``_min`` below.
@@ -84,6 +84,7 @@ def _check_value(where: str, name: str, kind: str, value: Any) -> Any:
     if name == "outcome" and value not in OUTCOMES:
         raise ConfigError(
             f"{where}: outcome = {value!r} is not valid. Valid outcomes: {', '.join(OUTCOMES)}."
+            + did_you_mean(value, OUTCOMES)
         )
     return value
 
@@ -95,6 +96,7 @@ def validate_limits(where: str, values: Mapping[str, Any], vocabulary: Mapping[s
         if name not in vocabulary:
             raise ConfigError(
                 f"{where}: {name!r} is not a known limit. Valid names: {', '.join(sorted(vocabulary))}."
+                + did_you_mean(name, vocabulary)
             )
         out[name] = _check_value(where, name, vocabulary[name][0], value)
     return out

@@ -121,7 +121,7 @@ def test_unknown_call_type_lists_valid_ones(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*'refnud' is not a valid call_type. Valid call types: refund, booking.", "Hint: *"]
+        ["*'refnud' is not a valid call_type. Valid call types: refund, booking. Did you mean 'refund'?", "Hint: *"]
     )
 
 
