@@ -135,6 +135,9 @@ class LivekitCall:
             recording_path=str(self.artifacts_dir / "call.wav") if self.artifacts_dir else None,
         )
         self._changed = asyncio.Event()
+        self._aborted = asyncio.Event()
+        self._abort_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.caller: ScriptedCaller | None = None
         self.agent: InProcessAgent | DispatchedAgent | None = None
@@ -153,6 +156,7 @@ class LivekitCall:
     async def start(self) -> LivekitCall:
         """Join the caller, start the agent, and wait until the agent listens."""
         t0 = time.monotonic()
+        self._loop = asyncio.get_running_loop()
         # the call's time zero, on both clocks at once: the caller's monotonic clock times every
         # frame; the agent reports its events in wall-clock epochs
         self.record.started_at_epoch = time.time()
@@ -364,21 +368,54 @@ class LivekitCall:
                 self.on_progress(self, action, turn, arguments)
 
     # -- guards -----------------------------------------------------------------------------
+    def abort(self, error: BaseException) -> None:
+        """Fail the call's current wait and every later one at once with ``error``; callable from
+        any thread (a server watchdog, the caller's connection). The first error wins.
+        """
+
+        def mark() -> None:
+            if self._abort_error is None:
+                self._abort_error = error
+            self._aborted.set()
+            self._changed.set()
+
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            mark()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(mark)
+
+    def raise_if_aborted(self) -> None:
+        """Raise the error given to :meth:`abort`, if any."""
+        if self._abort_error is not None:
+            raise self._abort_error
+
     async def _guard(self, awaitable: Any) -> Any:
-        """Await ``awaitable`` but fail at once with the agent's traceback if the agent crashes
-        (or with the reason if the caller's process went away).
+        """Await ``awaitable`` but fail at once with the agent's traceback if the agent crashes,
+        with the reason if the caller's process went away, or with the error of :meth:`abort`.
         """
         assert self.agent is not None
+        if self._abort_error is not None:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # never started: close it rather than leave it un-awaited
+            raise self._abort_error
         task = asyncio.ensure_future(awaitable)
         crash = asyncio.ensure_future(self.agent._failed.wait())  # noqa: SLF001
+        aborted = asyncio.ensure_future(self._aborted.wait())
         try:
-            await asyncio.wait({task, crash}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, crash, aborted}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             crash.cancel()
+            aborted.cancel()
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            self.raise_if_aborted()
             self.agent.raise_if_failed()
         if self.caller is not None:
             self.caller.raise_if_lost()

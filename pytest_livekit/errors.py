@@ -40,6 +40,18 @@ class ServerUnreachableError(ServerError):
     """An external server URL does not answer."""
 
 
+class ServerDiedError(ServerError):
+    """The session's livekit-server exited during the session (its exit status and log tail in
+    the message): the running call fails at once, later tests of the session fail at setup.
+    """
+
+
+class CallLostError(PytestLivekitError):
+    """The server ended the caller's connection mid-call (room deleted, participant removed,
+    server shut down): the disconnect reason is in the message.
+    """
+
+
 class AgentTargetError(PytestLivekitError):
     """The configured agent (``module:attribute``) cannot be imported or is not usable."""
 
