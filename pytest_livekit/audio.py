@@ -65,6 +65,14 @@ def to_mono_float(data: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
     return arr
 
 
+def warm_imports() -> None:
+    """Import what a call's script needs (scipy's signal module for :func:`resample`: 0.5-5 s on
+    a busy 2-core machine) before the call starts, so the first ``say()`` does not import it
+    on the event loop it shares with an in-process agent. Once per process.
+    """
+    import scipy.signal  # noqa: F401
+
+
 def resample(x: npt.NDArray[np.float64], rate_in: int, rate_out: int) -> npt.NDArray[np.float64]:
     """Band-limited rational resampling of mono float audio (scipy's polyphase ``resample_poly``
     with a windowed-sinc filter: cutoff at 0.9x the lower Nyquist frequency, -80 dB sidelobes).

@@ -50,6 +50,9 @@ from .worker import AgentWorker, DispatchedAgent
 DEFAULT_JOIN_TIMEOUT = 30.0
 #: Default seconds to wait for a complete agent reply.
 DEFAULT_REPLY_TIMEOUT = 30.0
+#: Seconds the test's event loop (shared with an in-process agent) may stall before the call fails
+#: (s). livekit-agents warns from 0.1 s; 2 s stalls are a bug, not a slow machine.
+LOOP_BLOCK_FAIL_SECONDS = 2.0
 
 
 def sanitize(name: str, max_len: int = 120) -> str:
@@ -138,6 +141,8 @@ class LivekitCall:
         self._aborted = asyncio.Event()
         self._abort_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: Any = None
+        self._t0 = time.monotonic()
         self._closed = False
         self.caller: ScriptedCaller | None = None
         self.agent: InProcessAgent | DispatchedAgent | None = None
@@ -155,7 +160,10 @@ class LivekitCall:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> LivekitCall:
         """Join the caller, start the agent, and wait until the agent listens."""
-        t0 = time.monotonic()
+        from .audio import warm_imports
+
+        warm_imports()  # before the clock starts: never on the loop the agent shares mid-call
+        t0 = self._t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
         # the call's time zero, on both clocks at once: the caller's monotonic clock times every
         # frame; the agent reports its events in wall-clock epochs
@@ -300,6 +308,25 @@ class LivekitCall:
         )
         self.agent.on_failure(self._changed.set)
         await self.agent.start()
+        # the agent shares this loop: a stall would silently stretch every wait of the test
+        from .loop_watchdog import LoopWatchdog
+
+        self._watchdog = LoopWatchdog(
+            asyncio.get_running_loop(), self._loop_blocked, threshold=LOOP_BLOCK_FAIL_SECONDS
+        ).start()
+
+    def _loop_blocked(self, block: Any) -> None:  # watchdog thread
+        from .errors import EventLoopBlockedError
+
+        message = (
+            f"the test's event loop, which the in-process agent shares, did not run for "
+            f"{block.seconds:.1f} s (from {block.started_at - self._t0:.2f} s into the call), stuck at "
+            f"{block.where()}.\nHint: something in the agent (or the test) blocks the loop: a "
+            "synchronous call, time.sleep, or heavy work in the entrypoint. Make it async, move it "
+            "to a thread or the prewarm, or run the agent as a worker (--livekit-agent-mode=worker)."
+        )
+        self.record.errors.append(AgentError(t=round(block.started_at - self._t0, 3), message=message, source="loop_blocked"))
+        self.abort(EventLoopBlockedError(message + "\n" + block.stack.rstrip()[-1500:]))
 
     async def aclose(self) -> None:
         """Hang up, stop the agent, delete the room and write the artifacts (always; once)."""
@@ -307,6 +334,8 @@ class LivekitCall:
             return
         self._closed = True
         t0 = time.monotonic()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         try:
             if self.caller is not None:
                 await self.caller.aclose()

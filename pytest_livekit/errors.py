@@ -46,6 +46,12 @@ class ServerDiedError(ServerError):
     """
 
 
+class EventLoopBlockedError(PytestLivekitError):
+    """The test's event loop, shared with an in-process agent, stopped answering for seconds
+    (where it was stuck is in the message).
+    """
+
+
 class CallLostError(PytestLivekitError):
     """The server ended the caller's connection mid-call (room deleted, participant removed,
     server shut down): the disconnect reason is in the message.

@@ -200,3 +200,24 @@ async def test_an_agent_that_blocks_the_test_process_cannot_change_what_the_call
 
     padded = np.concatenate([clip.pcm, np.zeros(-len(clip.pcm) % 480, dtype=np.int16)])
     np.testing.assert_array_equal(frames(said), frames(padded))
+
+
+async def test_an_in_process_agent_that_blocks_the_loop_fails_the_call_naming_the_line(make_livekit_call: Any) -> None:
+    """A 5 s synchronous call in the agent: the call fails as soon as the loop runs again, not
+    after a 30 s timeout, and the trace keeps the stall."""
+    from pytest_livekit.errors import EventLoopBlockedError
+
+    started = None
+    with pytest.raises(EventLoopBlockedError) as excinfo:
+        async with make_livekit_call(agent="tests.agents.stalling_agent:server") as call:
+            started = time.monotonic()
+            await call.say("I want a refund for order one two three four")
+            await call.wait_for_agent_reply()
+            await call.say("Can I speak to a human please")
+            await call.wait_for_agent_reply()
+    assert started is not None and time.monotonic() - started < 10.0
+    message = str(excinfo.value)
+    assert "did not run for 5." in message or "did not run for 4." in message
+    assert "stalling_agent.py" in message and "_fetch_customer_record_synchronously" in message
+    assert "--livekit-agent-mode=worker" in message
+    assert any(e.source == "loop_blocked" for e in call.record.errors)  # the trace's "errors"
