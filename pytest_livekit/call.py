@@ -142,6 +142,8 @@ class LivekitCall:
         self._abort_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: Any = None
+        self.artifacts_error: str | None = None
+        """Why the call's artifacts could not be written (disk full, read-only), else None."""
         self._t0 = time.monotonic()
         self._closed = False
         self.caller: ScriptedCaller | None = None
@@ -374,14 +376,21 @@ class LivekitCall:
                 await lkapi.room.delete_room(api.DeleteRoomRequest(room=self.room_name))
 
     def write_artifacts(self) -> Path | None:
-        """Write the recording and ``call.json``; returns the folder (None if not configured)."""
+        """Write the recording and ``call.json``; returns the folder (None if not configured, or
+        if the folder cannot be written: :attr:`artifacts_error` then says why, and the call's
+        own result is not changed by it).
+        """
         if self.artifacts_dir is None:
             return None
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        if self.caller is not None:
-            self.caller.recording.write(self.artifacts_dir)
-        # the record holds what the agent said and its tools returned: redact like the trace
-        self.record.save(self.artifacts_dir / "call.json", secrets=[self._api_secret])
+        try:
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            if self.caller is not None:
+                self.caller.recording.write(self.artifacts_dir)
+            # the record holds what the agent said and its tools returned: redact like the trace
+            self.record.save(self.artifacts_dir / "call.json", secrets=[self._api_secret])
+        except (OSError, RuntimeError) as exc:  # disk full, read-only folder (soundfile: RuntimeError)
+            self.artifacts_error = f"{type(exc).__name__}: {exc}"
+            return None
         return self.artifacts_dir
 
     def _script(self, action: str, **arguments: Any) -> None:

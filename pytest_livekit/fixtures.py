@@ -1,4 +1,6 @@
-"""The plugin's fixtures. Each one delegates to a library class that works without pytest.
+"""The plugin's fixtures. Each one is a thin wrapper over a library object that works without
+pytest: :class:`~pytest_livekit.session.LivekitSession` (the server, the worker pool and the
+call factory) and :class:`~pytest_livekit.call.LivekitCall`.
 
 PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
 """
@@ -7,122 +9,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
 
+from .call_limits import call_ended
+from .keys import CALL_KEY, LOOP_KEY, SERVER_KEY, SETTINGS_KEY, WORKER_KEY
+from .pytest_glue import progress_for, session_for, worker_pool
+from .session import ServerHandle
 
-@dataclass(frozen=True)
-class ServerHandle:
-    """Where the session's livekit-server is and how to talk to it."""
+if TYPE_CHECKING:
+    from .call import LivekitCall
+    from .config import LivekitSettings
+    from .worker import WorkerPool
 
-    mode: str
-    """``binary`` or ``external``."""
-    url: str
-    """WebSocket URL."""
-    api_key: str
-    """API key."""
-    api_secret: str
-    """API secret (never logged)."""
-    version: str
-    """Server version, or ``unknown`` for external servers."""
-    log_path: Path | None = None
-    """Server log file (managed servers only)."""
-    startup_seconds: float | None = None
-    """Seconds the managed server took to become ready."""
-
-    def __repr__(self) -> str:
-        return f"ServerHandle(mode={self.mode!r}, url={self.url!r}, version={self.version!r})"
-
-
-def _worker_id() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+__all__ = [
+    "ServerHandle",
+    "livekit_agent",
+    "livekit_call",
+    "livekit_call_type",
+    "livekit_llm_rules",
+    "livekit_server",
+    "livekit_settings",
+    "livekit_workers",
+    "make_livekit_call",
+]
 
 
 @pytest.fixture(scope="session")
-def livekit_settings(pytestconfig: pytest.Config) -> Any:
+def livekit_settings(pytestconfig: pytest.Config) -> LivekitSettings:
     """The resolved plugin settings (:class:`pytest_livekit.config.LivekitSettings`)."""
-    from .plugin import SETTINGS_KEY
-
     return pytestconfig.stash[SETTINGS_KEY]
 
 
 @pytest.fixture(scope="session")
-def livekit_server(pytestconfig: pytest.Config, livekit_settings: Any) -> Iterator[ServerHandle]:
+def livekit_server(pytestconfig: pytest.Config, livekit_settings: LivekitSettings) -> Iterator[ServerHandle]:
     """A livekit-server for the whole session (one per xdist worker), stopped at session end.
 
     Binary mode starts :class:`pytest_livekit.server.LivekitServer` on free loopback ports with a
-    random secret; external mode (``--livekit-url``) checks the given server answers.
+    random secret; docker mode the official image; external mode (``--livekit-url``) checks the
+    given server answers. See :meth:`pytest_livekit.session.LivekitSession.start`.
     """
-    from .caller import caller_host
-    from .plugin import SERVER_KEY
-    from .server import check_reachable
-
-    # The caller's own process imports livekit while the server starts (the first call then
-    # finds it ready); it is stopped with the session.
-    caller_host().start()
-    s = livekit_settings
-    if s.server_mode.value == "external":
-        url = str(s.url.value)
-        check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
-        yield ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
-        return
-    log_path = s.artifacts_dir.parent / f"livekit-server-{_worker_id()}.log"
-    server = _managed_server(s, log_path)
-    pytestconfig.stash[SERVER_KEY] = server
-    server.start()
+    session = session_for(pytestconfig)
     try:
-        yield ServerHandle(
-            "docker" if hasattr(server, "container_id") else "binary",
-            server.url,
-            server.api_key,
-            server.api_secret,
-            server.version,
-            server.log_path,
-            server.startup_seconds,
-        )
+        handle = session.start()
     finally:
-        server.stop()
-
-
-def _managed_server(s: Any, log_path: Path) -> Any:
-    """The server for binary or docker mode; in auto mode docker is the fallback when no binary
-    is found and a Docker engine with the image is available.
-    """
-    from .errors import ServerBinaryNotFoundError
-    from .server import LivekitServer, find_server_binary
-
-    common = dict(port=s.port, startup_timeout=s.startup_timeout, log_path=log_path)
-    if s.server_mode.value == "docker":
-        from .docker import DockerLivekitServer
-
-        return DockerLivekitServer(str(s.docker_image.value), **common)
+        if session.server is not None:  # its log tail goes into failure reports, a failed start's too
+            pytestconfig.stash[SERVER_KEY] = session.server
     try:
-        binary = find_server_binary(s.server_binary.value, root=s.rootdir)
-    except ServerBinaryNotFoundError:
-        if s.server_mode.source != "auto" or s.server_binary.value:
-            raise
-        from .docker import DockerLivekitServer, docker_image_available
-
-        if docker_image_available(str(s.docker_image.value)):
-            return DockerLivekitServer(str(s.docker_image.value), **common)
-        raise
-    return LivekitServer(binary, **common)
+        yield handle
+    finally:
+        session.stop_server()
 
 
 @pytest.fixture(scope="session")
-def livekit_workers(pytestconfig: pytest.Config) -> Iterator[Any]:
+def livekit_workers(pytestconfig: pytest.Config) -> Iterator[WorkerPool]:
     """Agent worker processes for worker mode (:class:`pytest_livekit.worker.WorkerPool`), one per
     agent spec, started on first use (the configured agent's at session start) and stopped at
     session end.
     """
-    from .plugin import worker_pool
-
     pool = worker_pool(pytestconfig)
     try:
         yield pool
@@ -131,7 +79,7 @@ def livekit_workers(pytestconfig: pytest.Config) -> Iterator[Any]:
 
 
 @pytest.fixture
-def livekit_agent(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
+def livekit_agent(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> Any:
     """The agent under test (:class:`pytest_livekit.agent_runner.AgentTarget`).
 
     From ``@pytest.mark.livekit(agent=...)``, else ``--livekit-agent`` / ini ``livekit_agent``.
@@ -162,7 +110,7 @@ def livekit_llm_rules() -> list[Any]:
 
 
 @pytest.fixture
-def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: Any) -> Any:
+def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> Any:
     """The test's call type (:class:`pytest_livekit.thresholds.CallType`) with its limits, SLOs and
     script, after the marker's limit overrides; ``None`` when the test has no call type.
 
@@ -170,17 +118,16 @@ def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: Any) -> 
     with this fixture set to each in turn.
     """
     from .config import marker_options
-    from .thresholds import CallType
 
     opts = marker_options(request.node, livekit_settings)
     name = getattr(request, "param", None) or opts.call_type
     if name is None:
         return None
-    base = livekit_settings.call_type_configs.get(name) or CallType(name)
+    base = session_for(request.config).call_type(name)
     return base.with_overrides(opts.limits) if opts.limits else base
 
 
-def _call_folder(settings: Any, request: pytest.FixtureRequest, suffix: str = "") -> Path:
+def _call_folder(settings: LivekitSettings, request: pytest.FixtureRequest, suffix: str = "") -> Path:
     """``<artifacts>/<module path>.<test name>``: tests with the same name in two files (or
     folders) never share a folder, e.g. ``voice.test_refund.test_happy_path[refund]``.
     """
@@ -195,80 +142,42 @@ def _call_folder(settings: Any, request: pytest.FixtureRequest, suffix: str = ""
 def make_livekit_call(
     request: pytest.FixtureRequest,
     livekit_server: ServerHandle,
-    livekit_settings: Any,
+    livekit_settings: LivekitSettings,
     livekit_call_type: Any,
-) -> Callable[..., Any]:
+) -> Callable[..., contextlib.AbstractAsyncContextManager[LivekitCall]]:
     """Factory for extra or repeated calls in one test: ``async with factory() as call``.
 
-    Keyword arguments override the marker (``call_type=``, ``join_timeout=``). When the block ends
-    in the test body, the call is checked against its call type's limits (a breach fails the test
+    Keyword arguments override the marker (``call_type=``, ``join_timeout=``, ``agent=``,
+    ``agent_mode=``, ``providers=``, ``offline_plan=``) or go to
+    :class:`~pytest_livekit.call.LivekitCall` (``conditions=``, ...). When the block ends in the
+    test body, the call is checked against its call type's limits (a breach fails the test
     there, or warns under ``--livekit-limits=warn``).
     """
-    from . import call_metrics  # noqa: F401 - imported here, not first inside a report hook
-    from .agent_runner import resolve_agent_target
-    from .call import LivekitCall
     from .config import marker_options
-    from .errors import ConfigError
 
+    session = session_for(request.config)
     opts = marker_options(request.node, livekit_settings)
     counter = iter(range(1, 10_000))
 
     @contextlib.asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[LivekitCall]:
-        from .plugin import CALL_KEY, LOOP_KEY, WORKER_KEY, call_ended
-
         n = next(counter)
-        call_type = livekit_call_type
-        if "call_type" in overrides:
-            from .thresholds import CallType
-
-            name = overrides.pop("call_type")
-            call_type = livekit_settings.call_type_configs.get(name) or CallType(name)
-        # The livekit_agent fixture (possibly overridden by the user) only when no agent= is given.
-        target = overrides.pop("agent", None) or request.getfixturevalue("livekit_agent")
-        if isinstance(target, str) or not hasattr(target, "entrypoint"):
-            target = resolve_agent_target(target, rootdir=livekit_settings.rootdir)
-        mode = overrides.pop("agent_mode", None) or opts.agent_mode or livekit_settings.agent_mode.value
-        providers = overrides.pop("providers", None) or opts.providers or livekit_settings.providers.value
-        from .config import offline_plan_for
-
-        offline_plan = overrides.pop("offline_plan", None) or offline_plan_for(
-            livekit_settings, call_type, opts, fixture_rules=request.getfixturevalue("livekit_llm_rules")
-        )
-        worker = None
-        if mode == "worker":
-            if target.spec.count(":") != 1:
-                raise ConfigError(
-                    f"worker mode needs the agent as a 'package.module:attribute' string, got "
-                    f"{target.spec!r}.\nHint: set livekit_agent or @pytest.mark.livekit(agent=...)."
-                )
-            worker = request.getfixturevalue("livekit_workers").get(
-                target.spec,
-                url=livekit_server.url,
-                api_key=livekit_server.api_key,
-                api_secret=livekit_server.api_secret,
-                providers=providers,
-            )
-            request.node.stash[WORKER_KEY] = worker
-        call = LivekitCall(
-            livekit_server.url,
-            livekit_server.api_key,
-            livekit_server.api_secret,
-            agent=target,
-            name=request.node.name,
-            call_type=call_type.name if call_type is not None else None,
+        # the fixtures (which users may override) only where the test did not say otherwise
+        if not overrides.get("agent"):
+            overrides["agent"] = request.getfixturevalue("livekit_agent")
+        if not overrides.get("offline_plan") and "llm_rules" not in overrides:
+            overrides["llm_rules"] = request.getfixturevalue("livekit_llm_rules")
+        overrides.setdefault("call_type", livekit_call_type)
+        request.getfixturevalue("livekit_workers")  # the pool is stopped with the session
+        call = session.new_call(
+            request.node.name,
+            options=opts,
             artifacts_dir=_call_folder(livekit_settings, request, "" if n == 1 else f"-{n}"),
-            server_version=livekit_server.version,
-            join_timeout=overrides.pop("join_timeout", None) or opts.join_timeout or 30.0,
             audio_root=Path(str(request.path)).parent,
-            worker=worker,
-            providers=providers,
-            offline_plan=offline_plan,
             **overrides,
         )
-        call.limits = dict(call_type.limits) if call_type is not None else {}
-        from .plugin import progress_for
-
+        if call.worker is not None:
+            request.node.stash[WORKER_KEY] = call.worker
         label = request.node.name + (f"#{n}" if n > 1 else "")
         call.on_progress = progress = progress_for(request.node, label)
         request.node.stash.setdefault(CALL_KEY, []).append(call)
@@ -286,7 +195,7 @@ def make_livekit_call(
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[Any]:
+async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[LivekitCall]:
     """A call to the agent under test in a fresh room: the caller is connected and the agent is
     listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown.
 

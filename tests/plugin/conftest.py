@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import numpy  # noqa: F401 - see below
 import pytest
+
+# Inner pytester runs happen in this process and pytester unloads the modules they imported
+# afterwards; numpy (a C extension) cannot be imported a second time in one process. Loading it
+# here keeps it out of the unload list, whatever order the tests run in.
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ the default) or warns (``warn``); breached calls count as failed in the failure-
 
 The inner suites place no real call: their conftest registers a stand-in call exactly where the
 ``livekit_call`` / ``make_livekit_call`` fixtures register a real one (the item's call list and
-event loop, ``plugin.call_ended`` at the end of a factory block), so every check below runs
+event loop, ``call_limits.call_ended`` at the end of a factory block), so every check below runs
 through the plugin's own hooks. The stand-in's agent audio is recorded only when it hangs up (a
 real call completes its heard segments and RTC stats at hang-up): a limit checked before the
 hang-up would see no reply at all.
@@ -37,7 +37,8 @@ import contextlib
 import pytest
 import pytest_asyncio
 
-from pytest_livekit.plugin import CALL_KEY, LOOP_KEY, call_ended
+from pytest_livekit.call_limits import call_ended
+from pytest_livekit.keys import CALL_KEY, LOOP_KEY
 from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment, Transcript
 
 

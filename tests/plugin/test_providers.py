@@ -17,7 +17,7 @@ import pytest
 # cannot be imported twice in one process.
 import pytest_livekit.offline.llm  # noqa: F401
 import pytest_livekit.offline.stt  # noqa: F401
-from pytest_livekit.plugin import SETTINGS_KEY
+from pytest_livekit.keys import SETTINGS_KEY
 from pytest_livekit.substitution import PLACEHOLDER
 
 WARNING = "WARNING: calls use the agent's real, paid AI services and your keys"

@@ -1,0 +1,494 @@
+"""A test session without pytest: the server, the agent's worker processes, and calls.
+
+:class:`LivekitSession` is what the plugin's fixtures wrap, so a plain ``asyncio.run()`` script
+gets the same server selection (a managed binary, the Docker image, or an existing server), the
+same call resolution (call type and its limits, agent target and mode, providers, the offline
+LLM's plan, the worker) and the same artifacts (``call.wav``, ``trace.json``, ``metrics.json``,
+``call.json``, and ``calls.jsonl`` for the session)::
+
+    async with LivekitSession("support_agent:server", rootdir="example_suite") as session:
+        async with session.call("refund", call_type="refund") as call:
+            await call.say("I want a refund for order one two three four")
+            await call.wait_for_agent_reply()
+
+PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import AGENT_MODES, PROVIDER_MODES, LivekitSettings, MarkerOptions, Setting
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .call import LivekitCall
+    from .run_summary import RunSummary
+    from .worker import WorkerPool
+
+__all__ = ["SERVER_MODES", "LivekitSession", "ServerHandle", "managed_server"]
+
+#: How the session gets its server: ``auto`` (``external`` when a URL is given, else a binary,
+#: else the Docker image), ``binary``, ``docker`` or ``external``.
+SERVER_MODES = ("auto", "binary", "docker", "external")
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """Where the session's livekit-server is and how to talk to it."""
+
+    mode: str
+    """``binary``, ``docker`` or ``external``."""
+    url: str
+    """WebSocket URL."""
+    api_key: str
+    """API key."""
+    api_secret: str
+    """API secret (never logged)."""
+    version: str
+    """Server version, or ``unknown`` for external servers."""
+    log_path: Path | None = None
+    """Server log file (managed servers only)."""
+    startup_seconds: float | None = None
+    """Seconds the managed server took to become ready."""
+
+    def __repr__(self) -> str:
+        return f"ServerHandle(mode={self.mode!r}, url={self.url!r}, version={self.version!r})"
+
+
+def managed_server(settings: LivekitSettings, log_path: Path) -> Any:
+    """The (not yet started) server for binary or docker mode; in auto mode docker is the
+    fallback when no binary is found and a Docker engine with the image is available.
+    """
+    from .errors import ServerBinaryNotFoundError
+    from .server import LivekitServer, find_server_binary
+
+    s = settings
+    common: dict[str, Any] = dict(port=s.port, startup_timeout=s.startup_timeout, log_path=log_path)
+    if s.server_mode.value == "docker":
+        from .docker import DockerLivekitServer
+
+        return DockerLivekitServer(str(s.docker_image.value), **common)
+    try:
+        binary = find_server_binary(s.server_binary.value, root=s.rootdir)
+    except ServerBinaryNotFoundError:
+        if s.server_mode.source != "auto" or s.server_binary.value:
+            raise
+        from .docker import DockerLivekitServer, docker_image_available
+
+        if docker_image_available(str(s.docker_image.value)):
+            return DockerLivekitServer(str(s.docker_image.value), **common)
+        raise
+    return LivekitServer(binary, **common)
+
+
+def _settings_from_arguments(
+    agent: str | None,
+    *,
+    server: str,
+    server_binary: str | os.PathLike[str] | None,
+    docker_image: str | None,
+    url: str | None,
+    api_key: str | None,
+    api_secret: str | None,
+    port: int | None,
+    startup_timeout: float,
+    artifacts_dir: str | os.PathLike[str],
+    agent_mode: str,
+    providers: str,
+    rootdir: str | os.PathLike[str] | None,
+    report_path: str | os.PathLike[str] | None,
+    stt_phrases: Iterable[str],
+) -> LivekitSettings:
+    """Settings as the plugin would resolve them, from a script's arguments; the call types and
+    the offline LLM's table come from ``<rootdir>/pyproject.toml`` as in a pytest run there.
+    """
+    from .thresholds import load_call_types, plugin_table
+
+    root = Path(rootdir).resolve() if rootdir is not None else Path.cwd()
+    if server not in SERVER_MODES:
+        raise ConfigError(f"server={server!r} is not valid. Valid values: {', '.join(SERVER_MODES)}.")
+    source = "argument"
+    if server == "auto":
+        server, source = ("external" if url else "binary"), "auto"
+    if server == "external" and not (url and api_key and api_secret):
+        raise ConfigError("server='external' needs url=, api_key= and api_secret=.")
+    if agent_mode not in AGENT_MODES:
+        raise ConfigError(f"agent_mode={agent_mode!r} is not valid. Valid values: {', '.join(AGENT_MODES)}.")
+    if providers not in PROVIDER_MODES:
+        raise ConfigError(f"providers={providers!r} is not valid. Valid values: {', '.join(PROVIDER_MODES)}.")
+    if docker_image is None:
+        from .docker import DEFAULT_IMAGE
+
+        docker_image = DEFAULT_IMAGE
+    folder = Path(artifacts_dir)
+    pyproject = root / "pyproject.toml"
+    call_types = load_call_types(pyproject)
+    report = Path(report_path) if report_path is not None else None
+    return LivekitSettings(
+        server_mode=Setting(server, source),
+        server_binary=Setting(str(server_binary) if server_binary else None, "argument"),
+        docker_image=Setting(docker_image, "argument"),
+        url=Setting(url, "argument"),
+        api_key=Setting(api_key, "argument"),
+        api_secret=Setting(api_secret, "argument"),
+        port=port,
+        agent_spec=Setting(agent, "argument"),
+        agent_mode=Setting(agent_mode, "argument"),
+        artifacts_dir=folder if folder.is_absolute() else root / folder,
+        startup_timeout=startup_timeout,
+        call_types=tuple(call_types),
+        call_type_configs=call_types,
+        rootdir=root,
+        report_path=report if report is None or report.is_absolute() else root / report,
+        providers=Setting(providers, "argument"),
+        llm=dict(plugin_table(pyproject).get("llm", {})),
+        stt_phrases=tuple(str(p).strip() for p in stt_phrases if str(p).strip()),
+    )
+
+
+class LivekitSession:
+    """A livekit-server, the agent's worker processes and a factory of calls to the agent.
+
+    Use it as an async (or plain) context manager: entering starts (or checks) the server,
+    leaving stops what the session started and writes ``calls.jsonl`` (and the report, if
+    ``report_path`` is given) for the calls placed with :meth:`call`.
+
+    Args:
+        agent: the agent under test, ``"package.module:attribute"`` (an ``AgentServer`` or an
+            entrypoint), imported relative to ``rootdir``.
+        server: ``auto`` (default: ``external`` when ``url`` is given, else the binary, else the
+            Docker image), ``binary``, ``docker`` or ``external``.
+        server_binary: the livekit-server binary (default: searched as the plugin does).
+        docker_image: the image for ``docker`` mode (default: the tested version).
+        url: an existing server's URL (``external`` mode), with ``api_key`` and ``api_secret``.
+        api_key: the existing server's API key.
+        api_secret: the existing server's API secret (never logged or saved).
+        port: a fixed HTTP port for a managed server (default: a free one).
+        startup_timeout: seconds to wait for a managed server to be ready.
+        artifacts_dir: the calls' folders go here (relative to ``rootdir``).
+        agent_mode: ``in-process`` (default) or ``worker`` (a real livekit-agents worker).
+        providers: ``offline`` (default: offline doubles, network guarded) or ``real``.
+        rootdir: the project folder (its ``pyproject.toml`` gives the call types; default: cwd).
+        report_path: write the HTML report of the session's calls here when it ends.
+        stt_phrases: phrases (or a file of them) the offline STT must know besides the call
+            types' scripts (``livekit_stt_phrases``; a pytest run adds its tests' ``say()`` texts).
+        settings: a pytest run's resolved settings instead of the arguments above (what the
+            plugin passes).
+    """
+
+    def __init__(
+        self,
+        agent: str | None = None,
+        *,
+        server: str = "auto",
+        server_binary: str | os.PathLike[str] | None = None,
+        docker_image: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        port: int | None = None,
+        startup_timeout: float = 30.0,
+        artifacts_dir: str | os.PathLike[str] = Path(".livekit") / "calls",
+        agent_mode: str = "in-process",
+        providers: str = "offline",
+        rootdir: str | os.PathLike[str] | None = None,
+        report_path: str | os.PathLike[str] | None = None,
+        stt_phrases: Iterable[str] = (),
+        settings: LivekitSettings | None = None,
+    ) -> None:
+        self._standalone = settings is None
+        if settings is None:
+            settings = _settings_from_arguments(
+                agent, server=server, server_binary=server_binary, docker_image=docker_image, url=url,
+                api_key=api_key, api_secret=api_secret, port=port, startup_timeout=startup_timeout,
+                artifacts_dir=artifacts_dir, agent_mode=agent_mode, providers=providers,
+                rootdir=rootdir, report_path=report_path, stt_phrases=stt_phrases,
+            )
+        self.settings = settings
+        """The resolved settings (a pytest run's, or built from the arguments)."""
+        self.server: Any = None
+        """The managed server object (binary or docker mode), set before it starts."""
+        self.handle: ServerHandle | None = None
+        """Where the running server is (None until :meth:`start`)."""
+        self._workers: WorkerPool | None = None
+        self._summary: RunSummary | None = None
+        self._names: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: LivekitSettings) -> LivekitSession:
+        """The session of a pytest run (the plugin's fixtures wrap it)."""
+        return cls(settings=settings)
+
+    # -- the server ---------------------------------------------------------------------------
+
+    def start(self) -> ServerHandle:
+        """Start the managed server (or check the external one answers); idempotent.
+
+        The caller's own process is started first: it imports livekit while the server starts,
+        so the first call finds it ready.
+
+        Raises:
+            ServerStartError: the server did not become ready (with its log tail and a hint).
+            ServerUnreachableError: the external server does not answer.
+        """
+        if self.handle is not None:
+            return self.handle
+        from .caller import caller_host
+
+        caller_host().start()
+        s = self.settings
+        if self._standalone and s.vocabulary is None:
+            from .config import collect_vocabulary
+
+            # the offline STT's model, as a pytest run builds it at collection (minus the tests)
+            collect_vocabulary(s, [])
+        if s.server_mode.value == "external":
+            from .server import check_reachable
+
+            url = str(s.url.value)
+            check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
+            self.handle = ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
+            return self.handle
+        # one log per xdist worker: two workers' servers never share a file
+        worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.server = server = managed_server(s, s.artifacts_dir.parent / f"livekit-server-{worker_id}.log")
+        server.start()
+        self.handle = ServerHandle(
+            "docker" if hasattr(server, "container_id") else "binary",
+            server.url,
+            server.api_key,
+            server.api_secret,
+            server.version,
+            server.log_path,
+            server.startup_seconds,
+        )
+        return self.handle
+
+    def stop_server(self) -> None:
+        """Stop the managed server (an external one is left alone)."""
+        server, self.server, self.handle = self.server, None, None
+        if server is not None:
+            server.stop()
+
+    # -- agent workers ------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> WorkerPool:
+        """The agent worker processes of worker mode, one per agent spec (created on first use)."""
+        if self._workers is None:
+            from .worker import WorkerPool
+
+            s = self.settings
+            self._workers = WorkerPool(
+                cwd=s.rootdir,
+                log_dir=Path(s.artifacts_dir).parent,
+                # a worker imports livekit-agents and the agent's plugins: never less than a minute
+                startup_timeout=max(60.0, s.startup_timeout),
+            )
+        return self._workers
+
+    def existing_workers(self) -> WorkerPool | None:
+        """The worker pool if something created it, else None (never creates one)."""
+        return self._workers
+
+    def prestart_worker(self) -> None:
+        """Worker mode with a configured ``module:attribute`` agent: spawn its worker now, so its
+        imports (about 2 s) overlap the server's start instead of delaying the first call.
+        """
+        s = self.settings
+        spec = s.agent
+        if s.agent_mode.value == "worker" and isinstance(spec, str) and spec.count(":") == 1:
+            self.workers.prestart(spec, providers=str(s.providers.value))
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def call_type(self, name: str | Any) -> Any:
+        """The :class:`~pytest_livekit.thresholds.CallType` named ``name`` (configured, or a bare
+        one without limits); a ``CallType`` or None is returned as is.
+        """
+        if name is None or not isinstance(name, str):
+            return name
+        from .thresholds import CallType
+
+        return self.settings.call_type_configs.get(name) or CallType(name)
+
+    def new_call(
+        self,
+        name: str = "call",
+        *,
+        call_type: Any = None,
+        agent: Any = None,
+        agent_mode: str | None = None,
+        providers: str | None = None,
+        offline_plan: Any = None,
+        llm_rules: Iterable[Any] = (),
+        options: MarkerOptions | None = None,
+        join_timeout: float | None = None,
+        artifacts_dir: str | os.PathLike[str] | None = None,
+        audio_root: Path | None = None,
+        **call_arguments: Any,
+    ) -> LivekitCall:
+        """A call to the agent (not yet placed: ``async with`` it), resolved as the plugin does.
+
+        Each argument left out falls back to ``options`` (a test's ``@pytest.mark.livekit``),
+        then to the session's settings.
+
+        Args:
+            name: the call's name (its room name and, by default, its folder derive from it).
+            call_type: a call type name or :class:`~pytest_livekit.thresholds.CallType`: its
+                limits are checked on the call, its offline LLM rules apply.
+            agent: the agent under test (``module:attribute`` or an ``AgentTarget``; default:
+                the session's).
+            agent_mode: ``in-process`` or ``worker``.
+            providers: ``offline`` or ``real``.
+            offline_plan: what the offline doubles do (default: from ``llm_rules``, the call
+                type's and the session's rules and the STT vocabulary).
+            llm_rules: offline LLM rules tried first.
+            options: a test's merged ``livekit`` marker.
+            join_timeout: seconds to wait for the agent to join and listen (default 30).
+            artifacts_dir: the call's folder (default: ``<artifacts>/<name>``, ``-2``... when a
+                name repeats).
+            audio_root: folder relative WAV paths resolve against (default: the rootdir).
+            **call_arguments: passed on to :class:`~pytest_livekit.call.LivekitCall`
+                (``conditions=``, ``voice=``, ...).
+
+        Raises:
+            ConfigError: worker mode with an agent that is not a ``module:attribute`` string.
+        """
+        from . import call_metrics  # noqa: F401 - imported now, not first when the call ends
+        from .agent_runner import resolve_agent_target
+        from .call import LivekitCall, sanitize
+        from .config import offline_plan_for
+
+        s = self.settings
+        opts = options or MarkerOptions()
+        server = self.start()
+        call_type = self.call_type(call_type)
+        target = agent if agent is not None else s.agent_target()
+        if isinstance(target, str) or not hasattr(target, "entrypoint"):
+            target = resolve_agent_target(target, rootdir=s.rootdir)
+        mode = agent_mode or opts.agent_mode or s.agent_mode.value
+        providers = providers or opts.providers or s.providers.value
+        plan = offline_plan or offline_plan_for(s, call_type, opts, fixture_rules=list(llm_rules))
+        worker = None
+        if mode == "worker":
+            if target.spec.count(":") != 1:
+                raise ConfigError(
+                    f"worker mode needs the agent as a 'package.module:attribute' string, got "
+                    f"{target.spec!r}.\nHint: set livekit_agent or @pytest.mark.livekit(agent=...)."
+                )
+            worker = self.workers.get(
+                target.spec, url=server.url, api_key=server.api_key, api_secret=server.api_secret,
+                providers=providers,
+            )
+        if artifacts_dir is None:
+            n = self._names[name] = self._names.get(name, 0) + 1
+            artifacts_dir = Path(s.artifacts_dir) / (sanitize(name, max_len=150) + ("" if n == 1 else f"-{n}"))
+        call = LivekitCall(
+            server.url,
+            server.api_key,
+            server.api_secret,
+            agent=target,
+            name=name,
+            call_type=call_type.name if call_type is not None else None,
+            artifacts_dir=Path(artifacts_dir),
+            server_version=server.version,
+            join_timeout=join_timeout or opts.join_timeout or 30.0,
+            audio_root=audio_root or s.rootdir,
+            worker=worker,
+            providers=providers,
+            offline_plan=plan,
+            **call_arguments,
+        )
+        call.limits = dict(call_type.limits) if call_type is not None else {}
+        return call
+
+    @asynccontextmanager
+    async def call(self, name: str = "call", **arguments: Any) -> AsyncIterator[LivekitCall]:
+        """Place a call (:meth:`new_call`'s arguments) for the ``async with`` block; when it ends
+        the call has hung up and its folder holds ``call.wav``, ``trace.json`` and the rest.
+
+        The trace's ``test`` part records the block's outcome (``failed`` with the exception's
+        text if it raised) under the call's name.
+        """
+        call = self.new_call(name, **arguments)
+        started = time.monotonic()
+        outcome: dict[str, Any] = {"outcome": "passed", "phase": "call", "message": ""}
+        try:
+            async with call:
+                yield call
+        except BaseException as exc:
+            outcome.update(outcome="failed", message=f"{type(exc).__name__}: {exc}")
+            self._finish(call, name, outcome, started, raising=True)
+            raise
+        self._finish(call, name, outcome, started, raising=False)
+
+    def _finish(self, call: LivekitCall, name: str, outcome: dict[str, Any], started: float, *, raising: bool) -> None:
+        """Write the call's trace and keep it for the session's files."""
+        from .artifacts import finish_call
+
+        outcome["duration_s"] = time.monotonic() - started
+        try:
+            summary, trace = finish_call(call, nodeid=name, outcome=outcome, secrets=self._secrets())
+        except Exception:
+            if raising:
+                return  # the block's own exception is the one to see
+            raise
+        self.summary.add(name, str(outcome["outcome"]), summary, trace)
+
+    def _secrets(self) -> list[str]:
+        """Strings no artifact may contain: the server's API secret."""
+        out = [self.handle.api_secret if self.handle is not None else ""]
+        return [*out, str(self.settings.api_secret.value or "")]
+
+    @property
+    def summary(self) -> RunSummary:
+        """The calls placed with :meth:`call` (their rows and traces)."""
+        if self._summary is None:
+            from .run_summary import OutputOptions, RunSummary
+
+            self._summary = RunSummary(options=OutputOptions.from_settings(self.settings))
+        return self._summary
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write the session files of the calls placed with :meth:`call`, then stop the worker
+        processes and the managed server (and, outside pytest, the caller's process).
+        """
+        try:
+            if self._summary is not None and self._summary.traces:
+                self._summary.write_files()
+        finally:
+            if self._workers is not None:
+                self._workers.stop_all()
+            self.stop_server()
+            if self._standalone:  # under pytest, the plugin stops it with the run
+                from .caller import stop_caller_host
+
+                stop_caller_host()
+
+    def __enter__(self) -> LivekitSession:
+        self.prestart_worker()
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LivekitSession:
+        # the start blocks (about a second): nothing else runs on the loop yet, and a server
+        # spawned from a worker thread would get its death signal when that thread exits
+        self.prestart_worker()
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
