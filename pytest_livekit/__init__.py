@@ -37,6 +37,7 @@ _EXPORTS = {
     "LivekitServer": "pytest_livekit.server",
     "find_server_binary": "pytest_livekit.server",
     "LivekitCall": "pytest_livekit.call",
+    "LivekitSession": "pytest_livekit.session",
     "ScriptedCaller": "pytest_livekit.caller",
     "InProcessAgent": "pytest_livekit.agent_runner",
     "AgentTarget": "pytest_livekit.agent_runner",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
         assert_within_limits,
     )
     from .call import LivekitCall
+    from .session import LivekitSession
     from .call_metrics import compute_metrics
     from .caller import ScriptedCaller
     from .errors import PytestLivekitError
