@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +38,9 @@ import numpy as np
 from ._caller_wire import FRAME_SAMPLES, FRAME_SECONDS, Channel
 from .audio import CALL_SAMPLE_RATE, CallerAudio, Pcm
 from .errors import CallTimeoutError, PytestLivekitError
+from .process import ManagedProcess, stop_all
 from .record import CallerTurn, CallRecord, HeardSegment
-from .server import set_parent_death_signal
+from .units import to_ms
 
 __all__ = [
     "AGENT_STATE_ATTRIBUTE",
@@ -123,7 +123,7 @@ class Recording:
         return folder / "call.wav"
 
 
-class CallerHost:
+class CallerHost(ManagedProcess):
     """The caller process of this test process (started once; every call connects to it).
 
     It is started in its own process group with ``PR_SET_PDEATHSIG`` and exits when our end of its
@@ -131,10 +131,8 @@ class CallerHost:
     """
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__(startup_timeout=HOST_START_TIMEOUT)
         self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._ready = threading.Event()
-        self._ready_line = ""
         self.socket_path: Path | None = None
         self.log_path: Path | None = None
 
@@ -153,85 +151,78 @@ class CallerHost:
         os.chmod(folder, 0o700)  # only our user may connect to the socket
         self.socket_path = folder / "caller.sock"
         self.log_path = folder / "caller.log"
-        self._ready = threading.Event()
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            proc = self._spawn(
                 [sys.executable, "-m", "pytest_livekit._caller_main", str(self.socket_path)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE,  # closed by stop(): the process then exits
+                stdout=subprocess.PIPE,  # one line, "ready", once it listens
                 stderr=log,
                 env=env,
-                start_new_session=True,
-                preexec_fn=_prepare_child,  # noqa: PLW1509 - no threads hold locks here
             )
-        proc = self._proc
-        ready = self._ready
-
-        def read_ready() -> None:
-            assert proc.stdout is not None
-            self._ready_line = proc.stdout.readline().decode(errors="replace").strip()
-            ready.set()
-
-        threading.Thread(target=read_ready, name="pytest-livekit-caller-ready", daemon=True).start()
-        _live_hosts.add(self)
+        assert proc.stdout is not None
+        self._follow_output(proc.stdout, self._read_line, name="pytest-livekit-caller-ready")
         return self
+
+    def _read_line(self, raw: bytes) -> None:
+        if raw.strip() == b"ready":
+            self._mark_ready()
 
     async def wait_ready(self, timeout: float = HOST_START_TIMEOUT) -> Path:
         """Wait until the process listens; returns its socket path."""
         self.start()
         loop = asyncio.get_running_loop()
-        ready = self._ready
         # the wait runs in a thread: the event loop (and an in-process agent) keeps running
-        await loop.run_in_executor(None, ready.wait, timeout)
-        if self._ready_line != "ready" or self.socket_path is None:
-            tail = self.log_tail()
-            self.stop()
-            why = f"timed out after {timeout:.0f} s" if not ready.is_set() else "it exited"
-            raise CallerProcessError(
-                f"the caller's process did not start ({why}).\n"
-                f"Its log:\n{tail}\n"
-                "Hint: run 'python -m pytest_livekit._caller_main /tmp/x.sock' to see why."
-            )
+        await loop.run_in_executor(None, self.wait_until_ready, timeout)
+        assert self.socket_path is not None
         return self.socket_path
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the process's log."""
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
+    def _died_before_ready(self, code: int | None) -> BaseException:
+        return self._start_failed(f"it exited with code {code}")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the process (closing its standard input ends it) and remove its folder."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            from .server import stop_process_group
+    def _not_ready_in_time(self, timeout: float) -> BaseException:
+        return self._start_failed(f"timed out after {timeout:.0f} s")
 
-            with contextlib.suppress(Exception):
-                assert proc.stdin is not None
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                stop_process_group(proc, timeout)
-            with contextlib.suppress(Exception):
-                assert proc.stdout is not None
-                proc.stdout.close()
+    def _start_failed(self, why: str) -> CallerProcessError:
+        return CallerProcessError(
+            f"the caller's process did not start ({why}).\n"
+            f"Its log:\n{self.log_tail(20)}\n"
+            "Hint: run 'python -m pytest_livekit._caller_main /tmp/x.sock' to see why."
+        )
+
+    def _log_source(self) -> Path | None:
+        return self.log_path
+
+    def log_tail(self, lines: int = 20, width: int = 400) -> str:
+        """The last lines of the process's log (JWT-shaped strings redacted)."""
+        return super().log_tail(lines, width)
+
+    def _ask_to_exit(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+        # closing its standard input ends it cleanly (it leaves its rooms); signals only if not
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _release(self) -> None:
         if self._dir is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):
                 self._dir.cleanup()
             self._dir = None
-        _live_hosts.discard(self)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the process (closing its standard input ends it; signals after ``timeout``
+        seconds, default 5) and remove its folder.
+        """
+        super().stop(timeout)
 
 
-def _prepare_child() -> None:  # pragma: no cover - runs in the forked child before exec
-    # no imports here: a forked child of a threaded parent must not take the import lock
-    set_parent_death_signal()
-
-
-_live_hosts: set[CallerHost] = set()
 _default_host: CallerHost | None = None
 
 
@@ -245,8 +236,7 @@ def caller_host() -> CallerHost:
 
 def stop_caller_host() -> None:
     """Stop every caller process this test process started."""
-    for host in list(_live_hosts):
-        host.stop()
+    stop_all(CallerHost)
 
 
 class ScriptedCaller:
@@ -418,7 +408,7 @@ class ScriptedCaller:
             record.receive_gaps.append((float(message[1]), float(message[2])))
         elif kind == "late":
             _, direction, t, late = message
-            record.clock_misses.append({"t": round(float(t), 3), "direction": direction, "late_ms": round(late * 1000.0, 1)})
+            record.clock_misses.append({"t": round(float(t), 3), "direction": direction, "late_ms": to_ms(late)})
         elif kind == "observed":
             getattr(record, message[1]).extend(message[2])
         self._on_change()

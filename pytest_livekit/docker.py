@@ -21,16 +21,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 from .errors import ServerError, ServerStartError, ServerStartTimeoutError
-from .server import DEFAULT_SERVER_VERSION, LivekitServer, ServerPorts, _live_servers, free_port, redact
+from .process import spawn, stop_process_group
+from .server import DEFAULT_SERVER_VERSION, LivekitServer, ServerPorts, free_port
 
 #: Image used by ``--livekit-server=docker`` unless ``--livekit-docker-image`` says otherwise.
 DEFAULT_IMAGE = f"livekit/livekit-server:v{DEFAULT_SERVER_VERSION}"
@@ -104,6 +101,9 @@ class DockerLivekitServer(LivekitServer):
         kwargs: as :class:`~pytest_livekit.server.LivekitServer` (``binary`` is not used).
     """
 
+    #: Polling an HTTP endpoint in a container: there is no event to wait on.
+    poll_interval = 0.1
+
     def __init__(self, image: str = DEFAULT_IMAGE, *, session_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(binary="docker", **kwargs)
         self.image = image
@@ -111,7 +111,8 @@ class DockerLivekitServer(LivekitServer):
         self.container_id: str | None = None
         self.reaped: list[str] = []
         self._config_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._log_thread: threading.Thread | None = None
+        self._log_follower: subprocess.Popen[bytes] | None = None
+        self._container_gone = False
 
     def __repr__(self) -> str:
         return f"<DockerLivekitServer {self.image} {self.url if self.ports else 'not started'}>"
@@ -145,7 +146,9 @@ class DockerLivekitServer(LivekitServer):
         if self._log_path is None:
             self._log_path = Path(self._config_dir.name) / "livekit-server.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        self._container_gone = False
+        self._last_answer = "no answer yet"
+        self._register()  # from here the safety net removes the container (and its config)
         run = _docker(
             "run", "-d", "--rm", "--network", "host",
             "--label", f"{LABEL}={self.session_id}",
@@ -155,33 +158,28 @@ class DockerLivekitServer(LivekitServer):
             check=False,
         )
         if run.returncode != 0:
+            self.stop()
             raise ServerStartError(
                 f"docker run {self.image} failed (exit {run.returncode}): {run.stderr.strip()}"
             )
         self.container_id = run.stdout.strip()
-        _live_servers.add(self)
-        self._follow_logs()
         try:
-            self._wait_container_ready()
+            self._follow_logs()
         except BaseException:
             self.stop()
             raise
-        self.startup_seconds = time.monotonic() - started
+        self.wait_until_ready()  # removes the container if it is not ready
         return self
 
     def _follow_logs(self) -> None:
         assert self.container_id is not None and self._log_path is not None
-        log = open(self._log_path, "wb")  # noqa: SIM115 - owned by the thread
-        proc = subprocess.Popen(
-            ["docker", "logs", "-f", self.container_id], stdout=log, stderr=subprocess.STDOUT
+        # `docker logs -f` ends when the container is removed; its own group and the parent-death
+        # signal make sure it never outlives pytest either.
+        self._log_follower = spawn(
+            ["docker", "logs", "-f", self.container_id], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-
-        def wait() -> None:
-            proc.wait()
-            log.close()
-
-        self._log_thread = threading.Thread(target=wait, daemon=True, name="pytest-livekit-docker-log")
-        self._log_thread.start()
+        assert self._log_follower.stdout is not None
+        self._follow_output(self._log_follower.stdout, log_to=self._log_path, name="pytest-livekit-docker-log")
 
     def _running(self) -> bool:
         if self.container_id is None:
@@ -189,47 +187,53 @@ class DockerLivekitServer(LivekitServer):
         out = _docker("inspect", "-f", "{{.State.Running}}", self.container_id, check=False)
         return out.returncode == 0 and out.stdout.strip() == "true"
 
-    def _wait_container_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                last = str(getattr(exc, "reason", exc))
-                if not self._running():
-                    raise ServerStartError(
-                        f"livekit-server container ({self.image}) exited before it was ready.\n"
-                        f"Last log lines:\n{self.log_tail()}"
-                    ) from None
-            time.sleep(0.1)  # polling an HTTP endpoint in a container: there is no event
-        raise ServerStartTimeoutError(
+    def _check_ready(self) -> bool:
+        answer = self._answers_ready()
+        # nothing listens yet: one `docker inspect` tells a starting container from a dead one
+        if answer is None and not self._running():
+            self._container_gone = True
+        return answer is True
+
+    def _exit_code(self) -> int | None:
+        # -1: the container is gone (--rm), and its exit code with it
+        return -1 if self._container_gone else None
+
+    def _died_before_ready(self, code: int | None) -> BaseException:
+        return ServerStartError(
+            f"livekit-server container ({self.image}) exited before it was ready.\n"
+            f"Last log lines:\n{self.log_tail()}"
+        )
+
+    def _not_ready_in_time(self, timeout: float) -> BaseException:
+        return ServerStartTimeoutError(
             f"livekit-server container did not answer GET {self.http_url}/ with 200 within "
-            f"{self.startup_timeout:.0f} s (last: {last}).\nLast log lines:\n{self.log_tail()}"
+            f"{timeout:.0f} s (last: {self._last_answer}).\nLast log lines:\n{self.log_tail()}"
         )
 
     def is_running(self) -> bool:
         """True while the container runs."""
         return self._running()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Remove the container (``docker rm -f``) and its config file."""
+    def _terminate(self, timeout: float) -> subprocess.Popen[bytes] | None:
         cid, self.container_id = self.container_id, None
         if cid is not None:
             with contextlib.suppress(ServerError, subprocess.TimeoutExpired):
                 _docker("rm", "-f", cid, check=False, timeout=30)
-        if self._log_thread is not None:
-            self._log_thread.join(timeout=5)
-            self._log_thread = None
+        # `docker logs -f` ends with the container; its pipe is closed once its reader is done
+        follower, self._log_follower = self._log_follower, None
+        if follower is not None:
+            try:
+                follower.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                stop_process_group(follower, 1.0)
+        return follower
+
+    def _release(self) -> None:
+        super()._release()
         if self._config_dir is not None:
             self._config_dir.cleanup()
             self._config_dir = None
-        _live_servers.discard(self)
 
-    def log_tail(self, lines: int = 30, width: int = 400) -> str:
-        """The last log lines of the container (secrets redacted)."""
-        return redact(super().log_tail(lines, width), [self.api_secret])
+    def stop(self, timeout: float | None = None) -> None:
+        """Remove the container (``docker rm -f``) and its config file."""
+        super().stop(timeout)

@@ -1,5 +1,6 @@
-"""One redaction rule for everything the plugin writes or shows: artifacts, traces, reports and
-the server, worker and Docker log tails attached to failures.
+"""One redaction rule for everything the plugin writes or shows: artifacts, traces, reports, the
+worker's and the Docker server's logs on disk, and every log tail attached to a failure (server,
+Docker, worker, caller: :func:`pytest_livekit.process.tail_lines`).
 
 Every given secret of 8 characters or more (longest first, so a secret that starts another leaves
 no tail; shorter strings would blank out ordinary words, and the plugin's secrets are 64 random

@@ -17,17 +17,13 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -42,6 +38,30 @@ from .errors import (
     ServerStartTimeoutError,
     ServerUnreachableError,
 )
+from .process import ManagedProcess, set_parent_death_signal, stop_all, stop_process_group, tail_lines
+from .redaction import redact
+
+__all__ = [
+    "BINARY_ENV_VAR",
+    "CACHE_ENV_VAR",
+    "DEFAULT_SERVER_VERSION",
+    "LivekitServer",
+    "ServerPorts",
+    "cached_binary_name",
+    "check_reachable",
+    "find_server_binary",
+    "free_port",
+    "project_cache_dir",
+    "running_server",
+    "server_version",
+    "stop_all_servers",
+    "user_cache_dir",
+    # kept for code that imported them from here; they live in .process and .redaction now
+    "redact",
+    "set_parent_death_signal",
+    "stop_process_group",
+    "tail_lines",
+]
 
 #: The livekit-server release the plugin is tested against and installs by default.
 DEFAULT_SERVER_VERSION = "1.13.5"
@@ -185,17 +205,7 @@ class ServerPorts:
     """Single UDP port carrying all WebRTC media (ICE UDP mux)."""
 
 
-def set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
-    """Ask the kernel to SIGKILL this (child) process when its parent dies (Linux; else no-op)."""
-    # Linux only: the kernel kills the server when the process that spawned it dies, even by
-    # SIGKILL, so a crashed pytest never leaves a server behind.
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-class LivekitServer:
+class LivekitServer(ManagedProcess):
     """A livekit-server subprocess bound to loopback, with a per-instance random API secret.
 
     Args:
@@ -221,11 +231,11 @@ class LivekitServer:
         extra_config: dict[str, Any] | None = None,
         node_ip: str | None = None,
     ) -> None:
+        super().__init__(startup_timeout=startup_timeout)
         self.node_ip = node_ip
         self.binary = Path(binary)
         self.host = host
         self._fixed_port = port
-        self.startup_timeout = startup_timeout
         self._log_path = Path(log_path) if log_path else None
         self._extra_config = extra_config or {}
         self.api_key = "APIpytestlivekit"
@@ -234,10 +244,9 @@ class LivekitServer:
         self.api_secret = secrets.token_urlsafe(48)
         self.ports: ServerPorts | None = None
         self.version = "unknown"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-        self.startup_seconds: float | None = None
+        self._last_answer = "no answer yet"
 
     def __repr__(self) -> str:  # never show the secret
         return f"<LivekitServer {self.url if self.ports else 'not started'} v{self.version}>"
@@ -263,11 +272,6 @@ class LivekitServer:
         if self._log_path is None:
             raise RuntimeError("server not started")
         return self._log_path
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the server process while it runs."""
-        return self._proc.pid if self._proc else None
 
     def config(self) -> dict[str, Any]:
         """The config the server is started with (contains the secret: never log it)."""
@@ -300,6 +304,11 @@ class LivekitServer:
         return conf
 
     # -- lifecycle ---------------------------------------------------------------------------
+    #: Polling an HTTP endpoint of a subprocess: there is no event to wait on.
+    poll_interval = 0.05
+    #: Its clients (workers, the caller) stop first and leave their rooms cleanly.
+    stops_last = True
+
     def start(self) -> LivekitServer:
         """Start the server and wait until it is ready; on any failure stop it and raise."""
         if self._proc is not None:
@@ -329,75 +338,59 @@ class LivekitServer:
             if name.startswith("LIVEKIT_"):
                 del env[name]
         env["LIVEKIT_CONFIG"] = json.dumps(self.config())
-        started = time.monotonic()
-        self._proc = subprocess.Popen(
-            [str(self.binary)],
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # own process group: Ctrl-C goes to pytest, we stop the tree
-            preexec_fn=set_parent_death_signal,
+        self._last_answer = "no answer yet"
+        self._spawn(
+            [str(self.binary)], stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
-        _live_servers.add(self)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
+        self.wait_until_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            code = self._proc.poll()
-            if code is not None:
-                raise ServerStartError(
-                    f"livekit-server ({self.binary}) exited with code {code} before it was ready.\n"
-                    f"Last log lines ({self.log_path}):\n{self.log_tail()}\n"
-                    "Hint: read the log lines above; a port conflict shows as 'address already in "
-                    "use', a bad config as 'could not parse'."
-                )
-            try:
-                with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-                    last_error = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as exc:  # 406 "Not Ready" until node stats are fresh
-                last_error = f"HTTP {exc.code}"
-            except (urllib.error.URLError, OSError) as exc:
-                last_error = str(getattr(exc, "reason", exc))
-            # Polling an HTTP endpoint of a subprocess: there is no event to wait on.
-            time.sleep(0.05)
-        raise ServerStartTimeoutError(
+    def _check_ready(self) -> bool:
+        # a process that died cannot be ready, whatever else may answer on its port
+        return self.is_running() and self._answers_ready() is True
+
+    def _answers_ready(self) -> bool | None:
+        """One ``GET /``: True on 200, False on another status (livekit-server answers 406 until
+        its node stats are fresh), None when nothing answers.
+        """
+        try:
+            with urllib.request.urlopen(self.http_url + "/", timeout=1.0) as resp:
+                if resp.status == 200:
+                    return True
+                self._last_answer = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            self._last_answer = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            self._last_answer = str(getattr(exc, "reason", exc))
+            return None
+        return False
+
+    def _died_before_ready(self, code: int | None) -> BaseException:
+        return ServerStartError(
+            f"livekit-server ({self.binary}) exited with code {code} before it was ready.\n"
+            f"Last log lines ({self.log_path}):\n{self.log_tail()}\n"
+            "Hint: read the log lines above; a port conflict shows as 'address already in "
+            "use', a bad config as 'could not parse'."
+        )
+
+    def _not_ready_in_time(self, timeout: float) -> BaseException:
+        return ServerStartTimeoutError(
             f"livekit-server did not answer GET {self.http_url}/ with 200 within "
-            f"{self.startup_timeout:.0f} s (last: {last_error}; process still running, pid "
-            f"{self._proc.pid}).\nLast log lines ({self.log_path}):\n{self.log_tail()}\n"
+            f"{timeout:.0f} s (last: {self._last_answer}; process still running, pid "
+            f"{self.pid}).\nLast log lines ({self.log_path}):\n{self.log_tail()}\n"
             "Hint: raise --livekit-startup-timeout on a slow machine."
         )
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server: SIGTERM to its process group, then SIGKILL after ``timeout`` s."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_process_group(proc, timeout)
+    def _log_source(self) -> Path | None:
+        return self._log_path
+
+    def _secrets(self) -> list[str]:
+        return [self.api_secret]
+
+    def _release(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        _live_servers.discard(self)
-
-    def is_running(self) -> bool:
-        """True while the server process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def log_tail(self, lines: int = 30, width: int = 400) -> str:
-        """The last ``lines`` lines of the server log, each cut to ``width`` characters (the
-        server logs whole SDPs at info level), secrets redacted.
-        """
-        return tail_lines(self._log_path, lines, width, [self.api_secret])
 
     def cleanup_files(self) -> None:
         """Remove the temporary log folder, if the server made one."""
@@ -405,55 +398,10 @@ class LivekitServer:
             self._tmpdir.cleanup()
             self._tmpdir = None
 
-    def __enter__(self) -> LivekitServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], timeout: float, *, sweep: bool = False) -> None:
-    """SIGTERM ``proc``'s process group, wait ``timeout`` s, then SIGKILL the group if the leader is
-    still alive, or always with ``sweep`` (children that outlive their parent).
-    """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-        alive = False
-    except subprocess.TimeoutExpired:
-        alive = True
-    if alive or sweep:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout)
-
-
-def tail_lines(path: Path | None, lines: int, width: int, secrets_: list[str]) -> str:
-    """The last ``lines`` lines of a log file, each cut to ``width`` characters, redacted."""
-    if path is None or not path.exists():
-        return "(no log)"
-    text = path.read_text(errors="replace").splitlines()[-lines:]
-    cut = [t if len(t) <= width else t[:width] + " …" for t in text]
-    return redact("\n".join(cut), secrets_)
-
-
-def redact(text: str, secrets_: list[str]) -> str:
-    """Redact secrets and JWT-shaped strings (the plugin's one rule: :mod:`pytest_livekit.redaction`)."""
-    from .redaction import redact as _redact
-
-    return _redact(text, secrets_)
-
-
-# Safety net for Ctrl-C / internal errors: the plugin stops whatever is still registered here.
-_live_servers: set[LivekitServer] = set()
-
 
 def stop_all_servers() -> None:
-    """Stop every server this process started and has not stopped yet."""
-    for server in list(_live_servers):
-        server.stop()
+    """Stop every server (binary or Docker) this process started and has not stopped yet."""
+    stop_all(LivekitServer)
 
 
 def check_reachable(http_url: str, timeout: float = 5.0) -> None:

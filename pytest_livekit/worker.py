@@ -24,15 +24,14 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .errors import AgentCrashedError, AgentTargetError, CallTimeoutError
-from .redaction import redact_bytes
-from .server import free_port, redact, set_parent_death_signal, stop_process_group, tail_lines
+from .process import ManagedProcess, stop_all
+from .redaction import redact
+from .server import free_port
 from .substitution import OFFLINE_DIR_ENV, is_placeholder, offline_environment
 
 _READY_MESSAGE = "registered worker"
@@ -51,7 +50,7 @@ class WorkerStartError(AgentTargetError):
     """The worker process exited or did not register in time (log tail in the message)."""
 
 
-class AgentWorker:
+class AgentWorker(ManagedProcess):
     """A livekit-agents worker process serving the agent under test.
 
     Args:
@@ -64,7 +63,14 @@ class AgentWorker:
         cwd: working directory (the rootdir: the agent module is imported from it).
         log_path: worker log file (JSON lines).
         startup_timeout: seconds to wait for ``registered worker``.
+
+    :meth:`stop` SIGTERMs the worker's process group (it drains its jobs), then SIGKILLs the whole
+    group: after ``timeout`` seconds (default 10) if the worker still runs, else as soon as it
+    exited, since its job processes may outlive it.
     """
+
+    stop_timeout = 10.0
+    sweep_group = True
 
     def __init__(
         self,
@@ -80,6 +86,7 @@ class AgentWorker:
         providers: str = "offline",
         offline_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        super().__init__(startup_timeout=startup_timeout)
         self.spec = spec
         self.providers = providers
         """``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept."""
@@ -93,27 +100,14 @@ class AgentWorker:
         self.log_path = Path(log_path) if log_path else Path(
             os.environ.get("TMPDIR", "/tmp")
         ) / f"pytest-livekit-worker-{self.agent_name}.log"
-        self.startup_timeout = startup_timeout
         self.health_port: int | None = None
-        self.startup_seconds: float | None = None
         self.job_errors: list[str] = []
         """Tracebacks of job failures seen in the worker log."""
-        self._spawned_at: float | None = None
         self._connected = False
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._changed = threading.Condition()
-        self._ready = False
-        self._ended = False
         self._listeners: list[Callable[[str], None]] = []
 
     def __repr__(self) -> str:
         return f"<AgentWorker {self.spec} name={self.agent_name!r} pid={self.pid}>"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the worker process while it runs."""
-        return self._proc.pid if self._proc else None
 
     def on_job_error(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(traceback_text)`` from the reader thread on each job failure; returns
@@ -130,13 +124,7 @@ class AgentWorker:
             self.spawn()
         if not self._connected:
             self.connect(self.url, self._api_key, self._api_secret)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        assert self._spawned_at is not None
-        self.startup_seconds = time.monotonic() - self._spawned_at
+        self.wait_until_ready()
         return self
 
     def spawn(self) -> AgentWorker:
@@ -151,23 +139,16 @@ class AgentWorker:
         env.update(PYTHONUNBUFFERED="1", LIVEKIT_AGENT_NAME_OVERRIDE=self.agent_name)
         env["PYTHONPATH"] = _import_path(env.get("PYTHONPATH", ""))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._spawned_at = time.monotonic()
-        self._proc = subprocess.Popen(
+        proc = self._spawn(
             [sys.executable, "-m", "pytest_livekit._worker_main", self.spec, str(self.health_port)],
             cwd=self.cwd,
             env=env,
             stdin=subprocess.PIPE,  # the server's URL and keys arrive here (connect)
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its job processes share the group: one killpg stops all
-            preexec_fn=set_parent_death_signal,
         )
-        _live_workers.add(self)
-        assert self._proc.stdout is not None
-        self._reader = threading.Thread(
-            target=self._read_log, args=(self._proc.stdout,), name="pytest-livekit-worker-log", daemon=True
-        )
-        self._reader.start()
+        assert proc.stdout is not None
+        self._follow_output(proc.stdout, self._read_line, log_to=self.log_path, name="pytest-livekit-worker-log")
         return self
 
     def connect(self, url: str, api_key: str, api_secret: str) -> None:
@@ -184,7 +165,7 @@ class AgentWorker:
             self._proc.stdin.write(line.encode())
             self._proc.stdin.close()
         except (BrokenPipeError, ValueError):
-            pass  # it already exited: _wait_ready reports its log
+            pass  # it already exited: wait_until_ready reports its log
         self._connected = True
 
     def _environment(self) -> dict[str, str]:
@@ -219,82 +200,40 @@ class AgentWorker:
             env[OFFLINE_DIR_ENV] = str(folder)
         return env
 
-    def _read_log(self, stream: IO[bytes]) -> None:
-        with open(self.log_path, "wb") as log:
-            for raw in stream:
-                log.write(redact_bytes(raw, [self._api_secret]))
-                log.flush()
-                line = raw.decode(errors="replace")
-                event = _parse(line)
-                message = event.get("message", line)
-                if not self._ready and _READY_MESSAGE in message:
-                    with self._changed:
-                        self._ready = True
-                        self._changed.notify_all()
-                if any(m in message for m in _JOB_FAILED_MESSAGES):
-                    text = redact(
-                        f"{message}\n{event.get('exc_info', '') or event.get('exception', '')}",
-                        [self._api_secret],
-                    )
-                    self.job_errors.append(text)
-                    for cb in list(self._listeners):
-                        cb(text)
-        with self._changed:
-            self._ended = True
-            self._changed.notify_all()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        with self._changed:
-            while not self._ready and not self._ended:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            ready, ended = self._ready, self._ended
-        if ready:
-            return
-        assert self._proc is not None
-        if ended:
-            code = self._proc.wait(timeout=10)
-            raise WorkerStartError(
-                f"agent worker for {self.spec!r} exited with code {code} before registering.\n"
-                f"Last log lines ({self.log_path}):\n{self.log_tail()}\n"
-                "Hint: run the agent by hand with `python -m pytest_livekit._worker_main "
-                f"{self.spec} 0` and the LIVEKIT_* variables to see the error."
+    def _read_line(self, raw: bytes) -> None:
+        """One line of the worker's output (JSON log lines): registration and job failures."""
+        line = raw.decode(errors="replace")
+        event = _parse(line)
+        message = event.get("message", line)
+        if not self._ready and _READY_MESSAGE in message:
+            self._mark_ready()
+        if any(m in message for m in _JOB_FAILED_MESSAGES):
+            text = redact(
+                f"{message}\n{event.get('exc_info', '') or event.get('exception', '')}", self._secrets()
             )
-        raise WorkerStartError(
-            f"agent worker for {self.spec!r} did not register with {self.url} within "
-            f"{self.startup_timeout:.0f} s.\nLast log lines ({self.log_path}):\n{self.log_tail()}"
+            self.job_errors.append(text)
+            for cb in list(self._listeners):
+                cb(text)
+
+    def _died_before_ready(self, code: int | None) -> BaseException:
+        return WorkerStartError(
+            f"agent worker for {self.spec!r} exited with code {code} before registering.\n"
+            f"Last log lines ({self.log_path}):\n{self.log_tail()}\n"
+            "Hint: run the agent by hand with `python -m pytest_livekit._worker_main "
+            f"{self.spec} 0` and the LIVEKIT_* variables to see the error."
         )
 
-    def log_tail(self, lines: int = 30, width: int = 400) -> str:
-        """The last lines of the worker log (secrets redacted, long lines cut)."""
-        return tail_lines(self.log_path, lines, width, [self._api_secret])
+    def _not_ready_in_time(self, timeout: float) -> BaseException:
+        return WorkerStartError(
+            f"agent worker for {self.spec!r} did not register with {self.url} within "
+            f"{timeout:.0f} s.\nLast log lines ({self.log_path}):\n{self.log_tail()}"
+        )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the worker's process group (it drains its jobs), SIGKILL after ``timeout`` s."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            # job processes may outlive the worker's own exit: sweep the whole group
-            stop_process_group(proc, timeout, sweep=True)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-            self._reader = None
-        if proc is not None:
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None and not pipe.closed:
-                    try:
-                        pipe.close()
-                    except BrokenPipeError:
-                        pass
-        _live_workers.discard(self)
+    def _log_source(self) -> Path | None:
+        return self.log_path
 
-    def __enter__(self) -> AgentWorker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _secrets(self) -> list[str]:
+        return [self._api_secret]
 
 
 def _import_path(existing: str) -> str:
@@ -341,13 +280,11 @@ def _parse(line: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-_live_workers: set[AgentWorker] = set()
-
-
 def stop_all_workers() -> None:
-    """Stop every worker this process started and has not stopped yet."""
-    for worker in list(_live_workers):
-        worker.stop(timeout=3.0)
+    """Stop every worker this process started and has not stopped yet (the safety net: 3 s each
+    to drain).
+    """
+    stop_all(AgentWorker, timeout=3.0)
 
 
 class DispatchedAgent:
