@@ -75,7 +75,6 @@ if TYPE_CHECKING:
         assert_within_limits,
     )
     from .call import LivekitCall
-    from .session import LivekitSession
     from .call_metrics import compute_metrics
     from .caller import ScriptedCaller
     from .errors import PytestLivekitError
@@ -85,6 +84,7 @@ if TYPE_CHECKING:
     from .replay import CallReplay
     from .report import write_report
     from .server import LivekitServer, find_server_binary
+    from .session import LivekitSession
     from .substitution import OfflinePlan
     from .trace import build_trace, load_trace
 

@@ -142,6 +142,7 @@ class LivekitCall:
         self._abort_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: Any = None
+        self._error_log: Any = None
         self.artifacts_error: str | None = None
         """Why the call's artifacts could not be written (disk full, read-only), else None."""
         self._t0 = time.monotonic()
@@ -316,6 +317,21 @@ class LivekitCall:
         self._watchdog = LoopWatchdog(
             asyncio.get_running_loop(), self._loop_blocked, threshold=LOOP_BLOCK_FAIL_SECONDS
         ).start()
+        # a tool that raises or a provider stream that fails is only logged by livekit-agents
+        from .agent_errors import AgentErrorLog
+
+        self._error_log = AgentErrorLog(self.room_name, self._agent_fault).start()
+
+    def _agent_fault(self, fault: Any) -> None:  # the thread that logged it
+        from .errors import AgentCrashedError
+
+        self.record.errors.append(AgentError(t=self._now(), message=fault.describe(), source="agent"))
+        self.abort(
+            AgentCrashedError(
+                f"{fault.describe()}.\nlivekit-agents caught it and went on, so the caller would hear "
+                f"silence or an answer built on it.\n{fault.traceback.rstrip()[-2500:]}"
+            )
+        )
 
     def _loop_blocked(self, block: Any) -> None:  # watchdog thread
         from .errors import EventLoopBlockedError
@@ -338,6 +354,8 @@ class LivekitCall:
         t0 = time.monotonic()
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._error_log is not None:
+            self._error_log.stop()
         try:
             if self.caller is not None:
                 await self.caller.aclose()
