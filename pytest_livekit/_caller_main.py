@@ -200,6 +200,9 @@ class CallerSession:
         room.on("participant_connected", lambda p: self.state())
         room.on("participant_disconnected", lambda p: self.state())
         room.on("reconnected", self._on_reconnected)
+        # the server ending our connection (room deleted, participant removed, shutdown) must
+        # reach the test at once, not as a timeout of whatever it waits for next
+        room.on("disconnected", self._on_disconnected)
         # The agent publishes transcriptions as text streams; read them so the rtc SDK does not
         # log "ignoring text stream" for every segment (the session events carry the text).
         room.register_text_stream_handler("lk.transcription", self._on_transcription)
@@ -440,6 +443,13 @@ class CallerSession:
         # The only other participant is the agent, so the first subscriber is the agent.
         self.mic_subscribed = True
         self.state()
+
+    def _on_disconnected(self, reason: Any) -> None:
+        try:
+            name = rtc.DisconnectReason.Name(reason)
+        except Exception:  # an int the SDK's enum does not know
+            name = str(reason)
+        self.send("disconnected", name)
 
     def _on_reconnected(self) -> None:
         self.reconnects += 1

@@ -143,6 +143,9 @@ class LivekitCall:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: Any = None
         self._error_log: Any = None
+        self.ended_by: str | None = None
+        """Why the server ended the caller's connection (``ROOM_DELETED``, ...), if it did."""
+        self._expecting_end = False
         self.artifacts_error: str | None = None
         """Why the call's artifacts could not be written (disk full, read-only), else None."""
         self._t0 = time.monotonic()
@@ -172,6 +175,7 @@ class LivekitCall:
         # frame; the agent reports its events in wall-clock epochs
         self.record.started_at_epoch = time.time()
         self.caller = ScriptedCaller(self.record, identity="caller", on_change=self._changed.set)
+        self.caller.on_disconnect = self._caller_disconnected
         self.caller.set_time_zero(t0)
         in_process = self.worker is None
         if self.providers == "offline":
@@ -332,6 +336,28 @@ class LivekitCall:
                 f"silence or an answer built on it.\n{fault.traceback.rstrip()[-2500:]}"
             )
         )
+
+    def _caller_disconnected(self, reason: str) -> None:
+        from .errors import CallLostError
+
+        if self._closed:
+            return
+        t = self._now()
+        self.ended_by = reason
+        if self._expecting_end:  # wait_for_call_end: the test waits for exactly this
+            self._changed.set()
+            return
+        message = (
+            f"the server ended the caller's connection {t:.2f} s into the call (reason {reason}).\n"
+            + {
+                "ROOM_DELETED": "Hint: something deleted the room mid-call (the agent, a test, or "
+                "an admin call to DeleteRoom): the agent's hang-up tools often do.",
+                "PARTICIPANT_REMOVED": "Hint: something removed the caller from the room (RemoveParticipant).",
+                "SERVER_SHUTDOWN": "Hint: the server is shutting down.",
+            }.get(reason, "Hint: read the livekit-server log around that time.")
+        )
+        self.record.errors.append(AgentError(t=round(t, 3), message=message, source="connection"))
+        self.abort(CallLostError(message))
 
     def _loop_blocked(self, block: Any) -> None:  # watchdog thread
         from .errors import EventLoopBlockedError
@@ -740,6 +766,29 @@ class LivekitCall:
         if not self._closed:
             self._script("hang_up")
         await self.aclose()
+
+    async def wait_for_call_end(self, *, timeout: float = DEFAULT_REPLY_TIMEOUT) -> str:
+        """Wait until the agent (or anyone) ends the call from the server side: the room is
+        deleted or the caller removed, as an agent's hang-up tool does. Returns the reason
+        (``"ROOM_DELETED"``, ``"PARTICIPANT_REMOVED"``, ...).
+
+        Outside this wait, the server ending the call fails the test's current wait at once
+        (:class:`~pytest_livekit.errors.CallLostError`); here it is what the test waits for.
+
+        Raises:
+            CallTimeoutError: the call was still up after ``timeout`` seconds.
+        """
+        from .errors import CallTimeoutError
+
+        self._script("wait_for_call_end", timeout=timeout)
+        self._expecting_end = True
+        try:
+            ended = await self._guard(wait_until(lambda: self.ended_by is not None, self._changed, timeout))
+        finally:
+            self._expecting_end = False
+        if not ended or self.ended_by is None:
+            raise CallTimeoutError(f"the call was still up {timeout:.1f} s later: nothing ended it.")
+        return self.ended_by
 
     async def wait_for_agent_state(self, state: str, *, timeout: float = 10.0) -> None:
         """Wait until the agent's ``lk.agent.state`` attribute equals ``state``."""

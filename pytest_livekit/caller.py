@@ -277,6 +277,9 @@ class ScriptedCaller:
         self._closed = False
         self.lost: str | None = None
         """Why the caller's process went away mid-call, if it did."""
+        self.on_disconnect: Callable[[str], None] | None = None
+        """Called with the reason (``ROOM_DELETED``, ...) when the server ends the caller's
+        connection; our own hang-up (``CLIENT_INITIATED``) is not reported."""
         self.agent_identity: str | None = None
 
     # -- the clock ----------------------------------------------------------------------------
@@ -382,6 +385,10 @@ class ScriptedCaller:
                     fut.set_exception(CallerProcessError(f"the caller's process failed:\n{result}"))
         elif kind == "state":
             self._state = message[1]
+        elif kind == "disconnected":
+            reason = str(message[1])
+            if reason != "CLIENT_INITIATED" and not self._closed and self.on_disconnect is not None:
+                self.on_disconnect(reason)
         elif kind == "turn_started":
             _, index, t = message
             if index is not None and index < len(record.caller_turns):

@@ -121,6 +121,19 @@ def spawn(
     )
 
 
+def describe_exit(code: int) -> str:
+    """How a process ended, from its ``Popen.returncode``: ``"exited with code 1"`` or
+    ``"was killed by signal 9 (SIGKILL)"``.
+    """
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float, *, sweep: bool = False) -> None:
     """SIGTERM ``proc``'s process group, wait ``timeout`` s, then SIGKILL the group if the leader is
     still alive, or always with ``sweep`` (children that outlive their parent).
@@ -204,6 +217,9 @@ class ManagedProcess:
         self._changed = threading.Condition()
         self._ready = False
         self._started_at: float | None = None
+        self._exit_listeners: list[Callable[[str], None]] = []
+        self._exit_watch: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- what subclasses say ---------------------------------------------------------------------
     def start(self: _P) -> _P:
@@ -257,6 +273,7 @@ class ManagedProcess:
         """
         with self._changed:
             self._ready = False
+        self._stopping.clear()
         self._register()
         try:
             self._proc = spawn(argv, secrets=self._secrets(), **popen)
@@ -354,6 +371,7 @@ class ManagedProcess:
         and files. Safe to call twice, and on a process that never started.
         """
         proc: subprocess.Popen[bytes] | None = None
+        self._stopping.set()  # an exit from here on is ours: no on_exit callback
         try:
             proc = self._terminate(self.stop_timeout if timeout is None else timeout)
         finally:
@@ -370,6 +388,30 @@ class ManagedProcess:
                 self._release()
             finally:
                 _live.discard(self)
+
+    def on_exit(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(how)`` once, from a watcher thread, if the process ends without
+        :meth:`stop` (killed, crashed), ``how`` saying how (``"was killed by signal 9
+        (SIGKILL)"``, ``"exited with code 1"``); returns a function that unregisters it.
+        """
+        self._exit_listeners.append(callback)
+        if self._exit_watch is None:
+            self._exit_watch = threading.Thread(target=self._watch_exit, name="pytest-livekit-exit-watch", daemon=True)
+            self._exit_watch.start()
+        return lambda: self._exit_listeners.remove(callback) if callback in self._exit_listeners else None
+
+    def _watch_exit(self) -> None:
+        while not self._stopping.wait(self.poll_interval * 2):
+            code = self._exit_code()
+            if code is None:
+                continue
+            if self._stopping.is_set():
+                return
+            how = describe_exit(code)
+            for callback in list(self._exit_listeners):
+                with contextlib.suppress(Exception):  # one listener's bug must not hide the exit
+                    callback(how)
+            return
 
     def log_tail(self, lines: int = 30, width: int = 400) -> str:
         """The last ``lines`` lines of the process's log, each cut to ``width`` characters,

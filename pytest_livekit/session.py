@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -219,6 +220,9 @@ class LivekitSession:
         """Where the running server is (None until :meth:`start`)."""
         self._workers: WorkerPool | None = None
         self._summary: RunSummary | None = None
+        self.server_death: BaseException | None = None
+        """Why the managed server is gone (it ended on its own mid-session), else None."""
+        self._live_calls: weakref.WeakSet[LivekitCall] = weakref.WeakSet()
         self._names: dict[str, int] = {}
 
     @classmethod
@@ -260,6 +264,7 @@ class LivekitSession:
         worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.server = server = managed_server(s, s.artifacts_dir.parent / f"livekit-server-{worker_id}.log")
         server.start()
+        server.on_exit(self._server_exited)
         self.handle = ServerHandle(
             "docker" if hasattr(server, "container_id") else "binary",
             server.url,
@@ -270,6 +275,25 @@ class LivekitSession:
             server.startup_seconds,
         )
         return self.handle
+
+    def _server_exited(self, how: str) -> None:  # the server's exit watcher thread
+        """The managed server ended on its own: fail the calls in progress at once and every
+        later call of the session at its start (a clear session error; the session does not
+        restart the server, whose port, rooms and registered workers would all be new).
+        """
+        from .errors import ServerDiedError
+
+        server = self.server
+        log = getattr(server, "log_path", None)
+        tail = server.log_tail(lines=15) if server is not None else ""
+        self.server_death = ServerDiedError(
+            f"the session's livekit-server {how} while a call was running.\n"
+            f"Last log lines ({log}):\n{tail}\n"
+            "Hint: the server was killed from outside (the OOM killer, a CI timeout, someone's "
+            "kill) or crashed: its log above says which. Later tests of this session fail at once."
+        )
+        for call in list(self._live_calls):
+            call.abort(self.server_death)
 
     def stop_server(self) -> None:
         """Stop the managed server (an external one is left alone)."""
@@ -369,6 +393,10 @@ class LivekitSession:
 
         s = self.settings
         opts = options or MarkerOptions()
+        if self.server_death is not None:
+            from .errors import ServerDiedError
+
+            raise ServerDiedError(f"no call can be placed: {self.server_death}")
         server = self.start()
         call_type = self.call_type(call_type)
         target = agent if agent is not None else s.agent_target()
@@ -408,6 +436,7 @@ class LivekitSession:
             **call_arguments,
         )
         call.limits = dict(call_type.limits) if call_type is not None else {}
+        self._live_calls.add(call)
         return call
 
     @asynccontextmanager

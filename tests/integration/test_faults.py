@@ -50,3 +50,113 @@ async def test_an_agent_fault_fails_the_call_at_once_naming_the_part(
     saved = json.loads((Path(call.record.artifacts_dir) / "call.json").read_text())
     assert any(e["source"] == "agent" for e in saved["errors"])  # kept with the call
     assert (Path(call.record.artifacts_dir) / "call.wav").exists()
+
+
+EXAMPLE_AGENT = "example_suite.support_agent:server"
+
+
+async def test_the_room_deleted_mid_call_fails_the_wait_at_once(make_livekit_call: Any, livekit_server: Any) -> None:
+    from livekit import api
+
+    from pytest_livekit.errors import CallLostError
+
+    async with make_livekit_call(agent=EXAMPLE_AGENT) as call:
+        await call.say("Hello")
+        async with api.LiveKitAPI(
+            livekit_server.url.replace("ws://", "http://"), livekit_server.api_key, livekit_server.api_secret
+        ) as lk:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=call.room_name))
+        deleted = time.monotonic()
+        with pytest.raises(CallLostError, match="reason ROOM_DELETED") as excinfo:
+            await call.say("Can I speak to a human please")
+            await call.wait_for_agent_reply()
+        assert time.monotonic() - deleted < 10.0
+        assert "deleted the room mid-call" in str(excinfo.value)
+    assert any(e.source == "connection" for e in call.record.errors)
+    assert (Path(call.record.artifacts_dir) / "call.wav").exists()
+
+
+async def test_an_agent_that_ends_the_call_is_waited_for(make_livekit_call: Any, livekit_server: Any) -> None:
+    """Deleting the room is how agents hang up: wait_for_call_end expects it, it is no error."""
+    import asyncio
+
+    from livekit import api
+
+    async with make_livekit_call(agent=EXAMPLE_AGENT) as call:
+        await call.say("Thank you goodbye")
+        await call.wait_for_agent_reply()
+
+        async def hang_up_like_an_agent() -> None:
+            await asyncio.sleep(0.5)  # scheduling the hang-up, not synchronising the test
+            async with api.LiveKitAPI(
+                livekit_server.url.replace("ws://", "http://"), livekit_server.api_key, livekit_server.api_secret
+            ) as lk:
+                await lk.room.delete_room(api.DeleteRoomRequest(room=call.room_name))
+
+        task = asyncio.create_task(hang_up_like_an_agent())
+        assert await call.wait_for_call_end(timeout=10) == "ROOM_DELETED"
+        await task
+    assert not call.record.errors
+
+
+SERVER_KILL = '''
+import os
+import signal
+import time
+
+from pytest_livekit.keys import SESSION_KEY
+
+
+async def test_a_killed_server_fails_the_call(livekit_call, pytestconfig):
+    server = pytestconfig.stash[SESSION_KEY].server
+    await livekit_call.say("Hello")
+    os.kill(server.pid, signal.SIGKILL)
+    started = time.monotonic()
+    try:
+        await livekit_call.say("Can I speak to a human please")
+        await livekit_call.wait_for_agent_reply()
+    finally:
+        with open("seconds_to_failure.txt", "w") as f:
+            f.write(str(time.monotonic() - started))
+
+
+async def test_the_next_test_fails_at_setup(livekit_call):
+    pass
+
+
+def test_a_test_without_a_call_is_unaffected():
+    pass
+'''
+
+
+@pytest.mark.parametrize("mode", ["binary", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_killed_server_fails_the_call_at_once_and_later_tests_at_setup(
+    pytester: pytest.Pytester, server_binary: Path, mode: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    pytester.makepyfile(test_server_kill=SERVER_KILL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", f"--livekit-server={mode}",
+         *([f"--livekit-server-binary={server_binary}"] if mode == "binary" else [])],
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    out = proc.stdout
+    assert "1 failed, 1 passed, 1 error" in out, out[-4000:]
+    assert float((pytester.path / "seconds_to_failure.txt").read_text()) < 10.0
+    assert "ServerDiedError: the session's livekit-server was killed by signal 9 (SIGKILL)" in out
+    assert "ERROR at setup of test_the_next_test_fails_at_setup" in out
+    assert "ServerDiedError: no call can be placed: the session's livekit-server was killed" in out
+    calls = pytester.path / ".livekit" / "calls"
+    killed = calls / "test_server_kill.test_a_killed_server_fails_the_call"
+    assert (killed / "call.wav").exists()  # the recording up to the fault is kept
+    trace = json.loads((killed / "trace.json").read_text())
+    assert trace["test"]["outcome"] == "failed" and "ServerDiedError" in trace["test"]["message"]

@@ -252,3 +252,26 @@ def test_tail_lines_cuts_long_lines_and_reads_only_the_end(tmp_path: Path) -> No
     assert tail_lines(tmp_path / "absent.log", 3, 20) == "(no log)"
     (tmp_path / "empty.log").write_text("")
     assert tail_lines(tmp_path / "empty.log", 3, 20) == "(empty)"
+
+
+def test_on_exit_reports_a_kill_but_not_a_stop(tmp_path: Path) -> None:
+    import threading
+
+    from pytest_livekit.process import describe_exit
+
+    assert describe_exit(-9) == "was killed by signal 9 (SIGKILL)"
+    assert describe_exit(3) == "exited with code 3"
+    for kill in (True, False):
+        proc = Child("print('ready'); import time; time.sleep(60)", tmp_path / "c.log").start()
+        seen: list[str] = []
+        done = threading.Event()
+        proc.on_exit(lambda how, seen=seen, done=done: (seen.append(how), done.set()))  # type: ignore[misc]
+        if kill:
+            assert proc.pid is not None
+            os.kill(proc.pid, signal.SIGKILL)
+            assert done.wait(5.0)
+            assert seen == ["was killed by signal 9 (SIGKILL)"]
+        else:
+            proc.stop()
+            assert not done.wait(1.0) and seen == []
+        proc.stop()
