@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["AgentErrorLog", "AgentFault"]
+__all__ = ["AgentErrorLog", "AgentFault", "failed_part"]
 
 #: What each of livekit-agents' error messages means, for people.
 _PARTS = {
@@ -29,6 +29,14 @@ _PARTS = {
     "Error in _stt_pump": "STT",
     "Error in _stt_task": "STT",
 }
+
+
+def failed_part(message: str, function: str | None = None) -> str:
+    """Which part of the agent a livekit-agents error message is about: ``tool lookup_order()``,
+    ``TTS``, ``LLM``, ``STT``, or ``agent`` when the message is not one of the known ones.
+    """
+    part = next((p for m, p in _PARTS.items() if message.startswith(m)), "agent")
+    return f"tool {function}()" if part == "tool" and function else part
 
 
 @dataclass(frozen=True)
@@ -103,10 +111,7 @@ class AgentErrorLog(logging.Handler):
         if not record.exc_info or record.exc_info[1] is None or not self._ours():
             return
         message = record.getMessage()
-        part = next((p for m, p in _PARTS.items() if message.startswith(m)), "agent")
-        function = getattr(record, "function", None)
-        if part == "tool" and function:
-            part = f"tool {function}()"
+        part = failed_part(message, getattr(record, "function", None))
         exc = record.exc_info[1]
         fault = AgentFault(
             part=part,

@@ -18,6 +18,7 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -104,12 +105,12 @@ class AgentWorker(ManagedProcess):
         self.job_errors: list[str] = []
         """Tracebacks of job failures seen in the worker log."""
         self._connected = False
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str, str | None], None]] = []
 
     def __repr__(self) -> str:
         return f"<AgentWorker {self.spec} name={self.agent_name!r} pid={self.pid}>"
 
-    def on_job_error(self, callback: Callable[[str], None]) -> Callable[[], None]:
+    def on_job_error(self, callback: Callable[[str, str | None], None]) -> Callable[[], None]:
         """Call ``callback(traceback_text)`` from the reader thread on each job failure; returns
         a function that unregisters it.
         """
@@ -207,13 +208,28 @@ class AgentWorker(ManagedProcess):
         message = event.get("message", line)
         if not self._ready and _READY_MESSAGE in message:
             self._mark_ready()
-        if any(m in message for m in _JOB_FAILED_MESSAGES):
-            text = redact(
-                f"{message}\n{event.get('exc_info', '') or event.get('exception', '')}", self._secrets()
-            )
+        room = event.get("room") if isinstance(event.get("room"), str) else None
+        exc_text = event.get("exc_info", "") or event.get("exception", "")
+        head = message.split("\n", 1)[0]
+        # in a job (it names the room): an exception livekit-agents caught and only logged (a
+        # tool, a provider stream), or the job's process ending mid-job (killed, crashed)
+        caught = bool(room and exc_text and event.get("level") == "ERROR" and str(event.get("name", "")).startswith("livekit.agents"))
+        job_died = bool(room and head.startswith("process exited with non-zero exit code"))
+        if any(m in message for m in _JOB_FAILED_MESSAGES) or caught or job_died:
+            if caught and not any(m in message for m in _JOB_FAILED_MESSAGES):
+                from .agent_errors import failed_part
+
+                last = [ln for ln in str(exc_text).strip().splitlines() if ln.strip()][-1:]
+                error = last[0] if last else head
+                head = f"the agent's {failed_part(head, event.get('function'))} raised {error} (livekit-agents logged: {head!r})"
+                message = f"{head}\n{exc_text}"
+                exc_text = ""
+            elif job_died:
+                message = f"the agent's job process {head.removeprefix('process ')} (pid {event.get('pid')}) mid-job"
+            text = redact(f"{message}\n{exc_text}".rstrip(), self._secrets())
             self.job_errors.append(text)
             for cb in list(self._listeners):
-                cb(text)
+                cb(text, room)
 
     def _died_before_ready(self, code: int | None) -> BaseException:
         return WorkerStartError(
@@ -316,12 +332,15 @@ class DispatchedAgent:
         self._failed = asyncio.Event()
         self._on_failure: list[Callable[[], None]] = []
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_exit: Callable[[], None] | None = None
 
     def on_failure(self, callback: Callable[[], None]) -> None:
         """Register a callback run when a job of this worker fails."""
         self._on_failure.append(callback)
 
-    def _job_failed(self, text: str) -> None:  # reader thread
+    def _job_failed(self, text: str, room: str | None = None) -> None:  # reader or watcher thread
+        if room is not None and room != self.room_name:
+            return  # another call's job on the same worker
         loop = self._loop
 
         def mark() -> None:
@@ -331,7 +350,8 @@ class DispatchedAgent:
             for cb in self._on_failure:
                 cb()
 
-        loop.call_soon_threadsafe(mark)
+        with contextlib.suppress(RuntimeError):  # the call's loop is gone: nothing to fail
+            loop.call_soon_threadsafe(mark)
 
     def raise_if_failed(self) -> None:
         """Raise :class:`AgentCrashedError` with the job's traceback if it failed."""
@@ -345,6 +365,11 @@ class DispatchedAgent:
         """Explicitly dispatch the worker's agent into the room (after the caller created it)."""
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.worker.on_job_error(self._job_failed)
+        self._unsubscribe_exit = self.worker.on_exit(
+            lambda how: self._job_failed(
+                f"the agent worker process {how} during the call.\nLast log lines:\n{self.worker.log_tail(lines=15)}"
+            )
+        )
         await self._dispatch()
 
     async def _dispatch(self) -> None:
@@ -413,6 +438,8 @@ class DispatchedAgent:
         """Nothing to stop here: deleting the room ends the job in the worker."""
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._unsubscribe_exit is not None:
+            self._unsubscribe_exit()
 
 
 class WorkerPool:

@@ -160,3 +160,47 @@ def test_a_killed_server_fails_the_call_at_once_and_later_tests_at_setup(
     assert (killed / "call.wav").exists()  # the recording up to the fault is kept
     trace = json.loads((killed / "trace.json").read_text())
     assert trace["test"]["outcome"] == "failed" and "ServerDiedError" in trace["test"]["message"]
+
+
+def _job_pid(call: Any) -> int:
+    """The pid of the worker's job process serving ``call`` (from the worker's JSON log)."""
+    for line in Path(call.worker.log_path).read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("room") == call.room_name and event.get("message") == "RoomIO linked to participant":
+            return int(event["pid"])
+    raise AssertionError(f"no job process of room {call.room_name} in {call.worker.log_path}")
+
+
+async def test_a_tool_that_raises_in_a_worker_fails_the_call(make_livekit_call: Any) -> None:
+    with pytest.raises(AgentCrashedError) as excinfo:
+        async with make_livekit_call(agent=f"{FAULTY}:tool_fails", agent_mode="worker") as call:
+            spoke = time.monotonic()
+            await call.say("I want a refund for order one two three four")
+            await call.wait_for_agent_reply()
+    assert time.monotonic() - spoke < 10.0
+    assert "the agent's tool lookup_order() raised RuntimeError: CRM unreachable" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("victim", ["job process", "worker process"])
+async def test_a_killed_worker_or_job_process_fails_the_call(make_livekit_call: Any, victim: str) -> None:
+    import os
+    import signal
+
+    with pytest.raises(AgentCrashedError) as excinfo:
+        async with make_livekit_call(agent=f"{FAULTY}:tool_fails", agent_mode="worker") as call:
+            await call.say("Hello")
+            await call.wait_for_agent_reply()
+            pid = _job_pid(call) if victim == "job process" else call.worker.pid
+            os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            await call.say("Can I speak to a human please")
+            await call.wait_for_agent_reply()
+    assert time.monotonic() - killed < 10.0
+    message = str(excinfo.value)
+    if victim == "job process":
+        assert "the agent's job process exited with non-zero exit code -9" in message
+    else:
+        assert "the agent worker process was killed by signal 9 (SIGKILL) during the call" in message
