@@ -240,7 +240,7 @@ async def bounded(coro: Awaitable[T], timeout: float, what: str) -> T:
     """Await ``coro`` for at most ``timeout`` seconds."""
     try:
         return await asyncio.wait_for(coro, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TimeoutError(f"{what} took more than {timeout:.0f} s") from None
 
 

@@ -301,7 +301,7 @@ def _aggregate(traces: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
 
 
 def _now() -> str:
-    now = _dt.datetime.now(tz=_dt.timezone.utc).replace(microsecond=0)
+    now = _dt.datetime.now(tz=_dt.UTC).replace(microsecond=0)
     return now.isoformat().replace("+00:00", "Z")
 
 

@@ -739,7 +739,7 @@ def _header(traces: Sequence[Mapping[str, Any]], title: str) -> str:
     if known:
         first = min(s for s, _ in known)
         last = max(s + d for s, d in known)
-        iso = _dt.datetime.fromtimestamp(first, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        iso = _dt.datetime.fromtimestamp(first, tz=_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         when = f"calls from {iso}, spanning {last - first:.0f} s"
     talk = sum(d for _, d in known)
     versions: list[str] = []
@@ -752,7 +752,7 @@ def _header(traces: Sequence[Mapping[str, Any]], title: str) -> str:
         data = json.loads(m)
         if data:
             machines.append(f"{data.get('platform', '?')}, {data.get('cpus', '?')} CPUs, host #{data.get('hostname_hash', '?')}")
-    generated = _dt.datetime.now(tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    generated = _dt.datetime.now(tz=_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return (
         f"<header><h1>{_esc(title)}</h1>"
         f'<p class="summary-line"><b>{len(traces)} call(s)</b>: {_esc(counts or "none")} · '

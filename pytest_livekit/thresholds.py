@@ -164,10 +164,7 @@ def plugin_table(pyproject: Path | None) -> dict[str, Any]:
     """
     if pyproject is None or not pyproject.is_file():
         return {}
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
 
     try:
         data = tomllib.loads(pyproject.read_text())

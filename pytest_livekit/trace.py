@@ -193,7 +193,7 @@ def build_trace(
         times += [t.ended_at or t.started_at for t in record.caller_turns]
         times += [s.end for s in record.heard] + [i.t for i in record.items]
         end = max(times)
-    started = _dt.datetime.fromtimestamp(record.started_at_epoch, tz=_dt.timezone.utc)
+    started = _dt.datetime.fromtimestamp(record.started_at_epoch, tz=_dt.UTC)
     test_part = {"nodeid": "", "outcome": "unknown", "phase": "", "message": "", "duration_s": None}
     test_part.update(dict(test or {}))
     return {

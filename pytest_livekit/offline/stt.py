@@ -518,7 +518,7 @@ class SphinxSTT(stt.STT[Literal["metrics_collected", "error"]]):
             text, confidence = await asyncio.wait_for(
                 asyncio.wrap_future(self._submit(pcm, rate)), timeout=conn_options.timeout
             )
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             raise APITimeoutError(
                 f"pocketsphinx took longer than {conn_options.timeout} s", retryable=False
             ) from e
