@@ -62,15 +62,33 @@ def resolve_agent_target(spec: str | Any, *, rootdir: Path | None = None) -> Age
             sys.path.insert(0, str(rootdir))
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
+        except ImportError as exc:
+            if isinstance(exc, ModuleNotFoundError) and exc.name and module_name.startswith(exc.name):
                 raise AgentTargetError(
                     f"agent target {spec!r}: module {module_name!r} not found "
                     f"(searched sys.path, including {rootdir}).\n"
                     "Hint: check the module path in livekit_agent / --livekit-agent, and that it is "
                     "importable from the rootdir."
                 ) from None
-            raise  # the agent module itself imports something missing: show that
+            # the agent module itself imports something that is not installed: say what and where
+            import traceback
+
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib" not in f.filename]
+            where = f" ({frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
+            import re
+
+            named = re.match(r"cannot import name '(\w+)' from '([\w.]+)'", str(exc))
+            missing = f"{named.group(2)}.{named.group(1)}" if named else (exc.name or str(exc))
+            package = (
+                "livekit-plugins-" + missing.split(".")[2].replace("_", "-")
+                if missing.startswith("livekit.plugins.") and missing.count(".") >= 2
+                else missing.split(".")[0]
+            )
+            raise AgentTargetError(
+                f"agent target {spec!r}: importing {module_name!r} needs {missing!r}, which is not "
+                f"installed{where}: {exc}.\nHint: pip install {package} (into the environment pytest runs "
+                "in), or add it to your test dependencies."
+            ) from None
         try:
             obj = getattr(module, attr)
         except AttributeError:
