@@ -204,3 +204,100 @@ async def test_a_killed_worker_or_job_process_fails_the_call(make_livekit_call: 
         assert "the agent's job process exited with non-zero exit code -9" in message
     else:
         assert "the agent worker process was killed by signal 9 (SIGKILL) during the call" in message
+
+
+MID_CALL = '''
+import asyncio
+import os
+
+
+async def test_hold_a_call(make_livekit_call, livekit_server, pytestconfig):
+    from pytest_livekit.caller import caller_host
+    from pytest_livekit.keys import SESSION_KEY
+
+    async with make_livekit_call(agent_mode="worker") as call:
+        await call.say("Hello")
+        session = pytestconfig.stash[SESSION_KEY]
+        pids = [session.server.pid, caller_host().pid, call.worker.pid]
+        print("PIDS=" + ",".join(map(str, pids)), flush=True)
+        await call.say("I want a refund for order one two three four")  # the signal lands here
+        await asyncio.sleep(60)
+'''
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_ctrl_c_or_sigkill_of_pytest_mid_call_leaves_nothing_running(
+    tmp_path: Path, server_binary: Path, sig: str
+) -> None:
+    """Every process of the session (server, caller process, worker and its job processes)
+    is gone soon after pytest is interrupted or killed in the middle of a call."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "test_mid_call.py").write_text(MID_CALL)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", f"--livekit-server-binary={server_binary}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    guard = threading.Timer(120, proc.kill)  # bounds the blocking read below
+    guard.start()
+    pids: list[int] = []
+    try:
+        for line in proc.stdout:
+            if "PIDS=" in line:
+                pids = [int(p) for p in line.split("PIDS=", 1)[1].split()[0].split(",")]
+                break
+    finally:
+        guard.cancel()
+    assert len(pids) == 3, proc.communicate(timeout=30)[0][-3000:]
+    group = os.getpgid(pids[2])  # the worker's job processes share its process group
+    proc.send_signal(getattr(signal, sig))
+    out = proc.communicate(timeout=60)[0]
+    for pid in pids:
+        assert _gone(pid, 15.0), f"pid {pid} survived {sig} of pytest:\n{out[-3000:]}"
+    assert _group_gone(group, 15.0), f"the worker's job processes survived {sig}"
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    import os
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
+def _group_gone(group: int, timeout: float) -> bool:
+    """No process left in process group ``group`` within ``timeout`` s (a process group has no
+    exit event to wait on: this polls /proc, bounded)."""
+    import os
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == group:
+                        alive.append(entry)
+                except ProcessLookupError:
+                    pass
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
