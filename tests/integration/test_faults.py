@@ -301,3 +301,47 @@ def _group_gone(group: int, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+
+THREAD_TIMEOUT = '''
+import asyncio
+
+import pytest
+
+
+@pytest.mark.timeout(25, method="thread")
+async def test_times_out_mid_call(make_livekit_call, pytestconfig):
+    from pytest_livekit.caller import caller_host
+    from pytest_livekit.keys import SESSION_KEY
+
+    async with make_livekit_call(agent_mode="worker") as call:
+        await call.say("Hello")
+        pids = [pytestconfig.stash[SESSION_KEY].server.pid, caller_host().pid, call.worker.pid]
+        print("PIDS=" + ",".join(map(str, pids)), flush=True)
+        await asyncio.sleep(60)  # stuck: pytest-timeout's thread method ends the process here
+'''
+
+
+def test_pytest_timeout_thread_method_mid_call_leaves_nothing_running(tmp_path: Path, server_binary: Path) -> None:
+    """The thread method ends pytest with os._exit: the parent-death signal takes the server,
+    the caller process, the worker and its job processes with it."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "test_thread_timeout.py").write_text(THREAD_TIMEOUT)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", f"--livekit-server-binary={server_binary}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert "Timeout" in proc.stdout + proc.stderr and proc.returncode != 0, proc.stdout[-3000:]
+    pids = [int(p) for p in proc.stdout.split("PIDS=", 1)[1].split()[0].split(",")]
+    for pid in pids:
+        assert _gone(pid, 15.0), f"pid {pid} survived pytest-timeout's thread method"
