@@ -79,9 +79,15 @@ def call_summary(
         "artifacts": rec.artifacts_dir,
     }
     text = dumps(summary, secrets)
+    out = dict(json.loads(text))
+    if getattr(call, "artifacts_error", None):  # the recording could not be written
+        out["artifacts_error"] = call.artifacts_error
     if rec.artifacts_dir:
-        atomic_write_text(Path(rec.artifacts_dir) / "metrics.json", text)
-    return dict(json.loads(text))
+        try:
+            atomic_write_text(Path(rec.artifacts_dir) / "metrics.json", text)
+        except OSError as exc:  # disk full, read-only: the call's result stands, the summary says so
+            out.setdefault("artifacts_error", f"{type(exc).__name__}: {exc}")
+    return out
 
 
 def finish_call(
@@ -133,10 +139,13 @@ def finish_call(
     text = dumps(trace, secrets)
     if rec.artifacts_dir:
         folder = Path(rec.artifacts_dir)
-        if drop_recordings:
-            for name in RECORDING_FILES:
-                (folder / name).unlink(missing_ok=True)
-        atomic_write_text(folder / TRACE_FILE, text)
+        try:
+            if drop_recordings:
+                for name in RECORDING_FILES:
+                    (folder / name).unlink(missing_ok=True)
+            atomic_write_text(folder / TRACE_FILE, text)
+        except OSError as exc:  # disk full, read-only: the call's result stands, the summary says so
+            summary.setdefault("artifacts_error", f"{type(exc).__name__}: {exc}")
     return summary, dict(json.loads(text))
 
 

@@ -434,6 +434,13 @@ class LivekitCall:
             self.record.save(self.artifacts_dir / "call.json", secrets=[self._api_secret])
         except (OSError, RuntimeError) as exc:  # disk full, read-only folder (soundfile: RuntimeError)
             self.artifacts_error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, OSError):  # soundfile hides the errno ("System error."): say why
+                import shutil
+
+                with contextlib.suppress(OSError):
+                    free = shutil.disk_usage(self.artifacts_dir).free
+                    writable = os.access(self.artifacts_dir, os.W_OK)
+                    self.artifacts_error += f" ({free // 1024} KiB free on that disk{'' if writable else ', folder not writable'})"
             return None
         return self.artifacts_dir
 

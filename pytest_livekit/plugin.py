@@ -39,6 +39,7 @@ from .keys import (
     OUTCOME_KEY,
     PROGRESS_KEY,
     SERVER_KEY,
+    SESSION_KEY,
     SETTINGS_KEY,
     WORKER_KEY,
 )
@@ -279,7 +280,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     """A table per call type, SLO breaches, then one line per call (quiet under -q)."""
-    for line in run_collector(config).summary.table_lines(config.get_verbosity()):
+    summary = run_collector(config).summary
+    session = config.stash.get(SESSION_KEY, None)
+    for note in getattr(session, "notes", []):
+        if note not in summary.notes:
+            summary.notes.append(note)
+    for line in summary.table_lines(config.get_verbosity()):
         if line.style == "section":
             terminalreporter.section(line.text)
         else:

@@ -319,6 +319,15 @@ class RunSummary:
                     f"{summary.tools_ok:>4}/{summary.calls:<4}  {summary.failed:>6}  {outcomes}"
                 ))
         out += [SummaryLine(f"SLO breach: {breach}", "bad") for breach in self.slo_breaches]
+        unwritten = [data for _, _, data in self.rows if data.get("artifacts_error")]
+        if unwritten:  # said once for the run, not once per call
+            folder = Path(str(unwritten[0].get("artifacts") or ".")).parent
+            out.append(SummaryLine(
+                f"livekit: {len(unwritten)} of {len(self.rows)} calls could not write their artifacts "
+                f"under {folder}: {unwritten[0]['artifacts_error']} (test results are not affected; "
+                "free space or make the folder writable, or choose another with --livekit-artifacts)",
+                "warn",
+            ))
         for line in self.baseline_lines:
             bad = line.startswith(("REGRESSION", "baseline: ", "livekit: "))
             out.append(SummaryLine(line, "bad" if bad else ""))

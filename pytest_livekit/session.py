@@ -220,6 +220,9 @@ class LivekitSession:
         """Where the running server is (None until :meth:`start`)."""
         self._workers: WorkerPool | None = None
         self._summary: RunSummary | None = None
+        self._log_dir: Path | None = None
+        self.notes: list[str] = []
+        """Things the run's summary should say (e.g. logs moved to a temporary folder)."""
         self.server_death: BaseException | None = None
         """Why the managed server is gone (it ended on its own mid-session), else None."""
         self._live_calls: weakref.WeakSet[LivekitCall] = weakref.WeakSet()
@@ -262,7 +265,7 @@ class LivekitSession:
             return self.handle
         # one log per xdist worker: two workers' servers never share a file
         worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self.server = server = managed_server(s, s.artifacts_dir.parent / f"livekit-server-{worker_id}.log")
+        self.server = server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
         server.start()
         server.on_exit(self._server_exited)
         self.handle = ServerHandle(
@@ -275,6 +278,30 @@ class LivekitSession:
             server.startup_seconds,
         )
         return self.handle
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the server and worker logs (and worker offline plans) go: beside the calls'
+        folder, or, when that cannot be written (read-only, full), a temporary folder, which
+        :attr:`notes` then names: a call must not fail because its logs have nowhere to go.
+        """
+        if self._log_dir is None:
+            wanted = Path(self.settings.artifacts_dir).parent
+            try:
+                wanted.mkdir(parents=True, exist_ok=True)
+                probe = wanted / f".pytest-livekit-probe-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+                self._log_dir = wanted
+            except OSError as exc:
+                import tempfile
+
+                self._log_dir = Path(tempfile.mkdtemp(prefix="pytest-livekit-logs-"))
+                self.notes.append(
+                    f"livekit: {wanted} cannot be written ({type(exc).__name__}: {exc.strerror or exc}); "
+                    f"server and worker logs are in {self._log_dir}"
+                )
+        return self._log_dir
 
     def _server_exited(self, how: str) -> None:  # the server's exit watcher thread
         """The managed server ended on its own: fail the calls in progress at once and every
@@ -312,7 +339,7 @@ class LivekitSession:
             s = self.settings
             self._workers = WorkerPool(
                 cwd=s.rootdir,
-                log_dir=Path(s.artifacts_dir).parent,
+                log_dir=self.log_dir,
                 # a worker imports livekit-agents and the agent's plugins: never less than a minute
                 startup_timeout=max(60.0, s.startup_timeout),
             )

@@ -345,3 +345,57 @@ def test_pytest_timeout_thread_method_mid_call_leaves_nothing_running(tmp_path: 
     pids = [int(p) for p in proc.stdout.split("PIDS=", 1)[1].split()[0].split(",")]
     for pid in pids:
         assert _gone(pid, 15.0), f"pid {pid} survived pytest-timeout's thread method"
+
+
+DISK = '''
+async def test_one(livekit_call):
+    await livekit_call.say("Hello")
+    await livekit_call.wait_for_agent_reply()
+
+
+async def test_two(livekit_call):
+    await livekit_call.say("Hello")
+    await livekit_call.wait_for_agent_reply()
+'''
+
+
+@pytest.mark.parametrize("fault", ["disk full", "read-only"])
+def test_an_unwritable_artifacts_folder_keeps_the_results_and_says_so_once(
+    tmp_path: Path, server_binary: Path, fault: str
+) -> None:
+    """A 200 KiB tmpfs (disk full) or a read-only mount, private to the inner run (unshare -m)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to mount a private tmpfs")  # CI runs as root
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "test_disk.py").write_text(DISK)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        f"livekit_agent = {EXAMPLE_AGENT}\n"
+    )
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    mount = (
+        f"mount -t tmpfs -o size=200k tmpfs {out_dir}" if fault == "disk full"
+        else f"mount -t tmpfs -o size=10m tmpfs {out_dir} && mkdir {out_dir}/calls && mount -o remount,ro {out_dir}"
+    )
+    pytest_cmd = (
+        f"{sys.executable} -m pytest -p no:cacheprovider --livekit-server-binary={server_binary} "
+        f"--livekit-artifacts={out_dir}/calls --livekit-report={out_dir}/report.html test_disk.py"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"{mount} && {pytest_cmd}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    out = proc.stdout
+    last = out.strip().splitlines()[-1]
+    assert "2 passed in" in last and "error" not in last and "failed" not in last, out[-3000:]
+    assert out.count("calls could not write their artifacts") == 1, out[-3000:]
+    assert "test results are not affected" in out
+    if fault == "read-only":  # the logs found another home, and the run says where
+        assert "cannot be written" in out and "server and worker logs are in" in out
