@@ -319,7 +319,8 @@ class LivekitCall:
         from .loop_watchdog import LoopWatchdog
 
         self._watchdog = LoopWatchdog(
-            asyncio.get_running_loop(), self._loop_blocked, threshold=LOOP_BLOCK_FAIL_SECONDS
+            # a ping every 0.25 s: enough to see a 2 s stall, little for the GIL the agent shares
+            asyncio.get_running_loop(), self._loop_blocked, threshold=LOOP_BLOCK_FAIL_SECONDS, interval=0.25
         ).start()
         # a tool that raises or a provider stream that fails is only logged by livekit-agents
         from .agent_errors import AgentErrorLog

@@ -196,7 +196,23 @@ class DockerLivekitServer(LivekitServer):
 
     def _exit_code(self) -> int | None:
         # -1: the container is gone (--rm), and its exit code with it
-        return -1 if self._container_gone else None
+        if self._container_gone:
+            return -1
+        follower = self._log_follower
+        if follower is not None and follower.poll() is not None and self.container_id is not None:
+            # `docker logs -f` ends when the container does: ask docker once how it ended
+            self._container_gone = True
+            out = _docker("inspect", "-f", "{{.State.ExitCode}}", self.container_id, check=False)
+            text = out.stdout.strip()
+            return int(text) if out.returncode == 0 and text.isdigit() else -1
+        return None
+
+    def _describe_exit(self, code: int) -> str:
+        if code < 0:
+            return "container is gone"
+        if code > 128:  # docker reports a process killed by signal N as 128 + N
+            return f"container exited with code {code} (signal {code - 128})"
+        return f"container exited with code {code}"
 
     def _died_before_ready(self, code: int | None) -> BaseException:
         return ServerStartError(

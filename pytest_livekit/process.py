@@ -400,6 +400,10 @@ class ManagedProcess:
             self._exit_watch.start()
         return lambda: self._exit_listeners.remove(callback) if callback in self._exit_listeners else None
 
+    def _describe_exit(self, code: int) -> str:
+        """How the process ended, for people (see :func:`describe_exit`)."""
+        return describe_exit(code)
+
     def _watch_exit(self) -> None:
         while not self._stopping.wait(self.poll_interval * 2):
             code = self._exit_code()
@@ -407,7 +411,7 @@ class ManagedProcess:
                 continue
             if self._stopping.is_set():
                 return
-            how = describe_exit(code)
+            how = self._describe_exit(code)
             for callback in list(self._exit_listeners):
                 with contextlib.suppress(Exception):  # one listener's bug must not hide the exit
                     callback(how)
