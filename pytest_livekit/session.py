@@ -250,6 +250,13 @@ class LivekitSession:
         from .caller import caller_host
 
         caller_host().start()
+        # what a call's script imports (scipy's signal module: ~1.2 s) loads while the server
+        # starts, which mostly waits on a subprocess: the first call does not pay it
+        import threading
+
+        from .audio import warm_imports
+
+        threading.Thread(target=warm_imports, name="pytest-livekit-warm-imports", daemon=True).start()
         s = self.settings
         if self._standalone and s.vocabulary is None:
             from .config import collect_vocabulary
