@@ -6,8 +6,11 @@ times the end of its speech on the same clock in its own process. Per answer,
 ``answer_offsets`` gives TTFA (``time_to_first_audio`` semantics: end of audible caller speech to
 the first audible agent frame, caller's vantage point) minus the agent's real answer delay: the
 downlink plus the measuring error. Per call the floor is the median of its offsets; the error of
-an answer is ``|offset - floor of its call|``. A perfect instrument has error 0 whatever the
-agent's stalls cost, because the stalls move the real send time, which is known.
+an answer is its distance to the nearer offset of the answers before and after it
+(``answer_errors``: the downlink re-settles in 10-60 ms steps during a call, real latency the
+caller hears, so a distance to the call's median would count it). A perfect instrument has error
+0 whatever the agent's stalls cost, because the stalls move the real send time, which is known.
+The ``drift`` column shows the plateaus: the largest |offset - floor of its call|.
 
 Run from the repository root, inside the test network namespace:
 
@@ -32,8 +35,10 @@ Columns (one table):
     calls          calls run (rounds x concurrent calls)
     answers        scored answers with an offset (missing: scored turns without one)
     floor ms       median over calls of each call's floor (median offset): the downlink, ms
-    err p50/p95/max  |offset - its call's floor| over all scored answers of the row, ms
+    err p50/p95/max  distance of each scored answer's offset to its nearer neighbour's, ms
                    (p95: nearest rank, as tests/integration/test_calibration.py)
+    drift ms       the largest |offset - its call's floor| in the row: how far the downlink
+                   re-settled during a call (real latency, not scored)
     clock misses   frames the caller sent or received > 20 ms late (sum over calls)
     failures       calls that raised (first error printed under the table; a worker call that
                    fails with "no agent joined" on a busy machine is livekit-server refusing the job:
@@ -231,9 +236,16 @@ class CalibrationResult:
 
     @property
     def errors(self) -> list[float]:
-        """|offset - floor| per scored answer, seconds."""
+        """Per scored answer, the distance to its nearer neighbour's offset, seconds."""
+        from tests.agents.calibration_agent import answer_errors
+
+        return answer_errors(self.measured)
+
+    @property
+    def drift(self) -> float | None:
+        """The largest |offset - floor| of this call, seconds: how far the downlink re-settled."""
         floor = self.floor
-        return [] if floor is None else [abs(o - floor) for o in self.measured]
+        return None if floor is None else max(abs(o - floor) for o in self.measured)
 
 
 async def bounded(coro: Awaitable[T], timeout: float, what: str) -> T:
@@ -286,6 +298,7 @@ class RowStats:
     p50: float | None
     p95: float | None
     max: float | None
+    drift: float | None
     clock_misses: int
     failures: int
     first_error: str | None
@@ -295,6 +308,7 @@ def summarize(results: list[CalibrationResult]) -> RowStats:
     """Pool the calls' errors (each against its own call's floor)."""
     errors = [e for r in results for e in r.errors]
     floors = [f for r in results if (f := r.floor) is not None]
+    drifts = [d for r in results if (d := r.drift) is not None]
     failed = [r for r in results if r.error is not None]
     return RowStats(
         calls=len(results),
@@ -304,6 +318,7 @@ def summarize(results: list[CalibrationResult]) -> RowStats:
         p50=percentile(errors, 0.50),
         p95=percentile(errors, 0.95),
         max=max(errors) if errors else None,
+        drift=max(drifts) if drifts else None,
         clock_misses=sum(r.clock_misses for r in results),
         failures=len(failed),
         first_error=failed[0].error if failed else None,
@@ -393,12 +408,12 @@ def row_cells(row: Row, stats: RowStats) -> list[str]:
     else:
         goal = f"{'yes' if stats.p95 <= row.goal and not stats.failures else 'NO'} (<= {row.goal * 1000:.0f})"
     return [
-        row.label, str(stats.calls), answers, ms(stats.floor), ms(stats.p50), ms(stats.p95), ms(stats.max),
+        row.label, str(stats.calls), answers, ms(stats.floor), ms(stats.p50), ms(stats.p95), ms(stats.max), ms(stats.drift),
         str(stats.clock_misses), str(stats.failures), goal,
     ]
 
 
-HEADERS = ["row", "calls", "answers", "floor ms", "err p50", "err p95", "err max", "clock misses", "failures", "goal"]
+HEADERS = ["row", "calls", "answers", "floor ms", "err p50", "err p95", "err max", "drift ms", "clock misses", "failures", "goal"]
 
 
 async def run(args: argparse.Namespace, log_dir: Path) -> tuple[list[tuple[Row, RowStats]], int]:

@@ -357,6 +357,27 @@ class CallerSession:
                     out["round_trip_time"] = rtt
         return out, media
 
+    async def _sample_jitter_buffer(self, segment_start: float) -> None:
+        """Send the receiver's cumulative jitter-buffer counters for the agent's audio, read just
+        after a heard segment closed: the difference between two samples is the time the samples
+        of that stretch spent in the jitter buffer (real latency the caller hears, which WebRTC
+        re-adapts during a call)."""
+        if self.room is None:
+            return
+        try:
+            stats = await self.room.get_rtc_stats()
+        except Exception:  # stats are a diagnostic: a call never fails on them
+            return
+        delay = emitted = target = 0.0
+        for item in [*stats.publisher_stats, *stats.subscriber_stats]:
+            if item.WhichOneof("stats") != "inbound_rtp" or item.inbound_rtp.stream.kind != "audio":
+                continue
+            inbound = item.inbound_rtp.inbound
+            delay += inbound.jitter_buffer_delay
+            emitted += inbound.jitter_buffer_emitted_count
+            target += inbound.jitter_buffer_target_delay
+        self.send("jitter_buffer", segment_start, self.now(), delay, emitted, target)
+
     # -- the microphone -----------------------------------------------------------------------
     async def _mic_loop(self) -> None:
         # queue_size_ms=0: frames go straight to WebRTC, so we pace them ourselves against an
@@ -500,9 +521,11 @@ class CallerSession:
                 if closed is not None:
                     self._flush("heard")  # the whole segment is in the recording before its end
                     self.send("heard_closed", closed.start, closed.end)
+                    self._spawn(self._sample_jitter_buffer(closed.start), "pytest-livekit-jitter-buffer")
                 elif self.detector.active and not was_active:
                     onset = self.detector.onset()
                     self.send("heard_onset", onset)  # time-to-first-audio waiters wake up
+                    self._spawn(self._sample_jitter_buffer(onset), "pytest-livekit-jitter-buffer")
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()

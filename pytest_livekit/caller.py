@@ -411,6 +411,12 @@ class ScriptedCaller:
         elif kind == "heard_closed":
             record.heard.append(HeardSegment(float(message[1]), float(message[2])))
             self._open_start = None
+        elif kind == "jitter_buffer":
+            _, start, t, delay, emitted, target = message
+            record.jitter_buffer.append({
+                "segment_start": float(start), "t": float(t), "delay_total": float(delay),
+                "emitted": float(emitted), "target_delay_total": float(target),
+            })
         elif kind == "receive_gap":
             record.receive_gaps.append((float(message[1]), float(message[2])))
         elif kind == "late":

@@ -40,6 +40,30 @@ def time_to_first_audio(record: CallRecord, turn: int = -1) -> float | None:
     return None
 
 
+def jitter_buffer_delay(record: CallRecord, turn: int = -1) -> float | None:
+    """Seconds the agent's first answer to a caller turn spent, on average per sample, in the
+    caller's receive jitter buffer: part of :func:`time_to_first_audio` that WebRTC adapts during a
+    call (typically 20-40 ms on loopback). Read from the receiver's cumulative counters sampled
+    when the answer was first heard and when it closed; ``None`` without an answer or samples.
+    """
+    t = record.turn(turn)
+    if t.ended_at is None:
+        return None
+    end = t.speech_ended_at if t.speech_ended_at is not None else t.ended_at
+    _, window_end = record.turn_window(turn)
+    starts = sorted(seg.start for seg in record.heard if end <= seg.start < window_end)
+    if not starts:
+        return None
+    samples = [s for s in record.jitter_buffer if abs(s["segment_start"] - starts[0]) < 1e-6]
+    if len(samples) < 2:
+        return None
+    first, last = samples[0], samples[-1]
+    emitted = last["emitted"] - first["emitted"]
+    if emitted <= 0:
+        return None
+    return (last["delay_total"] - first["delay_total"]) / emitted
+
+
 def user_transcript(record: CallRecord, turn: int = -1) -> str:
     """The agent's raw final STT text for a caller turn: every final user transcript emitted
     between the turn's start and the next caller turn, joined with spaces (never the LLM's or a

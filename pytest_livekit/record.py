@@ -194,6 +194,10 @@ class CallRecord:
     """The call-wide :class:`~pytest_livekit.conditions.Conditions` (``to_dict()``: specs and seed)."""
     reconnects: list[dict[str, Any]] = field(default_factory=list)
     """Caller reconnects: ``{"t": s, "kind": "full"|"signal", "ok": bool, "took": s}``."""
+    jitter_buffer: list[dict[str, float]] = field(default_factory=list)
+    """The caller's receive jitter buffer for the agent's audio, sampled after each heard segment
+    closed: ``{"segment_start": s, "t": s, "delay_total": s, "emitted": samples,
+    "target_delay_total": s}`` (W3C cumulative counters; see :func:`jitter_buffer_delays`)."""
     clock_misses: list[dict[str, Any]] = field(default_factory=list)
     """Moments the caller could not keep real time: ``{"t": s, "direction": "send"|"receive",
     "late_ms": ms}`` for every frame that left or arrived more than 20 ms late. Timing metrics of a

@@ -23,7 +23,8 @@ says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys
 - ``script``: the steps the test ran (what :mod:`pytest_livekit.replay` re-runs).
 - ``turns``: caller turns and agent turns in time order, each ``{who, index, start, end, text,
   ...}``; caller turns carry ``kind`` (``say``/``barge_in``/...), ``conditions`` and per-turn
-  metrics (``ttfa_ms``, ``wer``); agent turns span the agent's ``speaking`` state, carry
+  metrics (``ttfa_ms``, ``wer``, ``jitter_buffer_ms``: how much of ``ttfa_ms`` the answer's
+  first heard segment spent in the caller's receive jitter buffer, mean per sample); agent turns span the agent's ``speaking`` state, carry
   ``added_at`` (when the reply entered the conversation), ``interrupted`` and the agent's
   self-reported ``latency`` (``e2e_latency_s``, ``llm_node_ttft_s``, ``tts_node_ttfb_s``).
 - ``conversation``: every chat item with livekit-agents' own per-turn metrics (model latencies,
@@ -137,6 +138,7 @@ def build_trace(
         duration_s: the call's length in seconds (default: the last recorded event).
     """
     from .audio import CALL_SAMPLE_RATE  # here, not at import: the plugin loads this module light
+    from .metrics import jitter_buffer_delay
 
     metrics = dict(metrics or {})
     per_turn = _turn_metrics(metrics)
@@ -157,6 +159,8 @@ def build_trace(
             "pause": list(turn.pause) if turn.pause else None,
             "stt_text": m.get("stt_text"),
             "ttfa_ms": to_ms(m.get("ttfa")),
+            # part of ttfa_ms: WebRTC's receive buffer, which it re-adapts during a call
+            "jitter_buffer_ms": to_ms(jitter_buffer_delay(record, turn.index)),
             "wer": m.get("wer"),
         })
     speaking = _agent_speaking_intervals(record)

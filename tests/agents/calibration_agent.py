@@ -201,3 +201,24 @@ def answer_offsets(record: object, t0: float, log_path: str | os.PathLike[str]) 
             continue
         out.append(ttfa - (sent[k] - (t0 + end)))
     return out
+
+
+def answer_errors(offsets: list[float]) -> list[float]:
+    """Per scored answer, the measuring error in seconds: the distance from its offset to the
+    nearest offset of the answer before or after it.
+
+    The downlink is not one constant per call: the agent's send path and the caller's jitter
+    buffer re-settle now and then, and each answer after that arrives a steady 10-60 ms later or
+    earlier (seen in CI: 45, 37, 97, 67 ms plateaus in one call, each 2+ answers long). That is
+    real latency the caller hears, not a measuring error, so an error against the call's median
+    would count it. A caller that mis-times answers (a stalled caller process: 15-30 ms of random
+    error per answer) has no close neighbour and scores its full error here; a one-answer
+    excursion does too.
+    """
+    if len(offsets) < 2:
+        return [0.0 for _ in offsets]
+    out = []
+    for i, o in enumerate(offsets):
+        near = [abs(o - offsets[j]) for j in (i - 1, i + 1) if 0 <= j < len(offsets)]
+        out.append(min(near))
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_livekit.metrics import (
+    jitter_buffer_delay,
     normalize_text,
     spell_out_digits,
     time_to_first_audio,
@@ -41,6 +42,30 @@ def test_ttfa_is_first_heard_segment_after_turn_end() -> None:
     assert time_to_first_audio(rec, 0) == pytest.approx(1.2)
     assert time_to_first_audio(rec, 1) == pytest.approx(1.5)
     assert time_to_first_audio(rec) == pytest.approx(1.5)  # default: last turn
+
+
+# -- jitter_buffer_delay ------------------------------------------------------------------------
+def _sample(start: float, t: float, delay_total: float, emitted: float) -> dict[str, float]:
+    return {"segment_start": start, "t": t, "delay_total": delay_total, "emitted": emitted,
+            "target_delay_total": 0.0}
+
+
+def test_jitter_buffer_delay_is_the_answers_own_share_of_the_counters() -> None:
+    rec = _record([(1.0, 3.0, "hi"), (8.0, 10.0, "again")], heard=[(4.2, 6.0), (11.5, 13.0)])
+    # counters at the first answer's onset and close, then the second's (48 kHz samples)
+    rec.jitter_buffer = [
+        _sample(4.2, 4.21, 10.0, 100_000), _sample(4.2, 6.1, 10.0 + 0.03 * 96_000, 196_000),
+        _sample(11.5, 11.51, 20.0, 300_000), _sample(11.5, 13.1, 20.0 + 0.05 * 48_000, 348_000),
+    ]
+    assert jitter_buffer_delay(rec, 0) == pytest.approx(0.03)
+    assert jitter_buffer_delay(rec, 1) == pytest.approx(0.05)
+
+
+def test_jitter_buffer_delay_is_none_without_an_answer_or_both_samples() -> None:
+    rec = _record([(1.0, 3.0, "hi"), (8.0, 10.0, "again")], heard=[(4.2, 6.0)])
+    rec.jitter_buffer = [_sample(4.2, 4.21, 10.0, 100_000)]  # the call ended before it closed
+    assert jitter_buffer_delay(rec, 0) is None
+    assert jitter_buffer_delay(rec, 1) is None  # never answered
 
 
 def test_ttfa_uses_earliest_segment_even_if_unsorted() -> None:
