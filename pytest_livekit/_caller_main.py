@@ -358,10 +358,12 @@ class CallerSession:
         return out, media
 
     async def _sample_jitter_buffer(self, segment_start: float) -> None:
-        """Send the receiver's cumulative jitter-buffer counters for the agent's audio, read just
-        after a heard segment closed: the difference between two samples is the time the samples
-        of that stretch spent in the jitter buffer (real latency the caller hears, which WebRTC
-        re-adapts during a call)."""
+        """Send the receiver's cumulative jitter-buffer counters for the agent's audio.
+
+        Read when a heard segment opens and when it closes: the difference between the two is the
+        time that segment's samples spent in the jitter buffer (real latency the caller hears,
+        which WebRTC re-adapts during a call).
+        """
         if self.room is None:
             return
         try:
