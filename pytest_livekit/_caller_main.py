@@ -45,8 +45,11 @@ from ._caller_wire import (
     raise_priority,
 )
 from .audio import CALL_SAMPLE_RATE, ActivityDetector, rms_dbfs
+from .netem import NetworkPath
 from .observer import SessionObserver  # imported before the priority is raised (it is heavy)
+from .packet_relay import PacketRelay
 from .record import CallRecord, HeardSegment
+from .rtc_stats import audio_rtc_stats, relay_only_config
 
 #: Participant attribute through which livekit-agents publishes its state.
 AGENT_STATE_ATTRIBUTE = "lk.agent.state"
@@ -54,6 +57,8 @@ AGENT_STATE_ATTRIBUTE = "lk.agent.state"
 _OBSERVED = ("state_changes", "transcripts", "items", "tool_calls", "handoffs", "errors")
 #: Frames per batch sent to the test process (100 ms: small enough to lose little on a crash).
 _BATCH_FRAMES = 10
+#: This process's packet relay, when the session's server runs behind one (``cmd_relay_start``).
+_RELAY: PacketRelay | None = None
 #: A pause between received frames longer than this counts as a receive stall, in seconds.
 _STALL_SECONDS = 0.030
 
@@ -102,6 +107,7 @@ class CallerSession:
         self._last_state: dict[str, Any] | None = None
         self._sent_clock = SlotClock()
         self._heard_clock = SlotClock()
+        self._links: set[str] = set()
 
     # -- plumbing -----------------------------------------------------------------------------
     def now(self) -> float:
@@ -183,10 +189,14 @@ class CallerSession:
         epoch0: float,
         agent_identity: str | None,
         max_bitrate_bps: int | None,
+        ice_servers: list[dict[str, Any]] | None = None,
+        links: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Join the room, publish the microphone and start it (silence until a clip is queued)."""
         self.t0 = t0
         self.agent_identity = agent_identity
+        for link in links or []:  # before anything of this call reaches the relay
+            await self.cmd_shape_network(**link)
         self.record = CallRecord(call_id="", call_type=None, started_at_epoch=epoch0)
         room = self.room = rtc.Room()
         self._observer = SessionObserver(
@@ -208,7 +218,9 @@ class CallerSession:
         room.register_text_stream_handler("lk.transcription", self._on_transcription)
         # Room.connect is never wrapped in a timeout: cancelling it makes the rtc FFI kill the
         # process (livekit python-sdks#813). connect_timeout bounds it instead.
-        await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10.0))
+        # a shaped caller reaches the server only through the packet relay's TURN address
+        rtc_config = relay_only_config(ice_servers) if ice_servers else None
+        await room.connect(url, token, rtc.RoomOptions(auto_subscribe=True, connect_timeout=10.0, rtc_config=rtc_config))
         self._source = rtc.AudioSource(CALL_SAMPLE_RATE, 1, queue_size_ms=0)
         track = rtc.LocalAudioTrack.create_audio_track("caller-mic", self._source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -257,13 +269,67 @@ class CallerSession:
         await self.room.simulate_scenario(kinds[kind])
 
     async def cmd_close(self) -> dict[str, Any]:
-        """Stop the microphone and leave; returns what only the room knows (stats, people)."""
-        out: dict[str, Any] = {"rtc": {}, "media": {}, "participants": [], "room_sid": ""}
+        """Stop the microphone and leave; returns what only the room knows (stats, people) and
+        what the packet relay did to this call's links.
+        """
+        out: dict[str, Any] = {"rtc": {}, "media": {}, "participants": [], "room_sid": "", "network": {}}
         if self.room is not None:
             with contextlib.suppress(Exception):  # stats are a bonus; never fail a hang-up on them
                 out["rtc"], out["media"] = await self._rtc_stats()
             out["room_sid"], out["participants"] = self._participants()
         await self._shutdown()
+        out["network"] = self._release_links()
+        return out
+
+    # -- the packet relay (one per process, shared by every call; see packet_relay) ------------
+    async def cmd_relay_start(self, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
+        """Start this process's packet relay (idempotent for the same addresses)."""
+        global _RELAY
+        if _RELAY is not None:
+            if _RELAY.listen == tuple(listen) and _RELAY.upstream == tuple(upstream):
+                return
+            _RELAY.close()
+            _RELAY = None
+        _RELAY = await PacketRelay((listen[0], int(listen[1])), (upstream[0], int(upstream[1]))).start()
+
+    async def cmd_relay_info(self) -> dict[str, Any]:
+        """The relay's own counters: flows seen, packets passed unshaped, socket errors."""
+        if _RELAY is None:
+            return {"running": False}
+        return {
+            "running": True, "flows": sorted(_RELAY.flows()), "passed": _RELAY.passed,
+            "errors": _RELAY.errors, "links": sorted(_RELAY.links), "received": dict(_RELAY.received),
+        }
+
+    async def cmd_shape_network(self, link: str, path: dict[str, Any], usernames: list[str]) -> None:
+        """Shape, by ``path`` (a ``NetworkPath.to_dict()``), the flows that authenticate to the
+        relayed TURN server with one of ``usernames``; the link is released when this call closes.
+        """
+        if _RELAY is None:
+            raise RuntimeError("the packet relay is not running in the caller's process")
+        _RELAY.add_link(link, NetworkPath.from_dict(path), usernames=usernames)
+        self._links.add(link)
+
+    async def cmd_network_outage(self, link: str, direction: str, seconds: float) -> None:
+        """Drop a link's packets in ``direction`` for ``seconds`` from now."""
+        if _RELAY is None or link not in _RELAY.links:
+            raise RuntimeError(f"no shaped network link {link!r}")
+        _RELAY.outage(link, direction, seconds)
+
+    async def cmd_network_stats(self) -> dict[str, Any]:
+        """The wire stats of this call's links so far."""
+        if _RELAY is None:
+            return {}
+        return {name: _RELAY.links[name].stats() for name in self._links if name in _RELAY.links}
+
+    def _release_links(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if _RELAY is not None:
+            for name in sorted(self._links):
+                stats = _RELAY.remove_link(name)
+                if stats is not None:
+                    out[name] = stats
+        self._links.clear()
         return out
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -311,51 +377,9 @@ class CallerSession:
         return sid, people
 
     async def _rtc_stats(self) -> tuple[dict[str, float], dict[str, Any]]:
-        """Receive-side stats of the agent's audio and our round-trip time (W3C units: s), and the
-        audio codecs in use.
-        """
+        """Receive-side stats of the agent's audio, our round-trip time and the codecs in use."""
         assert self.room is not None
-        stats = await self.room.get_rtc_stats()
-        out: dict[str, float] = {}
-        # With a single peer connection (livekit-server >= 1.9 offers it) every stat is in
-        # publisher_stats; otherwise receive stats are in subscriber_stats. Scan both.
-        everything = [*stats.publisher_stats, *stats.subscriber_stats]
-        used = set()
-        for item in everything:
-            which = item.WhichOneof("stats")
-            if which in ("inbound_rtp", "outbound_rtp"):
-                stream = getattr(item, which).stream
-                if stream.kind == "audio":
-                    used.add(stream.codec_id)
-        codecs = {
-            item.codec.rtc.id: {
-                "mime_type": item.codec.codec.mime_type,
-                "clock_rate": item.codec.codec.clock_rate,
-                "channels": item.codec.codec.channels,
-                "payload_type": item.codec.codec.payload_type,
-            }
-            for item in everything
-            if item.WhichOneof("stats") == "codec" and item.codec.rtc.id in used
-        }
-        media = {"codecs": sorted(codecs.values(), key=lambda c: str(c["mime_type"]))}
-        for item in everything:
-            if item.WhichOneof("stats") == "inbound_rtp":
-                rtp = item.inbound_rtp
-                if rtp.stream.kind != "audio":
-                    continue
-                out["packets_received"] = out.get("packets_received", 0.0) + rtp.received.packets_received
-                out["packets_lost"] = out.get("packets_lost", 0.0) + rtp.received.packets_lost
-                out["jitter"] = max(out.get("jitter", 0.0), rtp.received.jitter)
-                out["concealed_samples"] = out.get("concealed_samples", 0.0) + rtp.inbound.concealed_samples
-                out["total_samples_received"] = (
-                    out.get("total_samples_received", 0.0) + rtp.inbound.total_samples_received
-                )
-        for item in everything:
-            if item.WhichOneof("stats") == "remote_inbound_rtp":
-                rtt = item.remote_inbound_rtp.remote_inbound.round_trip_time
-                if rtt:
-                    out["round_trip_time"] = rtt
-        return out, media
+        return audio_rtc_stats(await self.room.get_rtc_stats())
 
     async def _sample_jitter_buffer(self, segment_start: float) -> None:
         """Send the receiver's cumulative jitter-buffer counters for the agent's audio.

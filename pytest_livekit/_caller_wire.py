@@ -77,6 +77,38 @@ class SlotClock:
         return slot
 
 
+def request_blocking(socket_path: str, command: str, timeout: float, **args: Any) -> Any:
+    """Send one command to the caller process from synchronous code and return its result.
+
+    For process-wide commands (starting the packet relay) issued before any event loop runs; the
+    connection is closed afterwards (the process then forgets it, as after a call).
+    """
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        data = pickle.dumps((1, command, args), protocol=pickle.HIGHEST_PROTOCOL)
+        sock.sendall(_HEADER.pack(len(data)) + data)
+        buffer = b""
+        while True:
+            while len(buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack(buffer[: _HEADER.size])
+                if len(buffer) < _HEADER.size + size:
+                    break
+                message = pickle.loads(buffer[_HEADER.size : _HEADER.size + size])  # noqa: S301 - our own process
+                buffer = buffer[_HEADER.size + size :]
+                if message[0] == "reply" and message[1] == 1:
+                    _, _, ok, result = message
+                    if not ok:
+                        raise RuntimeError(f"the caller's process failed {command!r}:\n{result}")
+                    return result
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"the caller's process closed the connection before answering {command!r}")
+            buffer += chunk
+
+
 class Channel:
     """Length-prefixed pickled tuples over an asyncio stream pair."""
 

@@ -125,13 +125,23 @@ class InProcessAgent:
         token: agent-kind token for the room (see :func:`pytest_livekit.tokens.agent_token`).
         identity: the agent's participant identity (must match the token).
         job_metadata: passed as ``ctx.job.metadata``.
+        ice_servers: connect only through these TURN servers (relay-only ICE): the packet relay's
+            address for a shaped agent.
     """
 
     def __init__(
-        self, target: AgentTarget, *, url: str, token: str, identity: str, job_metadata: str = ""
+        self,
+        target: AgentTarget,
+        *,
+        url: str,
+        token: str,
+        identity: str,
+        job_metadata: str = "",
+        ice_servers: list[dict[str, Any]] | None = None,
     ) -> None:
         from livekit import rtc
 
+        self._ice_servers = ice_servers
         self.target = target
         self.identity = identity
         self._url = url
@@ -174,7 +184,11 @@ class InProcessAgent:
         """Connect the agent's room and start the entrypoint inside a fake job context."""
         from livekit import rtc
 
-        await self.room.connect(self._url, self._token, rtc.RoomOptions(connect_timeout=10.0))
+        from .rtc_stats import relay_only_config
+
+        # a shaped agent reaches the server only through the packet relay's TURN address
+        rtc_config = relay_only_config(self._ice_servers) if self._ice_servers else None
+        await self.room.connect(self._url, self._token, rtc.RoomOptions(connect_timeout=10.0, rtc_config=rtc_config))
         self._runner = asyncio.create_task(self._run(), name="pytest-livekit-agent")
 
     async def _run(self) -> None:

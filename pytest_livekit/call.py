@@ -85,6 +85,12 @@ class LivekitCall:
             ``real``: the agent runs with the providers it was written with.
         offline_plan: what the doubles do in this call (LLM rules, STT vocabulary); default:
             the default reply only, with the generic vocabulary.
+        network: a :class:`~pytest_livekit.netem.NetworkPath` for the caller's own network link
+            (uplink = caller to server): every packet of the caller passes the session's packet
+            relay (relay-only ICE through the server's TURN), shaped by it from the first one.
+        agent_network: the same for the agent's link (in-process agents).
+        relay: the packet relay's address (in front of the server's TURN port): where shaped
+            participants connect; the session sets it when ``livekit_packet_relay = on``.
     """
 
     def __init__(
@@ -106,6 +112,9 @@ class LivekitCall:
         conditions: Any = None,
         providers: str = "offline",
         offline_plan: OfflinePlan | None = None,
+        network: Any = None,
+        agent_network: Any = None,
+        relay: tuple[str, int] | None = None,
     ) -> None:
         if providers not in PROVIDER_MODES:
             raise ConfigError(
@@ -121,6 +130,16 @@ class LivekitCall:
         self.agent_target = agent
         self.worker = worker
         self.conditions = conditions
+        self.network = network
+        self.agent_network = agent_network
+        self.relay = relay
+        self._ice_servers: dict[str, list[dict[str, Any]]] = {}
+        if agent_network is not None and worker is not None:
+            raise ConfigError(
+                "agent_network= shapes an in-process agent's link: in worker mode the agent's "
+                "sockets live in a job process the test cannot see. Shape the caller's link "
+                "(network=) instead, or run this test with agent_mode='in-process'."
+            )
         self.room_name = f"{sanitize(name, 80)}-{secrets.token_hex(4)}"
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir else None
         self.voice = voice
@@ -181,6 +200,7 @@ class LivekitCall:
         if self.providers == "offline":
             self._start_offline(in_process)
         # A worker's agent identity is only known once it joins ("agent-<job id>").
+        links, self._ice_servers = self._network_plan()
         connect = self.caller.connect(
             self.url,
             caller_token(
@@ -191,6 +211,8 @@ class LivekitCall:
             ),
             agent_identity=self.agent_identity if in_process else None,
             max_bitrate_bps=self._max_bitrate(),
+            ice_servers=self._ice_servers.get("caller"),
+            links=links,
         )
         if self.worker is not None:
             await connect
@@ -215,6 +237,64 @@ class LivekitCall:
         for step, at in self.caller.join_marks.items():
             self.timings[f"setup.{step}"] = at - t0
         return self
+
+    def _link(self, who: str) -> str:
+        return f"{self.room_name}:{who}"
+
+    def _network_plan(self) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """The relay links of this call and each shaped side's TURN server (the relay).
+
+        Returns ``(links, ice_servers per side)``; both empty when nothing is shaped.
+
+        Raises:
+            ConfigError: a path was given but the session's server has no packet relay.
+        """
+        sides = [(who, path) for who, path in (("caller", self.network), ("agent", self.agent_network)) if path is not None]
+        if not sides:
+            return [], {}
+        if self.relay is None:
+            raise ConfigError(
+                "network conditions need the packet relay in front of the session's server: set "
+                "livekit_packet_relay = on (pytest.ini / pyproject) or --livekit-packet-relay=on, and "
+                "run inside scripts/netns-run (the relay needs the namespace's two private addresses). "
+                "An external server (--livekit-url) cannot be shaped: the relay needs the server's "
+                "embedded TURN server, which only a server the plugin starts is configured with."
+            )
+        from .turn_credentials import turn_credentials
+
+        host, port = self.relay
+        links, ice = [], {}
+        shaped: dict[str, Any] = {}
+        for who, path in sides:
+            username, password = turn_credentials(self._api_key, self._api_secret, self._link(who))
+            links.append({"link": self._link(who), "path": path.to_dict(), "usernames": [username]})
+            ice[who] = [{"urls": [f"turn:{host}:{port}?transport=udp"], "username": username, "password": password}]
+            shaped[who] = {"path": path.to_dict(), "describe": path.describe()}
+        self.record.network = {**self.record.network, "shaped": shaped}
+        return links, ice
+
+    async def network_outage(self, seconds: float, *, direction: str = "downlink", who: str = "caller") -> None:
+        """Cut ``who``'s network link (``caller`` or ``agent``) in ``direction`` (``uplink``,
+        ``downlink`` or ``both``) for ``seconds`` from now, as a handover does; traffic resumes
+        after. Needs a ``network=`` (or ``agent_network=``) path for that side.
+        """
+        if direction not in ("uplink", "downlink", "both"):
+            raise ConfigError(f"direction={direction!r} is not valid. Valid values: uplink, downlink, both.")
+        if who not in ("caller", "agent"):
+            raise ConfigError(f"who={who!r} is not valid. Valid values: caller, agent.")
+        if not isinstance(seconds, (int, float)) or not 0 < seconds <= 60:
+            raise ConfigError(f"seconds={seconds!r} is not valid: give a number of seconds in (0, 60].")
+        if (self.network if who == "caller" else self.agent_network) is None:
+            raise ConfigError(
+                f"network_outage(who={who!r}) needs a shaped link: pass "
+                f"{'network' if who == 'caller' else 'agent_network'}=NetworkPath() (clean) to the call."
+            )
+        assert self.caller is not None
+        self.record.script.append({"action": "network_outage", "seconds": seconds, "direction": direction, "who": who})
+        self.record.network.setdefault("outages", []).append(
+            {"t": round(self._now(), 3), "seconds": seconds, "direction": direction, "who": who}
+        )
+        await self.caller.network_outage(self._link(who), direction, float(seconds))
 
     def _start_offline(self, in_process: bool) -> None:
         """Register the call's plan for its room; an in-process agent also gets the substitution
@@ -312,6 +392,7 @@ class LivekitCall:
                 agent_name=self.agent_target.agent_name,
             ),
             identity=self.agent_identity,
+            ice_servers=self._ice_servers.get("agent"),
         )
         self.agent.on_failure(self._changed.set)
         await self.agent.start()
@@ -384,6 +465,9 @@ class LivekitCall:
         if self._error_log is not None:
             self._error_log.stop()
         try:
+            if isinstance(self.agent, InProcessAgent) and (self.network is not None or self.agent_network is not None):
+                # the other end of the caller's link: what the agent received from the caller
+                await self._read_agent_rtc()
             if self.caller is not None:
                 await self.caller.aclose()
             if self.agent is not None:
@@ -394,6 +478,16 @@ class LivekitCall:
             self._record_agent_failure()
             self.write_artifacts()
         self.timings["teardown"] = time.monotonic() - t0
+
+    async def _read_agent_rtc(self) -> None:
+        """The in-process agent's receive stats, for a call whose network is shaped."""
+        from .rtc_stats import audio_rtc_stats
+
+        if not isinstance(self.agent, InProcessAgent):
+            return
+        with contextlib.suppress(Exception):  # stats are a bonus; never fail a hang-up on them
+            rtc_stats, _ = audio_rtc_stats(await asyncio.wait_for(self.agent.room.get_rtc_stats(), 5.0))
+            self.record.network = {**self.record.network, "agent_rtc": rtc_stats}
 
     def _record_agent_failure(self) -> None:
         """Keep the agent's crash (or offline violation) in the record a failed call leaves."""

@@ -179,6 +179,25 @@ class CallerHost(ManagedProcess):
         assert self.socket_path is not None
         return self.socket_path
 
+    def start_relay(self, listen: tuple[str, int], upstream: tuple[str, int], timeout: float = HOST_START_TIMEOUT) -> None:
+        """Start the packet relay in this process (blocking; before the first call).
+
+        Raises:
+            CallerProcessError: the process did not start or could not bind ``listen``.
+        """
+        from ._caller_wire import request_blocking
+
+        self.start()
+        self.wait_until_ready(timeout)
+        assert self.socket_path is not None
+        try:
+            request_blocking(str(self.socket_path), "relay_start", timeout, listen=listen, upstream=upstream)
+        except (OSError, RuntimeError) as exc:
+            raise CallerProcessError(
+                f"the packet relay could not start on {listen[0]}:{listen[1]} (to the server's media "
+                f"port {upstream[0]}:{upstream[1]}): {exc}"
+            ) from exc
+
     def _died_before_ready(self, code: int | None) -> BaseException:
         return self._start_failed(f"it exited with code {code}")
 
@@ -434,6 +453,8 @@ class ScriptedCaller:
         *,
         agent_identity: str | None = None,
         max_bitrate_bps: int | None = None,
+        ice_servers: list[dict[str, Any]] | None = None,
+        links: list[dict[str, Any]] | None = None,
     ) -> None:
         """Have the caller process join the room and publish the microphone track.
 
@@ -442,6 +463,10 @@ class ScriptedCaller:
             token: the caller's (least-grant) token.
             agent_identity: the agent's identity, when known before it joins (in-process mode).
             max_bitrate_bps: Opus encoder bitrate cap of the microphone track (bandwidth condition).
+            ice_servers: connect only through these TURN servers (relay-only ICE): the packet
+                relay's address for a shaped caller.
+            links: packet-relay links to shape from before the caller joins (``{"link", "path",
+                "usernames"}``); released when the call closes.
         """
         path = await self.host.wait_ready()
         reader, writer = await asyncio.open_unix_connection(str(path))
@@ -457,6 +482,8 @@ class ScriptedCaller:
             epoch0=self.record.started_at_epoch,
             agent_identity=agent_identity,
             max_bitrate_bps=max_bitrate_bps,
+            ice_servers=ice_servers,
+            links=links or [],
         )
 
     async def set_agent(self, identity: str) -> None:
@@ -505,6 +532,14 @@ class ScriptedCaller:
         """Drop and re-establish the caller's connection (``full`` or ``signal``)."""
         await self._request("reconnect", kind=kind)
 
+    async def network_outage(self, link: str, direction: str, seconds: float) -> None:
+        """Drop ``link``'s packets in ``direction`` (uplink/downlink/both) for ``seconds``."""
+        await self._request("network_outage", link=link, direction=direction, seconds=seconds)
+
+    async def network_stats(self) -> dict[str, Any]:
+        """Per shaped link of this call: what happened on the wire so far."""
+        return dict(await self._request("network_stats"))
+
     async def aclose(self) -> None:
         """Stop the microphone, fail pending clips, leave the room."""
         if self._closed:
@@ -514,6 +549,8 @@ class ScriptedCaller:
                 info = await self._request("close", timeout=15.0)
                 self.record.rtc = info.get("rtc", {})
                 self.record.media = info.get("media", {})
+                if info.get("network"):
+                    self.record.network = {**self.record.network, "links": info["network"]}
                 if info.get("room_sid"):
                     self.record.room_sid = info["room_sid"]
                 known = {(p["identity"], p["sid"]) for p in self.record.participants}

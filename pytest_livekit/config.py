@@ -39,6 +39,8 @@ PROVIDER_MODES = ("offline", "real")
 STT_MODELS = ("domain", "generic")
 #: What a call that breaches a per-call limit of its call type does to its test.
 LIMITS_MODES = ("fail", "warn")
+#: Whether the managed server runs behind the packet relay (calls can then shape their RTP).
+PACKET_RELAY_MODES = ("off", "on")
 
 
 def _positive_float(text: str) -> float:
@@ -170,6 +172,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="progress line while a call runs: auto (on a terminal, not under -q), on, off.",
     )
     group.addoption(
+        "--livekit-packet-relay",
+        choices=PACKET_RELAY_MODES,
+        default=None,
+        help="run the managed server behind the packet relay, so calls can shape their RTP with "
+        "network= (bandwidth, latency, loss, outages): off (default) or on. Needs scripts/netns-run.",
+    )
+    group.addoption(
         "--livekit-limits",
         choices=LIMITS_MODES,
         default=None,
@@ -189,6 +198,11 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("livekit_otel", "write the run's calls as OTLP JSON spans to this file", default=None)
     parser.addini("livekit_progress", "progress line: auto, on or off", default=None)
     parser.addini("livekit_limits", "a breached per-call limit: fail (default) or warn", default=None)
+    parser.addini(
+        "livekit_packet_relay",
+        "run the managed server behind the packet relay that shapes calls' RTP: off (default) or on",
+        default=None,
+    )
     parser.addini(
         "livekit_providers",
         "the agent's AI providers: offline (default; replaced by offline doubles) or real",
@@ -262,6 +276,9 @@ class LivekitSettings:
     """``auto``, ``on`` or ``off``."""
     limits_mode: Setting = field(default_factory=lambda: Setting("fail", "default"))
     """``fail``: a call that breaches a per-call limit fails its test; ``warn``: it warns."""
+    packet_relay: Setting = field(default_factory=lambda: Setting("off", "default"))
+    """``on``: the managed server runs behind :class:`~pytest_livekit.packet_relay.PacketRelay`
+    (calls can pass ``network=``); ``off``: media goes straight to the server."""
     providers: Setting = field(default_factory=lambda: Setting("offline", "default"))
     """``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept."""
     llm: dict[str, Any] = field(default_factory=dict)
@@ -422,6 +439,14 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         raise ConfigError(
             f"livekit_limits = {limits_mode.value!r} is not valid. Valid values: {', '.join(LIMITS_MODES)}."
         )
+    packet_relay = _pick(config, "livekit_packet_relay", "livekit_packet_relay")
+    if packet_relay.value is None:
+        packet_relay = Setting("off", "default")
+    if packet_relay.value not in PACKET_RELAY_MODES:
+        raise ConfigError(
+            f"livekit_packet_relay = {packet_relay.value!r} is not valid. Valid values: "
+            f"{', '.join(PACKET_RELAY_MODES)}." + did_you_mean(str(packet_relay.value), PACKET_RELAY_MODES)
+        )
 
     providers = _pick(config, "livekit_providers", "livekit_providers")
     if providers.value is None:
@@ -497,6 +522,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         tolerances=tolerances,
         progress=str(progress),
         limits_mode=limits_mode,
+        packet_relay=packet_relay,
         providers=providers,
         keep_previous=bool(config.getoption("livekit_keep_previous") or config.getini("livekit_keep_previous")),
         llm=dict(llm_table),

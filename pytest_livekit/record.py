@@ -221,6 +221,13 @@ class CallRecord:
     media: dict[str, Any] = field(default_factory=dict)
     """Codecs the caller's connection negotiated: ``{"codecs": [{"mime_type", "clock_rate",
     "channels", "payload_type"}]}`` (from the WebRTC codec stats at hang-up)."""
+    network: dict[str, Any] = field(default_factory=dict)
+    """The shaped network, when the call ran through the packet relay (empty on the plain
+    network): ``shaped`` (per side, ``caller``/``agent``: ``{"path": NetworkPath.to_dict(),
+    "addresses": [[ip, port], ...]}``), ``links`` (per link: ``{"flows", "uplink": LinkStats,
+    "downlink": LinkStats}`` as dicts), ``outages`` (``{"t", "seconds", "direction", "who"}``) and,
+    with an in-process agent, ``agent_rtc``: the agent's receive stats of the caller's audio (the
+    far end of the caller's uplink; keys as :attr:`rtc`)."""
     agent_spec: str = ""
     """The agent under test as ``module:attribute`` (for replay)."""
     script: list[dict[str, Any]] = field(default_factory=list)

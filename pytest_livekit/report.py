@@ -872,6 +872,28 @@ def _limit_text(name: str, limit: Any) -> str:
     return ("≤ " if name.endswith("_max") else "≥ ") + _fmt(limit)
 
 
+def _network_rows(trace: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One row per shaped link and direction: what the packet relay did on the wire."""
+    network = trace.get("network") or {}
+    shaped = network.get("shaped") or {}
+    rows = []
+    for link, stats in sorted((network.get("links") or {}).items()):
+        who = link.rsplit(":", 1)[-1]
+        path = (shaped.get(who) or {}).get("path") or {}
+        for direction in ("uplink", "downlink"):
+            st = stats.get(direction) or {}
+            specs = ", ".join(str(spec.get("kind", "?")) for spec in path.get(direction) or []) or "clean"
+            dropped = sum(int(st.get(k, 0)) for k in ("dropped_loss", "dropped_queue", "dropped_outage"))
+            rows.append((
+                f"network, {who} {direction} ({specs})",
+                f"{st.get('packets_in', 0)} packets, {dropped} dropped (loss {st.get('dropped_loss', 0)}, "
+                f"queue {st.get('dropped_queue', 0)}, outage {st.get('dropped_outage', 0)}), "
+                f"{st.get('duplicated', 0)} duplicated, {st.get('reordered', 0)} reordered, queue delay "
+                f"p50/p95 {_fmt(st.get('queue_delay_p50_ms'))}/{_fmt(st.get('queue_delay_p95_ms'))} ms",
+            ))
+    return rows
+
+
 def _metrics_table(trace: Mapping[str, Any]) -> str:
     m = trace.get("metrics") or {}
     limits = trace.get("limits") or {}
@@ -919,6 +941,10 @@ def _metrics_table(trace: Mapping[str, Any]) -> str:
             f'<td class="num">{_esc(value)}</td><td>{_esc(limit)}'
             f'{f" <code class=muted>{_esc(limit_name)}</code>" if has_limit else ""}</td>'
             f'<td class="status">{status}</td></tr>'
+        )
+    for label, value in _network_rows(trace):
+        html_rows.append(
+            f'<tr class="metric-row"><td>{_esc(label)}</td><td class="num">{_esc(value)}</td><td></td><td></td></tr>'
         )
     breaches = "".join(f"<li>{_esc(b)}</li>" for b in trace.get("breaches") or [])
     return (

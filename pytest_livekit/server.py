@@ -203,6 +203,8 @@ class ServerPorts:
     """HTTP / WebSocket signalling / Twirp API port."""
     rtc_udp: int
     """Single UDP port carrying all WebRTC media (ICE UDP mux)."""
+    turn_udp: int | None = None
+    """The embedded TURN server's UDP port (behind the packet relay only)."""
 
 
 class LivekitServer(ManagedProcess):
@@ -218,6 +220,9 @@ class LivekitServer(ManagedProcess):
         node_ip: the address the server advertises for media (ICE). ``None`` lets livekit-server
             pick the first non-loopback IPv4, which is what libwebrtc clients can reach: they
             ignore loopback adapters. Run inside ``scripts/netns-run`` to keep that address private.
+        relay_ip: enable the embedded TURN server on ``node_ip`` for a
+            :class:`~pytest_livekit.packet_relay.PacketRelay` listening on ``relay_ip`` (see
+            :attr:`relay_addresses`); participants that are not shaped connect as usual.
     """
 
     def __init__(
@@ -230,9 +235,13 @@ class LivekitServer(ManagedProcess):
         log_path: str | os.PathLike[str] | None = None,
         extra_config: dict[str, Any] | None = None,
         node_ip: str | None = None,
+        relay_ip: str | None = None,
     ) -> None:
         super().__init__(startup_timeout=startup_timeout)
+        if relay_ip and not node_ip:
+            raise ValueError("relay_ip needs node_ip: the address the server's media is bound on")
         self.node_ip = node_ip
+        self.relay_ip = relay_ip
         self.binary = Path(binary)
         self.host = host
         self._fixed_port = port
@@ -267,6 +276,15 @@ class LivekitServer(ManagedProcess):
         return f"http://{self.host}:{self.ports.http}"
 
     @property
+    def relay_addresses(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """``(listen, upstream)`` for the packet relay in front of this server's TURN port, or
+        ``None``.
+        """
+        if not self.relay_ip or self.ports is None or not self.node_ip or not self.ports.turn_udp:
+            return None
+        return (self.relay_ip, self.ports.turn_udp), (self.node_ip, self.ports.turn_udp)
+
+    @property
     def log_path(self) -> Path:
         """Path of the server's log file."""
         if self._log_path is None:
@@ -296,6 +314,21 @@ class LivekitServer(ManagedProcess):
         if self.node_ip:
             conf["rtc"]["node_ip"] = self.node_ip
             conf["rtc"]["ips"] = {"includes": [f"{self.node_ip}/32"]}
+        if self.relay_ip and self.node_ip and self.ports.turn_udp:
+            # The embedded TURN server, reached through the packet relay (see packet_relay): a
+            # participant routed through the relay uses relay-only ICE with the relay's address as
+            # its TURN server; TURN then forwards its media to the SFU on node_ip, a private
+            # address TURN refuses as a peer unless allowed.
+            start = 40_000 + (self.ports.turn_udp % 100) * 200
+            conf["turn"] = {
+                "enabled": True,
+                "udp_port": self.ports.turn_udp,
+                "tls_port": 0,
+                "bind_addresses": [self.node_ip],
+                "relay_range_start": start,
+                "relay_range_end": start + 199,
+                "allow_restricted_peer_cidrs": [f"{self.node_ip}/32"],
+            }
         for key, value in self._extra_config.items():
             if isinstance(value, dict) and isinstance(conf.get(key), dict):
                 conf[key] = {**conf[key], **value}
@@ -323,6 +356,7 @@ class LivekitServer(ManagedProcess):
         self.ports = ServerPorts(
             http=self._fixed_port or free_port(self.host, socket.SOCK_STREAM),
             rtc_udp=free_port(self.host, socket.SOCK_DGRAM),
+            turn_udp=free_port(self.host, socket.SOCK_DGRAM) if self.relay_ip else None,
         )
         self.version = server_version(self.binary)
         if self._log_path is None:

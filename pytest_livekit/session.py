@@ -63,6 +63,23 @@ class ServerHandle:
         return f"ServerHandle(mode={self.mode!r}, url={self.url!r}, version={self.version!r})"
 
 
+def relay_addresses() -> tuple[str, str]:
+    """``(server media address, packet relay address)``: the two private addresses of the network
+    namespace ``scripts/netns-run`` made (``PYTEST_LIVEKIT_NETNS_ADDRESSES``).
+
+    Raises:
+        ConfigError: not inside that namespace.
+    """
+    found = os.environ.get("PYTEST_LIVEKIT_NETNS_ADDRESSES", "").split()
+    if len(found) < 2:
+        raise ConfigError(
+            "livekit_packet_relay = on needs two private addresses for the server's media and the "
+            "relay, which scripts/netns-run provides: run 'scripts/netns-run python -m pytest ...' "
+            "(as root), or set livekit_packet_relay = off."
+        )
+    return found[0], found[1]
+
+
 def managed_server(settings: LivekitSettings, log_path: Path) -> Any:
     """The (not yet started) server for binary or docker mode; in auto mode docker is the
     fallback when no binary is found and a Docker engine with the image is available.
@@ -72,6 +89,8 @@ def managed_server(settings: LivekitSettings, log_path: Path) -> Any:
 
     s = settings
     common: dict[str, Any] = dict(port=s.port, startup_timeout=s.startup_timeout, log_path=log_path)
+    if s.packet_relay.value == "on":
+        common["node_ip"], common["relay_ip"] = relay_addresses()
     if s.server_mode.value == "docker":
         from .docker import DockerLivekitServer
 
@@ -226,6 +245,8 @@ class LivekitSession:
         self.server_death: BaseException | None = None
         """Why the managed server is gone (it ended on its own mid-session), else None."""
         self._live_calls: weakref.WeakSet[LivekitCall] = weakref.WeakSet()
+        self.relay_address: tuple[str, int] | None = None
+        """The packet relay's address (``livekit_packet_relay = on``): calls pass it on."""
         self._names: dict[str, int] = {}
 
     @classmethod
@@ -267,6 +288,13 @@ class LivekitSession:
             from .server import check_reachable
 
             url = str(s.url.value)
+            if s.packet_relay.value == "on":
+                raise ConfigError(
+                    "livekit_packet_relay = on cannot shape an external server's calls: shaped "
+                    "participants reach the server through the relay and the server's embedded TURN "
+                    "server on a private address, which only a server the plugin starts is "
+                    "configured with. Use server mode binary or docker, or set livekit_packet_relay = off."
+                )
             check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
             self.handle = ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
             return self.handle
@@ -275,6 +303,10 @@ class LivekitSession:
         self.server = server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
         server.start()
         server.on_exit(self._server_exited)
+        if server.relay_addresses is not None:
+            listen, upstream = server.relay_addresses
+            caller_host().start_relay(listen, upstream)
+            self.relay_address = listen
         self.handle = ServerHandle(
             "docker" if hasattr(server, "container_id") else "binary",
             server.url,
@@ -467,7 +499,7 @@ class LivekitSession:
             worker=worker,
             providers=providers,
             offline_plan=plan,
-            **call_arguments,
+            **{"relay": self.relay_address, **call_arguments},
         )
         call.limits = dict(call_type.limits) if call_type is not None else {}
         self._live_calls.add(call)

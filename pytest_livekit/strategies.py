@@ -27,6 +27,11 @@ slow, so load the ``livekit`` settings profile (:func:`settings_profile`)::
         call = await make_livekit_call(conditions=conditions)
         ...
 
+Network strategies (:func:`bandwidth`, :func:`latency`, :func:`packet_jitter`,
+:func:`packet_loss`, :func:`burst_loss`, :func:`duplicate`, :func:`outage`, bundled per
+direction by :func:`network_specs` and per path by :func:`network_paths`) draw the specs of
+:mod:`pytest_livekit.netem` the same way, within realistic mobile ranges by default.
+
 This module imports hypothesis at the top: only tests that use it import it.
 
 PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
@@ -44,6 +49,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from . import conditions as _conditions
+from . import netem as _netem
 from .conditions import (
     NOISE_COLORS,
     BargeIn,
@@ -58,17 +64,37 @@ from .conditions import (
     Pause,
     Telephony,
 )
+from .netem import (
+    Bandwidth,
+    BurstLoss,
+    Duplicate,
+    Latency,
+    NetworkPath,
+    NetworkSpec,
+    Outage,
+    PacketJitter,
+    PacketLoss,
+)
 
 __all__ = [
     "PROFILE",
+    "bandwidth",
     "barge_in",
     "bitrate",
+    "burst_loss",
     "codec",
     "conditions",
+    "duplicate",
     "frame_loss",
     "jitter",
+    "latency",
     "level",
+    "network_paths",
+    "network_specs",
     "noise",
+    "outage",
+    "packet_jitter",
+    "packet_loss",
     "pause",
     "register_profiles",
     "settings_profile",
@@ -449,6 +475,283 @@ def pause(
         return Pause(at_word=word, duration_s=round(severity * step_s, 6))
 
     return _pause()
+
+
+# -- network strategies (pytest_livekit.netem) -----------------------------------------------
+def _rates(name: str, max_rate: float, hi: float) -> st.SearchStrategy[float]:
+    """Rates from 0 (severity 0) up to ``max_rate`` in :data:`LOSS_STEP` steps; shrinks to 0.
+
+    Raises:
+        InvalidArgument: If ``max_rate`` is outside ``[LOSS_STEP, hi]``.
+    """
+    _check_number(name, max_rate, LOSS_STEP, hi)
+    steps = math.floor(max_rate / LOSS_STEP + 1e-9)
+    return _severities(steps).map(lambda k: round(k * LOSS_STEP, 6))  # 0.15, not 0.15000000000000002
+
+
+def bandwidth(
+    min_kbps: float = 8, max_kbps: float = 512, step_kbps: float = 8, *, queue_ms: float = 200.0
+) -> st.SearchStrategy[Bandwidth]:
+    """Bottleneck links from unlimited down to ``min_kbps``, in ``step_kbps`` steps.
+
+    Severity ``k`` maps 0 to ``Bandwidth(None)`` (unlimited, clean) and ``k`` to
+    ``kbps = max_kbps - (k - 1) * step_kbps``: shrinking finds the highest rate that still fails.
+
+    Args:
+        min_kbps: Slowest link in kilobits per second (1 to 10,000,000).
+        max_kbps: Fastest limited link in kbps (above ``min_kbps``).
+        step_kbps: Step between rates in kbps (0.001 to ``max_kbps - min_kbps``).
+        queue_ms: Queue limit of every drawn link, in milliseconds (0 to 60,000).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.Bandwidth`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    _check_number("min_kbps", min_kbps, 1.0, 10_000_000.0)
+    _check_number("max_kbps", max_kbps, 1.0, 10_000_000.0)
+    _check_interval("min_kbps", min_kbps, "max_kbps", max_kbps)
+    _check_number("step_kbps", step_kbps, 0.001, max_kbps - min_kbps)
+    _check_number("queue_ms", queue_ms, 0.0, 60_000.0)
+    steps = math.floor((max_kbps - min_kbps) / step_kbps + 1e-9) + 1
+    return _severities(steps).map(
+        lambda k: Bandwidth(None if k == 0 else round(max_kbps - (k - 1) * step_kbps, 6), queue_ms=queue_ms)
+    )
+
+
+def latency(max_ms: int = 400) -> st.SearchStrategy[Latency]:
+    """Fixed one-way delays from none up to ``max_ms``, in 1 ms steps (severity = ``ms``).
+
+    Args:
+        max_ms: Largest delay in milliseconds (1 to 10,000).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.Latency`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    _check_int("max_ms", max_ms, 1, 10_000)
+    return _severities(max_ms).map(lambda ms: Latency(float(ms)))
+
+
+def packet_jitter(max_ms: int = 100, *, reorder: bool | None = None) -> st.SearchStrategy[PacketJitter]:
+    """Per-packet jitter from none up to ``max_ms``, in 1 ms steps (severity = ``ms``).
+
+    Args:
+        max_ms: Largest jitter bound in milliseconds (1 to 10,000).
+        reorder: Whether packets may overtake each other; ``None`` draws it (shrinking
+            towards ``False``, in-order delivery).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.PacketJitter`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    _check_int("max_ms", max_ms, 1, 10_000)
+    if reorder is not None and not isinstance(reorder, bool):
+        raise InvalidArgument(f"reorder={reorder!r} must be True, False or None (drawn)")
+
+    @st.composite
+    def _jitter(draw: st.DrawFn) -> PacketJitter:
+        ms = draw(_severities(max_ms))
+        if ms == 0:
+            return PacketJitter()
+        return PacketJitter(float(ms), reorder=draw(st.booleans()) if reorder is None else reorder)
+
+    return _jitter()
+
+
+def packet_loss(max_rate: float = 0.3) -> st.SearchStrategy[PacketLoss]:
+    """Independent packet loss from none up to ``max_rate``, in 0.5 % steps.
+
+    Severity ``k`` maps to ``rate = k * 0.005``; 0 is clean.
+
+    Args:
+        max_rate: Highest loss rate, a fraction (0.005 to 1).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.PacketLoss`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    return _rates("max_rate", max_rate, 1.0).map(PacketLoss)
+
+
+def burst_loss(max_rate: float = 0.3, max_burst: int = 10) -> st.SearchStrategy[BurstLoss]:
+    """Bursty (Gilbert-Elliott) packet loss from none up to ``max_rate``, in 0.5 % steps.
+
+    Severity ``k`` maps 0 to ``BurstLoss()`` (clean) and ``k`` to ``rate = k * 0.005``; the
+    mean burst is drawn from ``1 .. max_burst`` packets (shrinking towards 1).
+
+    Args:
+        max_rate: Highest long-run loss, a fraction (0.005 to 0.5, so every burst length from
+            1 is possible).
+        max_burst: Longest mean burst, in packets (1 to 1000).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.BurstLoss`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    rates = _rates("max_rate", max_rate, 0.5)
+    _check_int("max_burst", max_burst, 1, 1000)
+
+    @st.composite
+    def _burst_loss(draw: st.DrawFn) -> BurstLoss:
+        rate = draw(rates)
+        if rate == 0:
+            return BurstLoss()
+        return BurstLoss(rate, float(draw(st.integers(min_value=1, max_value=max_burst))))
+
+    return _burst_loss()
+
+
+def duplicate(max_rate: float = 0.1) -> st.SearchStrategy[Duplicate]:
+    """Packet duplication from none up to ``max_rate``, in 0.5 % steps (severity ``k`` maps to
+    ``rate = k * 0.005``; 0 is clean).
+
+    Args:
+        max_rate: Highest duplication rate, a fraction (0.005 to 1).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.Duplicate`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    return _rates("max_rate", max_rate, 1.0).map(Duplicate)
+
+
+def outage(
+    max_duration_s: float = 3.0,
+    *,
+    min_at_s: float = 1.0,
+    max_at_s: float = 20.0,
+    step_s: float = 0.1,
+) -> st.SearchStrategy[Outage]:
+    """Outages (handovers) from none up to ``max_duration_s``, in ``step_s`` steps.
+
+    Severity ``k`` maps 0 to ``Outage(at_s=min_at_s, duration_s=0)`` (clean) and ``k`` to an
+    outage of ``k * step_s`` seconds starting ``min_at_s + j * step_s`` seconds after the
+    relay starts, up to ``max_at_s`` (``j`` shrinks towards 0, the earliest start). The default
+    ``min_at_s`` of 1 s leaves the connection time to be set up.
+
+    Args:
+        max_duration_s: Longest outage in seconds (``step_s`` to 3600).
+        min_at_s: Earliest start in seconds (0 to 86,400).
+        max_at_s: Latest start in seconds (``min_at_s`` to 86,400).
+        step_s: Step of durations and starts in seconds (0.01 to ``max_duration_s``).
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.Outage`.
+
+    Raises:
+        InvalidArgument: If a bound is invalid.
+    """
+    _check_number("max_duration_s", max_duration_s, 0.01, 3600.0)
+    _check_number("step_s", step_s, 0.01, max_duration_s)
+    _check_number("min_at_s", min_at_s, 0.0, 86_400.0)
+    _check_number("max_at_s", max_at_s, min_at_s, 86_400.0)
+    steps = math.floor(max_duration_s / step_s + 1e-9)
+    starts = math.floor((max_at_s - min_at_s) / step_s + 1e-9)
+
+    @st.composite
+    def _outage(draw: st.DrawFn) -> Outage:
+        severity = draw(_severities(steps))
+        if severity == 0:
+            return Outage(at_s=min_at_s, duration_s=0.0)
+        j = draw(st.integers(min_value=0, max_value=starts))
+        return Outage(at_s=round(min_at_s + j * step_s, 6), duration_s=round(severity * step_s, 6))
+
+    return _outage()
+
+
+def network_specs(*strategies: st.SearchStrategy[NetworkSpec]) -> st.SearchStrategy[tuple[NetworkSpec, ...]]:
+    """One direction's specs: one draw from each strategy, clean ones left out.
+
+    With no arguments, every network kind at its default (mobile) range: :func:`bandwidth`
+    8-512 kbps, :func:`latency` 0-400 ms, :func:`packet_jitter` 0-100 ms, :func:`packet_loss`
+    0-30 %, :func:`burst_loss` 0-30 % with bursts of 1-10 packets, :func:`duplicate` 0-10 %,
+    :func:`outage` 0-3 s. Each severity shrinks to clean, so the minimal example is ``()``.
+    Give each kind at most once (a direction holds one spec per kind).
+
+    Args:
+        *strategies: Network spec strategies, e.g. ``bandwidth(max_kbps=64), packet_loss()``.
+
+    Returns:
+        A strategy of tuples of :mod:`pytest_livekit.netem` specs.
+
+    Raises:
+        InvalidArgument: If an argument is not a strategy, or draws repeat a kind.
+    """
+    for i, strategy in enumerate(strategies):
+        if not isinstance(strategy, st.SearchStrategy):
+            raise InvalidArgument(f"strategies[{i}]={strategy!r} must be a hypothesis strategy")
+    chosen = strategies or (
+        bandwidth(),
+        latency(),
+        packet_jitter(),
+        packet_loss(),
+        burst_loss(),
+        duplicate(),
+        outage(),
+    )
+
+    @st.composite
+    def _specs(draw: st.DrawFn) -> tuple[NetworkSpec, ...]:
+        specs = tuple(spec for spec in (draw(s) for s in chosen) if not spec.is_clean)
+        try:
+            return _netem._check_direction("network_specs", specs)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    return _specs()
+
+
+def network_paths(
+    uplink: st.SearchStrategy[tuple[NetworkSpec, ...]] | None = None,
+    downlink: st.SearchStrategy[tuple[NetworkSpec, ...]] | None = None,
+    *,
+    seeds: st.SearchStrategy[int] | None = None,
+) -> st.SearchStrategy[NetworkPath]:
+    """Network paths: uplink and downlink specs plus a seed.
+
+    The minimal example is ``NetworkPath()`` (both directions clean, seed 0).
+
+    Args:
+        uplink: Strategy of participant -> server spec tuples; :func:`network_specs` by default.
+        downlink: Strategy of server -> participant spec tuples; :func:`network_specs` by default.
+        seeds: Strategy of non-negative seeds; ``integers(0, 2**16)`` by default.
+
+    Returns:
+        A strategy of :class:`~pytest_livekit.netem.NetworkPath`.
+
+    Raises:
+        InvalidArgument: If an argument is not a strategy.
+    """
+    for name, value in (("uplink", uplink), ("downlink", downlink), ("seeds", seeds)):
+        if value is not None and not isinstance(value, st.SearchStrategy):
+            raise InvalidArgument(f"{name}={value!r} must be a hypothesis strategy")
+    up = network_specs() if uplink is None else uplink
+    down = network_specs() if downlink is None else downlink
+    seed_strategy = st.integers(min_value=0, max_value=2**16) if seeds is None else seeds
+
+    @st.composite
+    def _path(draw: st.DrawFn) -> NetworkPath:
+        up_specs, down_specs, seed = draw(up), draw(down), draw(seed_strategy)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InvalidArgument(f"seeds drew seed={seed!r}; seeds must be non-negative ints")
+        try:
+            return NetworkPath(uplink=up_specs, downlink=down_specs, seed=seed)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    return _path()
 
 
 # -- bundles and settings --------------------------------------------------------------------

@@ -35,6 +35,10 @@ says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys
 - ``handoffs``: ``[{t, old_agent_id, new_agent_id}]`` (agent switches; ``old_agent_id`` is
   ``None`` for the session's start).
 - ``state_changes``, ``errors``, ``reconnects``, ``receive_gaps``.
+- ``network``: ``{}`` on the plain network; for a call through the packet relay ``shaped``
+  (per side, ``caller``/``agent``: the ``path`` and the flow ``addresses``), ``links`` (per link,
+  per direction: packets in, forwarded, dropped by loss / queue / outage, duplicated, reordered,
+  queue and added delay p50/p95/max in ms) and ``outages`` the test started.
 - ``clock``: ``realtime`` is False when the caller could not keep real time (a frame left or
   arrived > 20 ms late; each one in ``misses``: ``{t, direction, late_ms}``): its timings are
   then not to be trusted.
@@ -263,6 +267,7 @@ def build_trace(
         "limits": dict(limits or {}),
         "breaches": list(breaches),
         "rtc": dict(record.rtc),
+        "network": dict(record.network),
         "artifacts": {
             "folder": record.artifacts_dir,
             "recording": "call.wav",

@@ -253,6 +253,22 @@ def test_config_node_ip_and_extra_config_merge() -> None:
     assert conf["bind_addresses"] == ["127.0.0.1"]
 
 
+def test_behind_the_packet_relay_the_server_runs_turn_on_its_private_address() -> None:
+    server = _server(node_ip="10.213.0.1", relay_ip="10.213.0.2")
+    server.ports = ServerPorts(http=17880, rtc_udp=17881, turn_udp=17882)
+    conf = server.config()
+    turn = conf["turn"]
+    assert turn["enabled"] is True and turn["udp_port"] == 17882 and turn["tls_port"] == 0
+    assert turn["bind_addresses"] == ["10.213.0.1"]  # only the relay's upstream reaches it
+    assert turn["allow_restricted_peer_cidrs"] == ["10.213.0.1/32"]  # the SFU, a private address
+    assert turn["relay_range_end"] - turn["relay_range_start"] == 199
+    assert conf["rtc"]["node_ip"] == "10.213.0.1"
+    assert server.relay_addresses == (("10.213.0.2", 17882), ("10.213.0.1", 17882))
+    assert "turn" not in _server(node_ip="10.213.0.1").config()
+    with pytest.raises(ValueError, match="needs node_ip"):
+        LivekitServer("/nonexistent/livekit-server", relay_ip="10.213.0.2")
+
+
 def test_urls_need_ports() -> None:
     unstarted = LivekitServer("/nonexistent/livekit-server")
     with pytest.raises(RuntimeError, match="not started"):

@@ -24,6 +24,17 @@ from pytest_livekit.conditions import (
     Pause,
     Telephony,
 )
+from pytest_livekit.netem import (
+    Bandwidth,
+    BurstLoss,
+    Duplicate,
+    Latency,
+    NetworkPath,
+    NetworkSpec,
+    Outage,
+    PacketJitter,
+    PacketLoss,
+)
 
 # No example database: these tests must not leave a .hypothesis folder behind.
 FIND = settings(database=None, max_examples=500)
@@ -205,3 +216,146 @@ def test_settings_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lks.register_profiles() == ("livekit",)
     assert lks.settings_profile() == settings.get_profile("livekit")
     assert settings.get_profile("livekit").derandomize
+
+
+# -- network strategies ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("strategy", "clean"),
+    [
+        (lks.bandwidth(), Bandwidth()),
+        (lks.bandwidth(queue_ms=80), Bandwidth(queue_ms=80)),
+        (lks.latency(), Latency()),
+        (lks.packet_jitter(), PacketJitter()),
+        (lks.packet_loss(), PacketLoss()),
+        (lks.burst_loss(), BurstLoss()),
+        (lks.duplicate(), Duplicate()),
+        (lks.outage(), Outage(at_s=1.0, duration_s=0.0)),
+        (lks.network_specs(), ()),
+        (lks.network_paths(), NetworkPath()),
+    ],
+    ids=[
+        "bandwidth",
+        "bandwidth-queue",
+        "latency",
+        "packet_jitter",
+        "packet_loss",
+        "burst_loss",
+        "duplicate",
+        "outage",
+        "network_specs",
+        "network_paths",
+    ],
+)
+def test_network_minimal_example_is_clean(strategy: st.SearchStrategy[Any], clean: Any) -> None:
+    minimal = _find(strategy, lambda s: True)
+    assert minimal == clean
+    assert minimal == () or minimal.is_clean
+
+
+@pytest.mark.parametrize(
+    ("strategy", "fails", "mildest"),
+    [
+        (lks.bandwidth(), lambda s: s.kbps is not None and s.kbps < 100, Bandwidth(96.0)),
+        (lks.latency(), lambda s: s.ms > 200, Latency(201.0)),
+        (lks.packet_jitter(), lambda s: s.ms > 20, PacketJitter(21.0)),
+        (lks.packet_jitter(), lambda s: s.reorder, PacketJitter(1.0, reorder=True)),
+        (lks.packet_loss(), lambda s: s.rate >= 0.05, PacketLoss(0.05)),
+        (lks.burst_loss(), lambda s: s.rate > 0.1, BurstLoss(0.105, 1.0)),
+        (lks.burst_loss(), lambda s: s.mean_burst >= 4, BurstLoss(0.005, 4.0)),
+        (lks.duplicate(), lambda s: s.rate >= 0.02, Duplicate(0.02)),
+        (lks.outage(), lambda s: s.duration_s >= 1.0, Outage(1.0, 1.0)),
+        (lks.outage(), lambda s: s.at_s >= 5.0, Outage(5.0, 0.1)),
+    ],
+)
+def test_network_strategies_shrink_to_the_mildest_failing_spec(
+    strategy: st.SearchStrategy[Any], fails: Callable[[Any], bool], mildest: Any
+) -> None:
+    assert _find(strategy, fails) == mildest
+
+
+def test_network_paths_shrink_to_the_one_spec_that_matters() -> None:
+    found = _find(lks.network_paths(), lambda p: any(s.kind == "packet_loss" for s in p.uplink))
+    assert found == NetworkPath(uplink=(PacketLoss(0.005),))
+    found = _find(lks.network_paths(), lambda p: any(s.kind == "bandwidth" for s in p.downlink))
+    assert found == NetworkPath(downlink=(Bandwidth(512.0),))
+    assert found.describe() == "uplink: clean; downlink: bandwidth 512 kbps queue 200 ms; seed 0"
+
+
+@GIVEN
+@given(lks.network_specs())
+def test_network_specs_draws_stay_in_mobile_ranges(specs: tuple[NetworkSpec, ...]) -> None:
+    kinds = [s.kind for s in specs]
+    assert len(kinds) == len(set(kinds))
+    for spec in specs:
+        assert not spec.is_clean
+        if isinstance(spec, Bandwidth):
+            assert spec.kbps is not None and 8 <= spec.kbps <= 512 and spec.queue_ms == 200
+        elif isinstance(spec, Latency):
+            assert 0 < spec.ms <= 400
+        elif isinstance(spec, PacketJitter):
+            assert 0 < spec.ms <= 100
+        elif isinstance(spec, PacketLoss):
+            assert 0 < spec.rate <= 0.3
+        elif isinstance(spec, BurstLoss):
+            assert 0 < spec.rate <= 0.3 and 1 <= spec.mean_burst <= 10
+        elif isinstance(spec, Duplicate):
+            assert 0 < spec.rate <= 0.1
+        else:
+            assert isinstance(spec, Outage)
+            assert 0 < spec.duration_s <= 3.0 and 1.0 <= spec.at_s <= 20.0
+
+
+@GIVEN
+@given(lks.network_paths(lks.network_specs(lks.latency(50)), seeds=st.integers(10, 20)))
+def test_network_paths_draws_round_trip(path: NetworkPath) -> None:
+    assert all(isinstance(s, Latency) and s.ms <= 50 for s in path.uplink)
+    assert 10 <= path.seed <= 20
+    assert NetworkPath.from_dict(path.to_dict()) == path
+
+
+@GIVEN
+@given(
+    lks.bandwidth(min_kbps=16, max_kbps=64, step_kbps=16, queue_ms=50),
+    lks.packet_jitter(max_ms=30, reorder=True),
+    lks.outage(max_duration_s=1.0, min_at_s=2.0, max_at_s=3.0, step_s=0.5),
+)
+def test_network_draws_stay_in_bounds(bw: Bandwidth, jitter: PacketJitter, out: Outage) -> None:
+    assert bw.kbps in (None, 16, 32, 48, 64) and bw.queue_ms == 50
+    assert jitter.is_clean or (jitter.reorder and 1 <= jitter.ms <= 30)
+    assert out.duration_s in (0.0, 0.5, 1.0) and out.at_s in (2.0, 2.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: lks.bandwidth(min_kbps=600), r"min_kbps=600 must be less than max_kbps=512"),
+        (lambda: lks.bandwidth(min_kbps=0), r"min_kbps=0 is outside the valid range"),
+        (lambda: lks.bandwidth(step_kbps=0), r"step_kbps=0 is outside the valid range"),
+        (lambda: lks.bandwidth(queue_ms=-1), r"queue_ms=-1 is outside the valid range"),
+        (lambda: lks.latency(max_ms=0), r"max_ms=0 is outside the valid range \[1, 10000\]"),
+        (lambda: lks.packet_jitter(reorder="no"), r"reorder='no' must be True, False or None"),  # type: ignore[arg-type]
+        (lambda: lks.packet_loss(max_rate=1.5), r"max_rate=1.5 is outside the valid range \[0.005, 1\]"),
+        (lambda: lks.burst_loss(max_rate=0.6), r"max_rate=0.6 is outside the valid range \[0.005, 0.5\]"),
+        (lambda: lks.burst_loss(max_burst=0), r"max_burst=0 is outside"),
+        (lambda: lks.duplicate(max_rate=0), r"max_rate=0 is outside"),
+        (lambda: lks.outage(max_duration_s=0), r"max_duration_s=0 is outside"),
+        (lambda: lks.outage(min_at_s=5, max_at_s=2), r"max_at_s=2 is outside the valid range \[5, 86400\]"),
+        (
+            lambda: lks.network_specs(Latency(5)),  # type: ignore[arg-type]
+            r"strategies\[0\]=Latency\(.*\) must be a hypothesis strategy",
+        ),
+        (lambda: lks.network_paths(uplink=()), r"uplink=\(\) must be a hypothesis strategy"),  # type: ignore[arg-type]
+        (lambda: lks.network_paths(seeds=7), r"seeds=7 must be a hypothesis strategy"),  # type: ignore[arg-type]
+    ],
+)
+def test_network_bad_bounds_raise_when_the_strategy_is_built(
+    build: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        build()
+
+
+def test_network_specs_with_a_repeated_kind_fail_when_drawn() -> None:
+    strategy = lks.network_specs(lks.latency(), lks.latency())
+    with pytest.raises(InvalidArgument, match=r"network_specs has two 'latency' specs"):
+        _find(strategy, lambda specs: len(specs) == 2)

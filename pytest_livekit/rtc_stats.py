@@ -1,0 +1,75 @@
+"""A ``livekit.rtc`` room's WebRTC side: what a participant received (its stats), and the
+relay-only configuration that routes a shaped participant through the packet relay.
+
+Used by the caller's process (its own room) and by the test process (an in-process agent's room).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["audio_rtc_stats", "relay_only_config"]
+
+
+def audio_rtc_stats(stats: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    """From a room's ``get_rtc_stats()`` answer: receive-side stats of the remote audio this
+    participant gets (``packets_received``, ``packets_lost``, ``jitter`` s, ``concealed_samples``,
+    ``total_samples_received``), its round-trip time to the server (``round_trip_time``, s), and
+    the audio codecs in use (``{"codecs": [...]}``).
+    """
+    out: dict[str, float] = {}
+    # With a single peer connection (livekit-server >= 1.9 offers it) every stat is in
+    # publisher_stats; otherwise receive stats are in subscriber_stats. Scan both.
+    everything = [*stats.publisher_stats, *stats.subscriber_stats]
+    used = set()
+    for item in everything:
+        which = item.WhichOneof("stats")
+        if which in ("inbound_rtp", "outbound_rtp"):
+            stream = getattr(item, which).stream
+            if stream.kind == "audio":
+                used.add(stream.codec_id)
+    codecs = {
+        item.codec.rtc.id: {
+            "mime_type": item.codec.codec.mime_type,
+            "clock_rate": item.codec.codec.clock_rate,
+            "channels": item.codec.codec.channels,
+            "payload_type": item.codec.codec.payload_type,
+        }
+        for item in everything
+        if item.WhichOneof("stats") == "codec" and item.codec.rtc.id in used
+    }
+    media = {"codecs": sorted(codecs.values(), key=lambda c: str(c["mime_type"]))}
+    for item in everything:
+        if item.WhichOneof("stats") == "inbound_rtp":
+            rtp = item.inbound_rtp
+            if rtp.stream.kind != "audio":
+                continue
+            out["packets_received"] = out.get("packets_received", 0.0) + rtp.received.packets_received
+            out["packets_lost"] = out.get("packets_lost", 0.0) + rtp.received.packets_lost
+            out["jitter"] = max(out.get("jitter", 0.0), rtp.received.jitter)
+            out["concealed_samples"] = out.get("concealed_samples", 0.0) + rtp.inbound.concealed_samples
+            out["total_samples_received"] = (
+                out.get("total_samples_received", 0.0) + rtp.inbound.total_samples_received
+            )
+    for item in everything:
+        if item.WhichOneof("stats") == "remote_inbound_rtp":
+            rtt = item.remote_inbound_rtp.remote_inbound.round_trip_time
+            if rtt:
+                out["round_trip_time"] = rtt
+    return out, media
+
+
+def relay_only_config(ice_servers: list[dict[str, Any]]) -> Any:
+    """An ``rtc.RtcConfiguration`` that connects only through the given TURN servers
+    (``[{"urls": [...], "username": ..., "password": ...}]``): no host or server-reflexive
+    candidate, so no path around them.
+    """
+    from livekit import rtc
+    from livekit.rtc._proto import room_pb2
+
+    return rtc.RtcConfiguration(
+        ice_transport_type=room_pb2.TRANSPORT_RELAY,
+        ice_servers=[
+            room_pb2.IceServer(urls=list(s["urls"]), username=s["username"], password=s["password"]) for s in ice_servers
+        ],
+    )
