@@ -273,6 +273,23 @@ class LivekitCall:
         self.record.network = {**self.record.network, "shaped": shaped}
         return links, ice
 
+    def wire(self, who: str = "caller") -> dict[str, Any]:
+        """What the packet relay did to ``who``'s link (``caller`` or ``agent``) in this call, once
+        it ended: ``{"flows", "uplink": {...}, "downlink": {...}}`` with packets in, forwarded,
+        dropped by loss / queue / outage, duplicated, reordered, and queue / added delay
+        p50/p95/max in ms (see :class:`~pytest_livekit.netem.LinkStats`).
+
+        Raises:
+            ConfigError: that side's link was not shaped, or the call has not ended.
+        """
+        links = self.record.network.get("links") or {}
+        if self._link(who) not in links:
+            raise ConfigError(
+                f"no wire stats for {who!r}: pass network= (caller) or agent_network= (agent) to the "
+                "call, and read them after the call ended (after the 'async with' block)."
+            )
+        return dict(links[self._link(who)])
+
     async def network_outage(self, seconds: float, *, direction: str = "downlink", who: str = "caller") -> None:
         """Cut ``who``'s network link (``caller`` or ``agent``) in ``direction`` (``uplink``,
         ``downlink`` or ``both``) for ``seconds`` from now, as a handover does; traffic resumes

@@ -341,7 +341,8 @@ class LivekitSettings:
         providers = f"providers={self.providers.value} ({self.providers.source})"
         if self.providers.value == "real":
             providers += " - WARNING: calls use the agent's real, paid AI services and your keys"
-        return f"livekit: {server} · {agent} · {providers} · {limits} · artifacts={self.artifacts_dir}"
+        relay = " · packet relay=on" if self.packet_relay.value == "on" else ""
+        return f"livekit: {server} · {agent} · {providers} · {limits}{relay} · artifacts={self.artifacts_dir}"
 
 
 def _pick(config: pytest.Config, option: str, ini: str | None, env: str | None = None) -> Setting:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -27,7 +26,7 @@ from typing import Any
 
 from .errors import ServerError, ServerStartError, ServerStartTimeoutError
 from .process import spawn, stop_process_group
-from .server import DEFAULT_SERVER_VERSION, LivekitServer, ServerPorts, free_port
+from .server import DEFAULT_SERVER_VERSION, LivekitServer
 
 #: Image used by ``--livekit-server=docker`` unless ``--livekit-docker-image`` says otherwise.
 DEFAULT_IMAGE = f"livekit/livekit-server:v{DEFAULT_SERVER_VERSION}"
@@ -134,10 +133,7 @@ class DockerLivekitServer(LivekitServer):
                 f"Hint: docker pull {self.image} (or build one: scripts/build-server-image), or pass "
                 "--livekit-docker-image."
             )
-        self.ports = ServerPorts(
-            http=self._fixed_port or free_port(self.host, socket.SOCK_STREAM),
-            rtc_udp=free_port(self.host, socket.SOCK_DGRAM),
-        )
+        self.ports = self._choose_ports()
         self.version = self.image.rsplit(":", 1)[-1].lstrip("v") if ":" in self.image else "unknown"
         self._config_dir = tempfile.TemporaryDirectory(prefix="pytest-livekit-docker-")
         cfg = Path(self._config_dir.name) / "livekit.json"

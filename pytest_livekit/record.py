@@ -209,7 +209,8 @@ class CallRecord:
     rtc: dict[str, float] = field(default_factory=dict)
     """Caller-side WebRTC stats at hang-up: ``packets_lost``, ``packets_received``, ``jitter`` (s),
     ``concealed_samples``, ``total_samples_received`` (agent audio received), ``round_trip_time`` (s,
-    caller to server)."""
+    caller to server), and the caller's own audio: ``uplink_packets_sent``, ``uplink_packets_lost``
+    and ``uplink_fraction_lost`` (from the server's receiver reports)."""
     room_sid: str = ""
     """The server's id of the room (``RM_...``), when known."""
     providers: str = "offline"

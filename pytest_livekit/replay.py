@@ -30,7 +30,7 @@ from .trace import load_trace
 
 #: Script actions replay knows, with the call method each maps to.
 ACTIONS = (
-    "say", "play", "speak", "barge_in", "stay_silent", "reconnect", "hang_up",
+    "say", "play", "speak", "barge_in", "stay_silent", "reconnect", "hang_up", "network_outage",
     "wait_for_agent_reply", "wait_for_agent_audio", "wait_for_agent_state",
 )
 #: Metrics compared between the original call and its replay (trace ``metrics`` keys).
@@ -116,7 +116,9 @@ class CallReplay:
         rootdir: str | Path | None = None,
         out_dir: str | Path | None = None,
         server_version: str = "unknown",
+        relay: tuple[str, int] | None = None,
     ) -> None:
+        self.relay = relay
         self.folder = Path(folder)
         self.trace = load_trace(self.folder)
         self.script = list(self.trace.get("script") or [])
@@ -166,6 +168,9 @@ class CallReplay:
             voice=voice,
             words_per_minute=wpm,
             conditions=Conditions.from_dict(recorded) if recorded.get("items") else None,
+            network=self._network("caller"),
+            agent_network=self._network("agent"),
+            relay=self.relay,
         )
         call.limits = dict(self.trace.get("limits") or {})
         result = ReplayResult(original=self.trace, folder=self.out_dir)
@@ -190,6 +195,18 @@ class CallReplay:
             trace["test"]["outcome"] = "failed"
         result.trace = trace
         return result
+
+    def _network(self, who: str) -> Any:
+        """The recorded call's network path for ``who`` (same specs, same seed), if it had one."""
+        from .netem import NetworkPath
+
+        shaped = ((self.trace.get("network") or {}).get("shaped") or {}).get(who)
+        return NetworkPath.from_dict(shaped["path"]) if shaped else None
+
+    @property
+    def shaped(self) -> bool:
+        """Whether the recorded call ran through the packet relay (its replay needs one too)."""
+        return bool((self.trace.get("network") or {}).get("shaped"))
 
     async def _run_step(self, call: Any, step: dict[str, Any]) -> None:
         from .conditions import Conditions, spec_from_dict
@@ -220,6 +237,8 @@ class CallReplay:
             await call.reconnect(args.get("kind", "full"), timeout=float(args.get("timeout", 30.0)))
         elif action == "hang_up":
             await call.hang_up()
+        elif action == "network_outage":
+            await call.network_outage(float(args["seconds"]), direction=args["direction"], who=args["who"])
         elif action == "wait_for_agent_state":
             await call.wait_for_agent_state(args["state"], timeout=float(args.get("timeout", 10.0)))
         else:  # wait_for_agent_reply / wait_for_agent_audio
@@ -243,9 +262,21 @@ async def replay_with_server(
     root = Path(trace["test"].get("rootdir") or Path.cwd())
     binary = find_server_binary(server_binary, root=root)
     log = Path(tempfile.mkdtemp(prefix="pytest-livekit-replay-")) / "livekit-server.log"
-    with LivekitServer(binary, log_path=log) as server:
+    shaped = bool((trace.get("network") or {}).get("shaped"))
+    addresses: dict[str, str] = {}
+    if shaped:  # the call ran through the packet relay: so does its replay
+        from .session import relay_addresses
+
+        addresses["node_ip"], addresses["relay_ip"] = relay_addresses()
+    with LivekitServer(binary, log_path=log, **addresses) as server:
+        relay = None
+        if server.relay_addresses is not None:
+            from .caller import caller_host
+
+            caller_host().start_relay(*server.relay_addresses)
+            relay = server.relay_addresses[0]
         replay = CallReplay(
             folder, url=server.url, api_key=server.api_key, api_secret=server.api_secret,
-            agent=agent, out_dir=out_dir, server_version=server.version,
+            agent=agent, out_dir=out_dir, server_version=server.version, relay=relay,
         )
         return await replay.run()

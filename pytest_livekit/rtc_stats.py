@@ -14,8 +14,10 @@ __all__ = ["audio_rtc_stats", "relay_only_config"]
 def audio_rtc_stats(stats: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """From a room's ``get_rtc_stats()`` answer: receive-side stats of the remote audio this
     participant gets (``packets_received``, ``packets_lost``, ``jitter`` s, ``concealed_samples``,
-    ``total_samples_received``), its round-trip time to the server (``round_trip_time``, s), and
-    the audio codecs in use (``{"codecs": [...]}``).
+    ``total_samples_received``), its round-trip time to the server (``round_trip_time``, s), its
+    own audio as sent and as the server's receiver reports saw it (``uplink_packets_sent``,
+    ``uplink_packets_lost``, ``uplink_fraction_lost`` of the last report), and the audio codecs in
+    use (``{"codecs": [...]}``).
     """
     out: dict[str, float] = {}
     # With a single peer connection (livekit-server >= 1.9 offers it) every stat is in
@@ -53,9 +55,15 @@ def audio_rtc_stats(stats: Any) -> tuple[dict[str, float], dict[str, Any]]:
             )
     for item in everything:
         if item.WhichOneof("stats") == "remote_inbound_rtp":
-            rtt = item.remote_inbound_rtp.remote_inbound.round_trip_time
-            if rtt:
-                out["round_trip_time"] = rtt
+            remote = item.remote_inbound_rtp
+            if remote.remote_inbound.round_trip_time:
+                out["round_trip_time"] = remote.remote_inbound.round_trip_time
+            if remote.stream.kind == "audio":
+                # the server's receiver report on our audio: our uplink as the server saw it
+                out["uplink_packets_lost"] = out.get("uplink_packets_lost", 0.0) + remote.received.packets_lost
+                out["uplink_fraction_lost"] = max(out.get("uplink_fraction_lost", 0.0), remote.remote_inbound.fraction_lost)
+        elif item.WhichOneof("stats") == "outbound_rtp" and item.outbound_rtp.stream.kind == "audio":
+            out["uplink_packets_sent"] = out.get("uplink_packets_sent", 0.0) + item.outbound_rtp.sent.packets_sent
     return out, media
 
 

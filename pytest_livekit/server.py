@@ -336,6 +336,14 @@ class LivekitServer(ManagedProcess):
                 conf[key] = value
         return conf
 
+    def _choose_ports(self) -> ServerPorts:
+        """Free ports for this instance (the fixed HTTP port if one was given)."""
+        return ServerPorts(
+            http=self._fixed_port or free_port(self.host, socket.SOCK_STREAM),
+            rtc_udp=free_port(self.host, socket.SOCK_DGRAM),
+            turn_udp=free_port(self.host, socket.SOCK_DGRAM) if self.relay_ip else None,
+        )
+
     # -- lifecycle ---------------------------------------------------------------------------
     #: Polling an HTTP endpoint of a subprocess: there is no event to wait on.
     poll_interval = 0.05
@@ -353,11 +361,7 @@ class LivekitServer(ManagedProcess):
             )
         if self._fixed_port is not None:
             _check_port_free(self.host, self._fixed_port, socket.SOCK_STREAM, "HTTP")
-        self.ports = ServerPorts(
-            http=self._fixed_port or free_port(self.host, socket.SOCK_STREAM),
-            rtc_udp=free_port(self.host, socket.SOCK_DGRAM),
-            turn_udp=free_port(self.host, socket.SOCK_DGRAM) if self.relay_ip else None,
-        )
+        self.ports = self._choose_ports()
         self.version = server_version(self.binary)
         if self._log_path is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pytest-livekit-server-")

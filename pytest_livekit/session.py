@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import AGENT_MODES, PROVIDER_MODES, LivekitSettings, MarkerOptions, Setting
+from .config import AGENT_MODES, PACKET_RELAY_MODES, PROVIDER_MODES, LivekitSettings, MarkerOptions, Setting
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ def _settings_from_arguments(
     rootdir: str | os.PathLike[str] | None,
     report_path: str | os.PathLike[str] | None,
     stt_phrases: Iterable[str],
+    packet_relay: str = "off",
 ) -> LivekitSettings:
     """Settings as the plugin would resolve them, from a script's arguments; the call types and
     the offline LLM's table come from ``<rootdir>/pyproject.toml`` as in a pytest run there.
@@ -143,6 +144,10 @@ def _settings_from_arguments(
         raise ConfigError(f"agent_mode={agent_mode!r} is not valid. Valid values: {', '.join(AGENT_MODES)}.")
     if providers not in PROVIDER_MODES:
         raise ConfigError(f"providers={providers!r} is not valid. Valid values: {', '.join(PROVIDER_MODES)}.")
+    if packet_relay not in PACKET_RELAY_MODES:
+        raise ConfigError(
+            f"packet_relay={packet_relay!r} is not valid. Valid values: {', '.join(PACKET_RELAY_MODES)}."
+        )
     if docker_image is None:
         from .docker import DEFAULT_IMAGE
 
@@ -170,6 +175,7 @@ def _settings_from_arguments(
         providers=Setting(providers, "argument"),
         llm=dict(plugin_table(pyproject).get("llm", {})),
         stt_phrases=tuple(str(p).strip() for p in stt_phrases if str(p).strip()),
+        packet_relay=Setting(packet_relay, "argument"),
     )
 
 
@@ -199,6 +205,8 @@ class LivekitSession:
         report_path: write the HTML report of the session's calls here when it ends.
         stt_phrases: phrases (or a file of them) the offline STT must know besides the call
             types' scripts (``livekit_stt_phrases``; a pytest run adds its tests' ``say()`` texts).
+        packet_relay: ``on``: run the managed server behind the packet relay, so calls can pass
+            ``network=`` (needs ``scripts/netns-run``); ``off`` (default).
         settings: a pytest run's resolved settings instead of the arguments above (what the
             plugin passes).
     """
@@ -221,6 +229,7 @@ class LivekitSession:
         rootdir: str | os.PathLike[str] | None = None,
         report_path: str | os.PathLike[str] | None = None,
         stt_phrases: Iterable[str] = (),
+        packet_relay: str = "off",
         settings: LivekitSettings | None = None,
     ) -> None:
         self._standalone = settings is None
@@ -229,7 +238,7 @@ class LivekitSession:
                 agent, server=server, server_binary=server_binary, docker_image=docker_image, url=url,
                 api_key=api_key, api_secret=api_secret, port=port, startup_timeout=startup_timeout,
                 artifacts_dir=artifacts_dir, agent_mode=agent_mode, providers=providers,
-                rootdir=rootdir, report_path=report_path, stt_phrases=stt_phrases,
+                rootdir=rootdir, report_path=report_path, stt_phrases=stt_phrases, packet_relay=packet_relay,
             )
         self.settings = settings
         """The resolved settings (a pytest run's, or built from the arguments)."""

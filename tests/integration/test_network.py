@@ -10,6 +10,9 @@ relay did on the wire.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from pytest_livekit.audio import CALL_SAMPLE_RATE, CallerAudio
 from pytest_livekit.call import LivekitCall
 from pytest_livekit.caller import caller_host
 from pytest_livekit.metrics import time_to_first_audio
-from pytest_livekit.netem import Bandwidth, NetworkPath, PacketLoss
+from pytest_livekit.netem import Bandwidth, Latency, NetworkPath, PacketJitter, PacketLoss
 from pytest_livekit.server import LivekitServer, find_server_binary
 from pytest_livekit.session import relay_addresses
 
@@ -44,6 +47,7 @@ def relayed_server() -> Iterator[LivekitServer]:
         yield server
     finally:
         server.stop()
+        server.cleanup_files()  # its log folder: left to the garbage collector it warns later
 
 
 def _tone(seconds: float = 0.4) -> CallerAudio:
@@ -110,6 +114,23 @@ async def test_packet_loss_reaches_the_receiver(relayed_server: LivekitServer, t
     assert measured > 0.03
 
 
+async def test_latency_and_jitter_reach_both_ends(relayed_server: LivekitServer, tmp_path: Path) -> None:
+    path = NetworkPath(uplink=(Latency(ms=100),), downlink=(Latency(ms=100), PacketJitter(ms=40)), seed=4)
+    call = _call(relayed_server, tmp_path, "latency", network=path)
+    async with call:
+        for _ in range(3):
+            await call.speak(_tone(1.0))
+            await call.wait_for_agent_audio(timeout=10)
+    rtc = call.record.rtc
+    print(f"\nlatency 100+100 ms, downlink jitter 40 ms: caller rtc {rtc}")
+    # RTCP round trip between the caller and the server crosses both delays
+    assert 0.19 <= rtc["round_trip_time"] <= 0.35, rtc
+    # the caller's receiver sees the downlink's jitter (RFC 3550 interarrival jitter, s)
+    assert rtc["jitter"] >= 0.005, rtc
+    down = _link(call)["downlink"]
+    assert down["added_delay_p50_ms"] >= 100 and down["reordered"] == 0, down
+
+
 async def test_a_downlink_outage_is_a_gap_the_caller_hears_then_audio_resumes(relayed_server: LivekitServer, tmp_path: Path) -> None:
     call = _call(relayed_server, tmp_path, "outage", network=NetworkPath())
     async with call:
@@ -138,3 +159,45 @@ async def test_a_narrow_uplink_queues_then_drops(relayed_server: LivekitServer, 
     assert wire["dropped_queue"] > 0, wire
     assert wire["queue_delay_p95_ms"] > 100.0, wire
     assert call.record.network["agent_rtc"].get("packets_lost", 0) > 0
+
+
+_SHAPED_TEST = """
+from pytest_livekit.netem import NetworkPath, PacketLoss
+
+async def test_shaped(make_livekit_call, livekit_server):
+    assert livekit_server.mode == "{mode}"
+    async with make_livekit_call(network=NetworkPath(downlink=(PacketLoss(rate=0.2),), seed=2)) as call:
+        await call.say("Can I speak to a human please")
+        await call.wait_for_agent_reply()
+    down = call.wire()["downlink"]
+    assert down["dropped_loss"] > 0.1 * down["packets_in"], down
+    assert call.record.rtc["packets_lost"] > 0, call.record.rtc
+    print("WIRE", down["packets_in"], down["dropped_loss"], call.record.rtc["packets_lost"])
+"""
+
+
+def _run_plugin(pytester: pytest.Pytester, mode: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "livekit_agent = example_suite.support_agent:server\nlivekit_packet_relay = on\n"
+    )
+    pytester.makepyfile(test_shaped=_SHAPED_TEST.format(mode=mode))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", f"--livekit-server={mode}", *extra],
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+@pytest.mark.docker
+def test_the_relay_shapes_calls_to_a_docker_server(pytester: pytest.Pytester) -> None:
+    proc = _run_plugin(pytester, "docker")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "WIRE" in proc.stdout
+
+
+def test_an_external_server_says_it_cannot_be_shaped(pytester: pytest.Pytester) -> None:
+    proc = _run_plugin(pytester, "external", "--livekit-url=ws://127.0.0.1:9", "--livekit-api-key=k",
+                       "--livekit-api-secret=" + "s" * 40)
+    assert proc.returncode != 0
+    assert "cannot shape an external server's calls" in proc.stdout, proc.stdout[-3000:]

@@ -322,3 +322,17 @@ def test_report_size_per_call_stays_small(three_calls: list[dict[str, Any]]) -> 
     one = build_report(three_calls[:1])
     assert len(one.encode()) < 100_000
     assert report.WAVEFORM_BINS == 800
+
+
+def test_a_shaped_calls_wire_stats_are_in_its_metrics_table() -> None:
+    link = {"packets_in": 500, "forwarded": 450, "dropped_loss": 40, "dropped_queue": 10, "dropped_outage": 0,
+            "duplicated": 0, "reordered": 3, "queue_delay_p50_ms": 12.5, "queue_delay_p95_ms": 80.0}
+    trace = {"network": {
+        "shaped": {"caller": {"path": {"uplink": [{"kind": "packet_loss", "rate": 0.1}], "downlink": []}}},
+        "links": {"room-1:caller": {"flows": 2, "uplink": link, "downlink": {**link, "dropped_loss": 0}}},
+    }}
+    html = report._metrics_table(trace)  # noqa: SLF001 - the table alone, without a whole report
+    assert "network, caller uplink (packet_loss)" in html
+    assert "500 packets, 50 dropped (loss 40, queue 10, outage 0)" in html and "3 reordered" in html
+    assert "network, caller downlink (clean)" in html
+    assert "network," not in report._metrics_table({"network": {}})  # noqa: SLF001

@@ -1,0 +1,57 @@
+"""The support agent over a real mobile network: the caller's RTP shaped by the packet relay
+(livekit_packet_relay = on in pyproject; see README "Real network conditions")."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_livekit import assert_asr_accuracy, assert_tool_called
+from pytest_livekit.conditions import Bitrate, Conditions
+from pytest_livekit.netem import Bandwidth, BurstLoss, Latency, NetworkPath
+
+REFUND = "I want a refund for order one two three four"
+
+# A 3G-like uplink: 32 kbit/s with a 300 ms queue, 150 ms one way, 3 % loss in bursts of ~2
+# packets. The app caps its Opus encoder at 12 kbit/s (~30 kbit/s on the wire with RTP, SRTP,
+# TURN and UDP headers), as mobile apps do: an uncapped encoder (~75 kbit/s on the wire) would
+# lose two packets in three to the queue.
+THREE_G_UPLINK = NetworkPath(
+    uplink=(Bandwidth(kbps=32, queue_ms=300), Latency(ms=150), BurstLoss(rate=0.03, mean_burst=2)),
+    seed=5,
+)
+
+
+# every answer waits 150 ms longer for the caller's speech to arrive: the TTFA limit grows by that
+@pytest.mark.livekit(call_type="refund", ttfa_ms_max=1650)
+async def test_refund_over_a_3g_uplink(make_livekit_call):
+    async with make_livekit_call(
+        network=THREE_G_UPLINK, conditions=Conditions((Bitrate(max_bitrate_bps=12_000),))
+    ) as call:
+        await call.say(REFUND)
+        await call.wait_for_agent_reply()
+        await call.say("Yes please refund it")
+        await call.wait_for_agent_reply()
+        assert_asr_accuracy(call, max_wer=0.2)
+        assert_tool_called(call, "lookup_order", order_id="1234")
+        assert_tool_called(call, "issue_refund")
+    uplink = call.wire()["uplink"]
+    # the network was really there: packets lost in bursts and delayed by the latency
+    assert uplink["dropped_loss"] > 0
+    assert uplink["added_delay_p50_ms"] >= 150
+
+
+# the reply is cut for 2 s: the caller hears its start, 2 s of silence, then the rest
+@pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order"])
+async def test_a_two_second_downlink_outage_mid_reply(make_livekit_call):
+    async with make_livekit_call(network=NetworkPath()) as call:
+        await call.say(REFUND)
+        await call.wait_for_agent_audio()
+        await call.network_outage(2.0, direction="downlink")
+        await call.wait_for_agent_reply()
+        assert_tool_called(call, "lookup_order", order_id="1234")
+    downlink = call.wire()["downlink"]
+    assert downlink["dropped_outage"] >= 80  # 2 s of 20 ms packets, plus RTCP
+    # what the caller heard: the reply, a hole of ~2 s, the reply again
+    heard = sorted(call.record.heard, key=lambda s: s.start)
+    holes = [b.start - a.end for a, b in zip(heard, heard[1:], strict=False)]
+    assert any(1.5 <= hole <= 2.6 for hole in holes), heard
