@@ -2,6 +2,8 @@
 
 - ``python -m pytest_livekit install-server [--version V] [--dir D]``
 - ``python -m pytest_livekit replay FOLDER [--agent module:attr] [--server-binary PATH] [--out DIR]``
+- ``python -m pytest_livekit merge DIR... [--out DIR] [--pyproject FILE] [--report FILE]
+  [--baseline-save NAME] [--baseline-compare NAME] [--strict-versions]``
 
 PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
 """
@@ -32,10 +34,25 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--agent", default=None, help="agent spec instead of the recorded one")
     rep.add_argument("--server-binary", default=None, help="livekit-server binary")
     rep.add_argument("--out", type=Path, default=None, help="artifact folder of the replay")
+    mrg = sub.add_parser(
+        "merge",
+        help="one run from many shards' .livekit folders: calls.jsonl, report, run table, SLOs, baseline",
+    )
+    mrg.add_argument("shards", nargs="+", type=Path, help="each shard's .livekit folder (or calls.jsonl)")
+    mrg.add_argument("--out", type=Path, default=Path(".livekit-merged"), help="folder of the merged run")
+    mrg.add_argument("--pyproject", type=Path, default=None,
+                     help="the suite's pyproject.toml: call types, SLOs, tolerances (default: ./pyproject.toml if any)")
+    mrg.add_argument("--report", type=Path, default=None, help="write the merged HTML report here")
+    mrg.add_argument("--baseline-save", default=None, help="save the merged run as this baseline")
+    mrg.add_argument("--baseline-compare", default=None, help="compare the merged run with this baseline")
+    mrg.add_argument("--strict-versions", action="store_true",
+                     help="fail when shards ran different plugin / server / agents / agent versions")
     args = parser.parse_args(argv)
     try:
         if args.command == "replay":
             return _replay(args)
+        if args.command == "merge":
+            return _merge(args)
         install_server(args.version, dest_dir=args.dir)
     except (PytestLivekitError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -58,6 +75,24 @@ def _replay(args: argparse.Namespace) -> int:
     for breach in result.breaches:
         print(f"limit breached: {breach}")
     print(f"artifacts: {result.folder}")
+    return 1 if result.failed else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .merge import merge_shards
+
+    pyproject = args.pyproject
+    if pyproject is None and Path("pyproject.toml").is_file():
+        pyproject = Path("pyproject.toml")
+    result = merge_shards(
+        args.shards, out_dir=args.out, pyproject=pyproject, report_path=args.report,
+        baseline_save=args.baseline_save, baseline_compare=args.baseline_compare,
+    )
+    for line in result.lines():
+        print(line)
+    if args.strict_versions and any("differs between shards" in w for w in result.warnings):
+        print("error: shards ran different versions (--strict-versions)", file=sys.stderr)
+        return 1
     return 1 if result.failed else 0
 
 
