@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -959,6 +959,103 @@ class LivekitCall:
                 f"Timeline:\n{record.timeline()}\n"
                 f"Recording (written at teardown): {record.recording_path}"
             )
+
+    def agent_lines(self, since: float = 0.0) -> list[str]:
+        """What the agent said (its reply messages, in order) from ``since`` seconds into the call."""
+        return [i.text for i in self.record.items if i.role == "assistant" and i.t >= since and i.text]
+
+    async def wait_for_agent_to_say(
+        self, pattern: str | re.Pattern[str], *, timeout: float = DEFAULT_REPLY_TIMEOUT
+    ) -> str:
+        """Wait until the agent said something matching ``pattern`` (a regular expression,
+        searched case-insensitively in each reply since the caller's last turn, or since the call
+        started) and finished saying it; returns that reply.
+
+        Raises:
+            CallTimeoutError: nothing matching within ``timeout`` s (the message lists what the
+                agent did say).
+        """
+        assert self.caller is not None
+        regex = re.compile(pattern, re.IGNORECASE) if isinstance(pattern, str) else pattern
+        self._script("wait_for_agent_to_say", pattern=regex.pattern, timeout=timeout)
+        caller = self.caller
+        since = self._last_turn_end()
+        found: list[str] = []
+
+        def said() -> bool:
+            if not found:
+                found.extend(t for t in self.agent_lines(since) if regex.search(t))
+            return bool(found) and caller.agent_state() == "listening" and not caller.hearing_agent
+
+        if not await self._guard(wait_until(said, self._changed, timeout)):
+            lines = self.agent_lines(since)
+            raise CallTimeoutError(
+                f"the agent did not say anything matching {regex.pattern!r} within {timeout:.1f} s"
+                + (f" (it said: {lines!r})" if lines else " (it said nothing)")
+                + f".\nTimeline:\n{self.record.timeline()}"
+            )
+        return found[0]
+
+    async def converse(
+        self,
+        answers: Mapping[str, str | Callable[[str], str]],
+        *,
+        until: str | None = None,
+        max_turns: int = 8,
+        fallback: str | None = None,
+        timeout: float = DEFAULT_REPLY_TIMEOUT,
+    ) -> list[tuple[str, str]]:
+        """Answer the agent until it says ``until``: after each reply, say the answer of the
+        first ``answers`` pattern (a regex searched case-insensitively in the reply; the value is
+        the line to say, or a function of the reply that returns it).
+
+        The caller speaks first only if the test did (``say`` before ``converse``); otherwise the
+        first thing it waits for is the agent's greeting. Returns the ``(agent said, caller
+        answered)`` exchanges. Every line said is in the call's script (a replay says the same).
+
+        Raises:
+            ConversationError: a reply no pattern matches and no ``fallback``; ``max_turns``
+                replies without ``until``; or no reply within ``timeout`` s.
+            ConfigError: no answers, or a ``max_turns`` below 1.
+        """
+        from .errors import ConversationError
+
+        if not answers:
+            raise ConfigError("converse() needs answers: {'order number': 'one two three four', ...}")
+        if not isinstance(max_turns, int) or max_turns < 1:
+            raise ConfigError(f"max_turns={max_turns!r} is not valid: give a whole number of replies >= 1.")
+        compiled = [(re.compile(p, re.IGNORECASE), a) for p, a in answers.items()]
+        done = re.compile(until, re.IGNORECASE) if until else None
+        exchanges: list[tuple[str, str]] = []
+        for _ in range(max_turns):
+            try:
+                reply = await self.wait_for_agent_to_say(r"\S", timeout=timeout)
+            except CallTimeoutError as exc:
+                raise ConversationError(f"the conversation stalled after {len(exchanges)} exchange(s): {exc}") from None
+            reply = " ".join(self.agent_lines(self._last_turn_end()))  # every reply since the last turn
+            if done is not None and done.search(reply):
+                return exchanges
+            answer = next((a for p, a in compiled if p.search(reply)), None)
+            if answer is None and fallback is None:
+                raise ConversationError(
+                    f"the agent said {reply!r}, which none of the caller's answers matches "
+                    f"({', '.join(repr(p.pattern) for p, _ in compiled)}) and there is no fallback.\n"
+                    f"Conversation so far: {exchanges!r}"
+                )
+            line = fallback if answer is None else (answer(reply) if callable(answer) else answer)
+            assert line is not None
+            exchanges.append((reply, line))
+            await self.say(line)
+        if done is None:
+            return exchanges
+        raise ConversationError(
+            f"the agent never said {until!r} in {max_turns} replies (the caller answered every one).\n"
+            f"Conversation: {exchanges!r}"
+        )
+
+    def _last_turn_end(self) -> float:
+        turns = self.record.caller_turns
+        return turns[-1].ended_at if turns and turns[-1].ended_at is not None else 0.0
 
     async def wait_for_agent_audio(self, *, timeout: float = DEFAULT_REPLY_TIMEOUT) -> None:
         """Wait until the caller heard a complete stretch of agent audio after its last turn ended

@@ -74,6 +74,12 @@ class CallTimeoutError(PytestLivekitError):
     """Something the call waited for (agent joined, agent reply, ...) did not happen in time."""
 
 
+class ConversationError(CallTimeoutError):
+    """A conversation went somewhere the test's caller had no answer for, or never got where it
+    had to (the agent never asked what it must, or kept talking past the turn limit).
+    """
+
+
 class ConfigError(PytestLivekitError):
     """An option, ini value or marker argument is invalid."""
 

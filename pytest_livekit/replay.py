@@ -31,7 +31,7 @@ from .trace import load_trace
 #: Script actions replay knows, with the call method each maps to.
 ACTIONS = (
     "say", "play", "speak", "barge_in", "stay_silent", "reconnect", "hang_up", "network_outage",
-    "wait_for_agent_reply", "wait_for_agent_audio", "wait_for_agent_state",
+    "wait_for_agent_reply", "wait_for_agent_audio", "wait_for_agent_state", "wait_for_agent_to_say",
 )
 #: Metrics compared between the original call and its replay (trace ``metrics`` keys).
 COMPARED = ("ttfa_p50", "wer", "cer", "duplicated_turns", "gap_seconds", "outcome")
@@ -239,6 +239,8 @@ class CallReplay:
             await call.hang_up()
         elif action == "network_outage":
             await call.network_outage(float(args["seconds"]), direction=args["direction"], who=args["who"])
+        elif action == "wait_for_agent_to_say":
+            await call.wait_for_agent_to_say(args["pattern"], timeout=float(args.get("timeout", 30.0)))
         elif action == "wait_for_agent_state":
             await call.wait_for_agent_state(args["state"], timeout=float(args.get("timeout", 10.0)))
         else:  # wait_for_agent_reply / wait_for_agent_audio
