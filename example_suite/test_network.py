@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_livekit import assert_asr_accuracy, assert_tool_called
+from pytest_livekit import assert_asr_accuracy, assert_tool_called, time_to_first_audio
 from pytest_livekit.conditions import Bitrate, Conditions
 from pytest_livekit.netem import Bandwidth, BurstLoss, Latency, NetworkPath
 
@@ -40,18 +40,21 @@ async def test_refund_over_a_3g_uplink(make_livekit_call):
     assert uplink["added_delay_p50_ms"] >= 150
 
 
-# the reply is cut for 2 s: the caller hears its start, 2 s of silence, then the rest
-@pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order"])
+# the reply is cut for 2 s: the caller hears its start (and ~1 s of WebRTC concealment fading
+# out), nothing during the cut, and the call goes on: the next answer is heard as usual
+@pytest.mark.livekit(call_type="refund")
 async def test_a_two_second_downlink_outage_mid_reply(make_livekit_call):
     async with make_livekit_call(network=NetworkPath()) as call:
         await call.say(REFUND)
         await call.wait_for_agent_audio()
         await call.network_outage(2.0, direction="downlink")
         await call.wait_for_agent_reply()
-        assert_tool_called(call, "lookup_order", order_id="1234")
+        await call.say("Yes please refund it")
+        await call.wait_for_agent_reply()
+        assert_tool_called(call, "issue_refund", order_id="1234")
+    assert time_to_first_audio(call.record, 1) is not None  # the downlink came back
     downlink = call.wire()["downlink"]
     assert downlink["dropped_outage"] >= 80  # 2 s of 20 ms packets, plus RTCP
-    # what the caller heard: the reply, a hole of ~2 s, the reply again
-    heard = sorted(call.record.heard, key=lambda s: s.start)
-    holes = [b.start - a.end for a, b in zip(heard, heard[1:], strict=False)]
-    assert any(1.5 <= hole <= 2.6 for hole in holes), heard
+    cut = call.record.network["outages"][0]["t"]
+    starts = [s.start for s in call.record.heard]
+    assert not [t for t in starts if cut < t < cut + 2.0], (cut, call.record.heard)

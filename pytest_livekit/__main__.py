@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     mrg.add_argument("--baseline-save", default=None, help="save the merged run as this baseline")
     mrg.add_argument("--baseline-compare", default=None, help="compare the merged run with this baseline")
     mrg.add_argument("--strict-versions", action="store_true",
-                     help="fail when shards ran different plugin / server / agents / agent versions")
+                     help="fail when shards ran different plugin / server / agents / rtc versions")
     args = parser.parse_args(argv)
     try:
         if args.command == "replay":

@@ -6,7 +6,7 @@ through the same :class:`~pytest_livekit.run_summary.RunSummary` a single run en
 ``calls.jsonl``, one HTML report, the same run table, the call types' SLOs evaluated over every
 call of every shard (a p99 over all calls, not a p99 of shards), and the baseline compared or
 saved. The figures are exact because nothing is aggregated twice: the merge recomputes from the
-calls. Shards that ran different plugin, livekit-server, livekit-agents or agent versions are
+calls. Shards that ran different plugin, livekit-server, livekit-agents or rtc versions are
 flagged; the same call found in two shards (a folder passed twice) counts once.
 """
 
@@ -62,12 +62,12 @@ def _call_key(trace: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def version_differences(shards: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
-    """One line per version field (and the agent) whose value differs between shards, e.g.
+    """One line per version field whose value differs between shards, e.g.
     ``livekit_server differs between shards: 1.13.5 (a: 12 calls), 1.12.0 (b: 3 calls)``.
     """
     lines = []
+    # (not the agent spec: a suite's shards legitimately run different agents, one per test)
     fields = [(name, lambda t, n=name: (t.get("versions") or {}).get(n)) for name in COMPARED_VERSIONS]
-    fields.append(("agent", lambda t: (t.get("call") or {}).get("agent")))
     for name, get in fields:
         seen: dict[str, Counter[str]] = {}
         for shard, traces in shards.items():
