@@ -19,6 +19,13 @@ link has an uplink and a downlink :class:`~pytest_livekit.netem.LinkShaper` shar
 flows (a participant's publisher and subscriber connections share its one network link). Flows
 of no link pass untouched.
 
+RTP streams: SRTP leaves the RTP header in the clear, so the relay reads the SSRC and sequence
+number of every RTP packet a TURN message carries (:func:`turn_payload`, :func:`rtp_header`). It
+runs the loss of each RTP stream on its own (the shaper's ``flow``; everything else, RTCP, DTLS
+and STUN, shares one more), so that each receiver measures the spec's loss rate, and counts per
+direction and SSRC what it did (:class:`RtpCounts`: reordering as the packets really left) and
+how many media datagrams (DTLS, SRTP, SRTCP: what the receiving transport counts) it sent on.
+
 Timing: shaped packets wait in one heap ordered by (send time, arrival) and leave from an
 ``asyncio`` timer (the loop's clock is ``time.monotonic``, the caller's clock). The relay runs in
 the caller's process (see :mod:`pytest_livekit._caller_main`), which no agent code runs in and
@@ -39,7 +46,7 @@ from typing import Any, cast
 
 from .netem import LinkShaper, NetworkPath
 
-__all__ = ["PacketRelay", "RelayLink", "stun_username"]
+__all__ = ["PacketRelay", "RelayLink", "RtpCounts", "rtp_header", "stun_username", "turn_payload"]
 
 Address = tuple[str, int]
 
@@ -64,9 +71,89 @@ def stun_username(data: bytes) -> str | None:
     return None
 
 
+def turn_payload(data: bytes) -> bytes | None:
+    """The datagram a TURN message carries between the client and its peer: the payload of a
+    ChannelData message, or the DATA attribute of a Send or Data indication; ``None`` for
+    anything else (TURN requests and answers: allocations, refreshes, permissions).
+    """
+    if len(data) >= 4 and 0x40 <= data[0] <= 0x7F:  # ChannelData: channel 0x4000-0x7FFF, length
+        return data[4 : 4 + int.from_bytes(data[2:4], "big")]
+    if len(data) < 20 or data[0] & 0xC0 or data[4:8] != _STUN_MAGIC:
+        return None
+    if int.from_bytes(data[0:2], "big") not in (0x0016, 0x0017):  # Send / Data indication
+        return None
+    end = min(len(data), 20 + int.from_bytes(data[2:4], "big"))
+    pos = 20
+    while pos + 4 <= end:
+        kind = int.from_bytes(data[pos : pos + 2], "big")
+        size = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if kind == 0x0013:  # DATA
+            return data[pos + 4 : pos + 4 + size]
+        pos += 4 + size + (-size % 4)
+    return None
+
+
+def rtp_header(payload: bytes) -> tuple[int, int] | None:
+    """``(ssrc, sequence number)`` of an RTP packet (SRTP leaves the header in the clear);
+    ``None`` for RTCP (RFC 5761 payload types 192-223), DTLS, STUN and anything else
+    (RFC 7983: RTP and RTCP start with a byte of 128-191).
+    """
+    if len(payload) < 12 or not 128 <= payload[0] <= 191 or 192 <= payload[1] <= 223:
+        return None
+    return int.from_bytes(payload[8:12], "big"), int.from_bytes(payload[2:4], "big")
+
+
+@dataclass
+class RtpCounts:
+    """One RTP stream (SSRC) in one direction of a link, as the relay saw and sent it.
+
+    Attributes:
+        packets_in: RTP packets of the stream that reached the relay.
+        forwarded: Copies sent on, duplicates included.
+        dropped: Packets dropped (loss, queue or outage).
+        duplicated: Packets sent twice.
+        reordered: Packets sent after a packet of the stream with a higher sequence number
+            (counted when they really left the relay).
+        sent_seq_max: Highest sequence number sent so far (extended past 16-bit wrap), -1 before.
+    """
+
+    packets_in: int = 0
+    forwarded: int = 0
+    dropped: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    sent_seq_max: int = -1
+
+    def sent(self, seq: int) -> None:
+        """Count one copy leaving the relay with 16-bit sequence number ``seq``."""
+        if self.sent_seq_max < 0:
+            self.sent_seq_max = seq
+            return
+        # extend seq to the one nearest the highest sent (RFC 3550 serial arithmetic)
+        delta = (seq - self.sent_seq_max) & 0xFFFF
+        extended = self.sent_seq_max + delta if delta < 0x8000 else self.sent_seq_max + delta - 0x10000
+        if extended < self.sent_seq_max:
+            self.reordered += 1
+        else:
+            self.sent_seq_max = extended
+
+    def to_dict(self) -> dict[str, int]:
+        """The counts (``sent_seq_max`` left out) as JSON-able data."""
+        return {
+            "packets_in": self.packets_in,
+            "forwarded": self.forwarded,
+            "dropped": self.dropped,
+            "duplicated": self.duplicated,
+            "reordered": self.reordered,
+        }
+
+
 @dataclass
 class RelayLink:
-    """One participant's network link: its flows and the two shapers."""
+    """One participant's network link: its flows, the two shapers and, per direction, what the
+    relay forwarded of the media (every datagram TURN carries that is not STUN: DTLS, SRTP,
+    SRTCP, which is what the receiving WebRTC transport counts) and of each RTP stream.
+    """
 
     name: str
     path: NetworkPath
@@ -74,13 +161,23 @@ class RelayLink:
     downlink: LinkShaper
     addresses: set[Address] = field(default_factory=set)
     usernames: set[str] = field(default_factory=set)
+    media_forwarded: dict[str, int] = field(default_factory=lambda: {"uplink": 0, "downlink": 0})
+    rtp: dict[str, dict[int, RtpCounts]] = field(default_factory=lambda: {"uplink": {}, "downlink": {}})
 
     def stats(self) -> dict[str, Any]:
-        """What happened on the wire, per direction (see :class:`~pytest_livekit.netem.LinkStats`)."""
+        """What happened on the wire, per direction (see :class:`~pytest_livekit.netem.LinkStats`),
+        with ``media_forwarded`` (per direction: copies of DTLS / SRTP / SRTCP datagrams sent on)
+        and ``rtp`` (per direction, per SSRC as a string: :class:`RtpCounts`).
+        """
         return {
             "flows": len(self.addresses),
             "uplink": self.uplink.stats().to_dict(),
             "downlink": self.downlink.stats().to_dict(),
+            "media_forwarded": dict(self.media_forwarded),
+            "rtp": {
+                direction: {str(ssrc): counts.to_dict() for ssrc, counts in streams.items()}
+                for direction, streams in self.rtp.items()
+            },
         }
 
 
@@ -133,7 +230,7 @@ class PacketRelay:
         self._link_of_username: dict[str, RelayLink] = {}
         self._listener: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._due: list[tuple[float, int, Any, bytes]] = []
+        self._due: list[tuple[float, int, Any, bytes, RtpCounts | None, int]] = []
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
         self.errors = 0
@@ -235,7 +332,7 @@ class PacketRelay:
             self.passed += 1
             flow.transport.sendto(data)
             return
-        self._schedule(link.uplink, data, flow.transport.sendto)
+        self._schedule(link, "uplink", data, flow.transport.sendto)
 
     def _from_server(self, client: Address, data: bytes) -> None:
         self.received["downlink"] += 1
@@ -247,19 +344,40 @@ class PacketRelay:
             self.passed += 1
             listener.sendto(data, client)
             return
-        self._schedule(link.downlink, data, lambda d: listener.sendto(d, client))
+        self._schedule(link, "downlink", data, lambda d: listener.sendto(d, client))
 
-    def _schedule(self, shaper: LinkShaper, data: bytes, send: Any) -> None:
+    def _schedule(self, link: RelayLink, direction: str, data: bytes, send: Any) -> None:
+        shaper: LinkShaper = getattr(link, direction)
+        payload = turn_payload(data)
+        header = rtp_header(payload) if payload is not None else None
+        counts: RtpCounts | None = None
+        seq = 0
+        if header is not None:
+            ssrc, seq = header
+            counts = link.rtp[direction].get(ssrc)
+            if counts is None:
+                counts = link.rtp[direction][ssrc] = RtpCounts()
+            counts.packets_in += 1
         now = time.monotonic()
-        for at in shaper.schedule(now, len(data)):
+        # loss is realised per RTP stream, so that each receiver measures the spec's rate
+        times = shaper.schedule(now, len(data), ("rtp", header[0]) if header is not None else None)
+        if payload is not None and payload[:1] and payload[0] > 3:  # not STUN (RFC 7983)
+            link.media_forwarded[direction] += len(times)
+        if counts is not None:
+            counts.forwarded += len(times)
+            counts.dropped += not times
+            counts.duplicated += len(times) == 2
+        for at in times:
             # under half a millisecond with nothing waiting: send now
             if at - now < 0.0005 and not self._due:
                 send(data)
+                if counts is not None:
+                    counts.sent(seq)
                 continue
             # one heap ordered by (time, arrival): packets the shaper gave one time leave in the
             # order they came (asyncio's timers give no such promise for equal times)
             self._seq += 1
-            heapq.heappush(self._due, (at, self._seq, send, data))
+            heapq.heappush(self._due, (at, self._seq, send, data, counts, seq))
             if self._due[0][1] == self._seq:  # the new packet is the earliest: re-arm
                 self._arm()
 
@@ -274,10 +392,12 @@ class PacketRelay:
         self._timer = None
         now = time.monotonic()
         while self._due and self._due[0][0] <= now + 0.0005:
-            _, _, send, data = heapq.heappop(self._due)
+            _, _, send, data, counts, seq = heapq.heappop(self._due)
             if self._listener is not None:
                 with contextlib.suppress(OSError):
                     send(data)
+                if counts is not None:
+                    counts.sent(seq)
         if self._due:
             self._arm()
 

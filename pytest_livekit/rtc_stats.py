@@ -14,7 +14,11 @@ __all__ = ["audio_rtc_stats", "relay_only_config"]
 def audio_rtc_stats(stats: Any) -> tuple[dict[str, float], dict[str, Any]]:
     """From a room's ``get_rtc_stats()`` answer: receive-side stats of the remote audio this
     participant gets (``packets_received``, ``packets_lost``, ``jitter`` s, ``concealed_samples``,
-    ``total_samples_received``), its round-trip time to the server (``round_trip_time``, s), its
+    ``total_samples_received``), what its transports received and sent in all
+    (``transport_packets_received``, ``transport_packets_sent``: every DTLS, SRTP and SRTCP
+    datagram over all its peer connections, counted before SRTP drops replayed copies, so a
+    duplicated packet shows here and not in ``packets_received``), its round-trip time to the
+    server (``round_trip_time``, s), its
     own audio as sent and as the server's receiver reports saw it (``uplink_packets_sent``,
     ``uplink_packets_lost``, ``uplink_fraction_lost`` of the last report), and the audio codecs in
     use (``{"codecs": [...]}``).
@@ -53,6 +57,11 @@ def audio_rtc_stats(stats: Any) -> tuple[dict[str, float], dict[str, Any]]:
             out["total_samples_received"] = (
                 out.get("total_samples_received", 0.0) + rtp.inbound.total_samples_received
             )
+    for item in everything:
+        if item.WhichOneof("stats") == "transport":
+            transport = item.transport.transport
+            out["transport_packets_received"] = out.get("transport_packets_received", 0.0) + transport.packets_received
+            out["transport_packets_sent"] = out.get("transport_packets_sent", 0.0) + transport.packets_sent
     for item in everything:
         if item.WhichOneof("stats") == "remote_inbound_rtp":
             remote = item.remote_inbound_rtp

@@ -8,12 +8,12 @@ import socket
 import struct
 import time
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
-from pytest_livekit.netem import Latency, NetworkPath, Outage, PacketJitter, PacketLoss
-from pytest_livekit.packet_relay import PacketRelay, stun_username
+from pytest_livekit.netem import Duplicate, Latency, NetworkPath, Outage, PacketJitter, PacketLoss
+from pytest_livekit.packet_relay import PacketRelay, RtpCounts, rtp_header, stun_username, turn_payload
 from pytest_livekit.turn_credentials import base62_encode, turn_credentials
 
 
@@ -73,7 +73,7 @@ async def _wait_for(client: _Client, count: int, timeout: float = 5.0) -> None:
     await asyncio.wait_for(enough(), timeout)
 
 
-async def _drain(r: PacketRelay, transport: asyncio.DatagramTransport, client: _Client, link: str) -> dict:
+async def _drain(r: PacketRelay, transport: asyncio.DatagramTransport, client: _Client, link: str) -> dict[str, Any]:
     """Stop shaping ``link`` and send a marker through: once it is back, every earlier packet
     that was going to arrive has (loopback UDP keeps order; nothing was delayed)."""
     stats = r.remove_link(link)
@@ -134,7 +134,7 @@ async def test_loss_and_a_live_outage_drop_what_the_link_says(relay: tuple[Packe
     r.add_link("c", NetworkPath(uplink=(PacketLoss(rate=0.5),), seed=1), addresses=[local])
     await _send(transport, 200, every=0.0005)
     up = (await _drain(r, transport, client, "c"))["uplink"]
-    assert 60 < up["dropped_loss"] < 140
+    assert up["dropped_loss"] == 100  # exactly the rate (see netem.PacketLoss)
     assert len(client.got) == up["forwarded"] == up["packets_in"] - up["dropped_loss"]
     r.add_link("c", NetworkPath(), addresses=[local])
     r.outage("c", "downlink", 10.0)
@@ -190,3 +190,129 @@ async def test_a_link_claims_the_flows_that_authenticate_with_its_username(
     stats = await _drain(r, transport, client, "c")
     assert stats["uplink"]["packets_in"] == 6 and stats["uplink"]["dropped_loss"] == 6
     assert len(client.got) == 1
+
+
+# -- media inside TURN: RTP streams ------------------------------------------------------------
+def _rtp(ssrc: int, seq: int, payload_type: int = 111) -> bytes:
+    return struct.pack(">BBHII", 0x80, payload_type, seq & 0xFFFF, seq * 960, ssrc) + b"o" * 80
+
+
+def _channel_data(payload: bytes, channel: int = 0x4001) -> bytes:
+    return struct.pack(">HH", channel, len(payload)) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _indication(method: int, payload: bytes) -> bytes:
+    peer = struct.pack(">HH", 0x0012, 8) + b"\0\x01\x12\x34" + b"\x5e\x12\xa4\x43"
+    data = struct.pack(">HH", 0x0013, len(payload)) + payload + b"\0" * (-len(payload) % 4)
+    body = peer + data
+    return struct.pack(">HH", method, len(body)) + b"\x21\x12\xa4\x42" + b"t" * 12 + body
+
+
+def test_turn_payload_and_rtp_header_find_the_rtp_stream_inside_turn() -> None:
+    rtp = _rtp(0xDEADBEEF, 4242)
+    assert turn_payload(_channel_data(rtp)) == rtp
+    assert turn_payload(_indication(0x0016, rtp)) == rtp  # Send indication (client to peer)
+    assert turn_payload(_indication(0x0017, rtp)) == rtp  # Data indication (peer to client)
+    assert turn_payload(_stun([(0x0006, b"user-1")])) is None  # a TURN request carries no media
+    assert turn_payload(b"\x80" + b"\0" * 30) is None  # bare RTP is not TURN
+    assert rtp_header(rtp) == (0xDEADBEEF, 4242)
+    assert rtp_header(_rtp(1, 2, payload_type=200)) is None  # RTCP sender report
+    assert rtp_header(_rtp(1, 2, payload_type=0x80 | 111)) == (1, 2)  # marker bit set
+    assert rtp_header(b"\x16\xfe\xfd" + b"\0" * 20) is None  # DTLS
+    assert rtp_header(b"\x00\x01" + b"\0" * 18) is None  # STUN (an ICE check)
+    assert rtp_header(rtp[:11]) is None
+
+
+def test_rtp_counts_count_packets_sent_after_a_later_one_across_the_wrap() -> None:
+    counts = RtpCounts()
+    for seq in (65534, 65535, 1, 0, 2, 65533, 3):
+        counts.sent(seq)
+    assert counts.reordered == 2  # 0 after 1, 65533 after 2
+    assert counts.sent_seq_max == 65536 + 3
+
+
+class _Raw(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.changed = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append(data)
+        self.changed.set()
+
+
+async def _raw_relay(path: NetworkPath, packets: list[bytes], expect: int) -> tuple[dict[str, Any], list[bytes]]:
+    """Send ``packets`` through a link shaped by ``path`` (uplink; the echo sends them back on a
+    clean downlink) and collect ``expect`` echoes."""
+    loop = asyncio.get_running_loop()
+    echo, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+    relay = await PacketRelay(("127.0.0.1", _free_udp_port()), ("127.0.0.1", echo.get_extra_info("sockname")[1])).start()
+    client = _Raw()
+    transport, _ = await loop.create_datagram_endpoint(lambda: client, remote_addr=relay.listen)
+    try:
+        relay.add_link("c", path, addresses=[transport.get_extra_info("sockname")])
+        for data in packets:
+            transport.sendto(data)
+            await asyncio.sleep(0.0005)  # pacing the sender (real time), not synchronisation
+
+        async def enough() -> None:
+            while len(client.got) < expect:
+                client.changed.clear()
+                await client.changed.wait()
+
+        await asyncio.wait_for(enough(), 5.0)
+        stats = relay.remove_link("c")
+        assert stats is not None
+        return stats, client.got
+    finally:
+        transport.close()
+        relay.close()
+        echo.close()
+
+
+async def test_the_relay_loses_the_rate_of_each_rtp_stream() -> None:
+    """Two RTP streams and other TURN traffic on one link: each stream loses 10 % of its own
+    packets, to one packet, whatever the others do."""
+    packets, seqs = [], {1: 0, 2: 0}
+    for i in range(600):
+        if i % 7 == 3:
+            packets.append(_channel_data(b"\x16\xfe\xfd" + b"d" * 40))  # DTLS
+        elif i % 11 == 5:
+            packets.append(_channel_data(_rtp(1, 0, payload_type=201)))  # RTCP receiver report
+        else:
+            ssrc = 1 if i % 3 else 2
+            packets.append(_channel_data(_rtp(ssrc, seqs[ssrc])))
+            seqs[ssrc] += 1
+    path = NetworkPath(uplink=(PacketLoss(rate=0.1),), seed=4)
+    shaper = path.shapers(0.0)[0]
+    expect = sum(bool(shaper.schedule(0.0, len(p), ("rtp", h[0]) if (h := rtp_header(p[4:])) else None)) for p in packets)
+    stats, got = await _raw_relay(path, packets, expect)
+    streams = stats["rtp"]["uplink"]
+    assert set(streams) == {"1", "2"}
+    for ssrc, sent in seqs.items():
+        counts = streams[str(ssrc)]
+        assert counts["packets_in"] == sent
+        assert abs(counts["dropped"] - 0.1 * sent) < 1, counts
+        assert counts["forwarded"] == sent - counts["dropped"]
+        received = [h for p in got if (h := rtp_header(p[4:])) and h[0] == ssrc]
+        assert len(received) == counts["forwarded"]
+    assert stats["uplink"]["forwarded"] == len(got) == expect
+    # every forwarded datagram carried media (none is STUN), both ways
+    assert stats["media_forwarded"] == {"uplink": expect, "downlink": expect}
+    assert stats["rtp"]["downlink"]["1"]["forwarded"] == streams["1"]["forwarded"]
+
+
+async def test_the_relay_counts_duplicates_and_reordering_per_rtp_stream() -> None:
+    packets = [_indication(0x0016, _rtp(7, seq)) for seq in range(200)]
+    stats, got = await _raw_relay(NetworkPath(uplink=(Duplicate(rate=1.0),)), packets, 400)
+    up = stats["rtp"]["uplink"]["7"]
+    assert up == {"packets_in": 200, "forwarded": 400, "dropped": 0, "duplicated": 200, "reordered": 0}
+    assert stats["media_forwarded"]["uplink"] == 400
+    # a copy sent right after its original is no reordering; the echo's copies come back in order
+    assert [rtp_header(turn_payload(p) or b"") for p in got] == [(7, seq) for seq in range(200) for _ in range(2)]
+
+    stats, got = await _raw_relay(NetworkPath(uplink=(PacketJitter(ms=30, reorder=True),), seed=2), packets, 200)
+    up = stats["rtp"]["uplink"]["7"]
+    arrived = [rtp_header(turn_payload(p) or b"")[1] for p in got]  # type: ignore[index]
+    late = sum(1 for i, seq in enumerate(arrived) if seq < max(arrived[:i], default=-1))
+    assert up["reordered"] == late > 20  # counted as the packets really left (loopback keeps order)
