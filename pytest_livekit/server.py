@@ -223,6 +223,8 @@ class LivekitServer(ManagedProcess):
         relay_ip: enable the embedded TURN server on ``node_ip`` for a
             :class:`~pytest_livekit.packet_relay.PacketRelay` listening on ``relay_ip`` (see
             :attr:`relay_addresses`); participants that are not shaped connect as usual.
+        api_secret: the API secret (default: a fresh random one); the nodes of a
+            :class:`~pytest_livekit.cluster.LivekitCluster` share one.
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class LivekitServer(ManagedProcess):
         extra_config: dict[str, Any] | None = None,
         node_ip: str | None = None,
         relay_ip: str | None = None,
+        api_secret: str | None = None,
     ) -> None:
         super().__init__(startup_timeout=startup_timeout)
         if relay_ip and not node_ip:
@@ -250,7 +253,9 @@ class LivekitServer(ManagedProcess):
         self.api_key = "APIpytestlivekit"
         # >= 32 bytes: PyJWT warns (an error under strict filters) below that, and the server logs
         # an error for short secrets in production mode.
-        self.api_secret = secrets.token_urlsafe(48)
+        self.api_secret = api_secret or secrets.token_urlsafe(48)
+        if len(self.api_secret) < 32:
+            raise ValueError("api_secret must be at least 32 characters (PyJWT warns below that)")
         self.ports: ServerPorts | None = None
         self.version = "unknown"
         self._log_file: Any = None
@@ -354,6 +359,16 @@ class LivekitServer(ManagedProcess):
         """Start the server and wait until it is ready; on any failure stop it and raise."""
         if self._proc is not None:
             return self
+        self.spawn()
+        self.wait_until_ready()
+        return self
+
+    def spawn(self) -> LivekitServer:
+        """Start the server process without waiting: :meth:`wait_until_ready` next (a cluster
+        starts its nodes together, then waits for each). Binary mode only.
+        """
+        if self._proc is not None:
+            return self
         if not (self.binary.is_file() and os.access(self.binary, os.X_OK)):
             raise ServerBinaryNotFoundError(
                 f"{self.binary} is not an executable file.\n"
@@ -380,7 +395,6 @@ class LivekitServer(ManagedProcess):
         self._spawn(
             [str(self.binary)], stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
-        self.wait_until_ready()
         return self
 
     def _check_ready(self) -> bool:
