@@ -38,7 +38,7 @@ CALLER_PHRASES = [
     "uh huh",
 ]
 
-_DIGITS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+_DIGITS = {"zero": "0", "oh": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
            "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 
 RULES = [
@@ -65,6 +65,9 @@ RULES = [
     Rule(pattern=r"goodbye|thank", reply="You are welcome. Goodbye."),
     Rule(pattern=r"hello|hi", reply="Hello. How can I help you today?"),
 ]
+
+
+_WORD = {digit: word for word, digit in _DIGITS.items() if word != "oh"}
 
 
 def spoken_digits_to_id(text: str) -> str:
@@ -129,13 +132,15 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["stt"] = stt
 
 
-async def run_support_session(ctx: JobContext, interruption: dict[str, Any]) -> None:
-    """Start the support agent in the job's room with the given interruption options."""
+async def run_support_session(
+    ctx: JobContext, interruption: dict[str, Any], *, agent: Agent | None = None, llm: ScriptedLLM | None = None
+) -> None:
+    """Start the support agent (or ``agent``) in the job's room with the given interruption options."""
     userdata: dict[str, Any] = ctx.proc.userdata
     session: AgentSession = AgentSession(
         vad=userdata["vad"],
         stt=userdata["stt"],
-        llm=ScriptedLLM(RULES),
+        llm=llm or ScriptedLLM(RULES),
         tts=EspeakTTS(),
         # Offline and deterministic: VAD-based turns (the default turn detector and adaptive
         # interruption can reach LiveKit Cloud), no speculative LLM calls, barge-in allowed from
@@ -156,7 +161,7 @@ async def run_support_session(ctx: JobContext, interruption: dict[str, Any]) -> 
         session_close_transcript_timeout=0.3,
     )
     await session.start(
-        SupportAgent(),
+        agent or SupportAgent(),
         room=ctx.room,
         # A caller whose connection drops and comes back (a full reconnect leaves with reason
         # CLIENT_INITIATED) must not end the conversation; the room's deletion ends it.
@@ -187,6 +192,174 @@ patient_server.setup_fnc = prewarm
 async def patient_entrypoint(ctx: JobContext) -> None:
     """Support agent that keeps talking through backchannels."""
     await run_support_session(ctx, {"min_duration": 0.5, "min_words": 3})
+
+
+# --- The same support line with account verification ----------------------------------------
+# Before a refund the agent checks who is calling: it needs the caller's name and the order
+# number, and asks for them in whichever order the conversation takes (a caller who mentions
+# "my order" is asked for its number first, anyone else for their name first; a caller who
+# gives both at once is asked for neither). The verification state lives in the agent, as in a
+# real agent (the "LLM" is still the offline rule engine: stateless rules, stateful tools).
+
+#: Account holders of the example back office: name -> their order, with the orders above.
+ACCOUNTS = {
+    "alice martin": "1234",
+    "bob jones": "2468",
+    "carol smith": "1357",
+    "david brown": "4321",
+    "emma wilson": "8642",
+}
+VERIFIED_ORDERS = {
+    "2468": {"item": "red toaster", "amount": "thirty dollars", "refundable": True},
+    "1357": {"item": "desk lamp", "amount": "twenty five dollars", "refundable": True},
+    "4321": {"item": "coffee grinder", "amount": "fifty five dollars", "refundable": True},
+    "8642": {"item": "wool blanket", "amount": "sixty dollars", "refundable": True},
+    **ORDERS,
+}
+
+_DIGIT = r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine)"
+_ORDER = rf"(?P<order>{_DIGIT}(?:\s+{_DIGIT}){{3}})"
+_NAME = r"(?P<name>[a-z]+ [a-z]+)"
+
+VERIFIED_RULES = [
+    Rule(  # both at once: "my name is alice martin and my order number is one two three four"
+        pattern=rf"name is {_NAME}\b.*\b{_ORDER}\b",
+        tools=(tool("record_name", name="{name}"), tool("record_order_number", order_id="{order:digits}")),
+        after_tools="{output}",
+    ),
+    Rule(pattern=r"\byes\b.*\brefund", tools=(tool("confirm_refund"),), after_tools="{output}"),
+    # the last four digits said: "the order number is four three two one" heard in noise as
+    # "the order number three four three two one" is still order 4321
+    Rule(pattern=rf".*\b{_ORDER}\b", tools=(tool("record_order_number", order_id="{order:digits}"),),
+         after_tools="{output}"),
+    Rule(pattern=rf"(?:name is|this is|it is|i am) {_NAME}", tools=(tool("record_name", name="{name}"),),
+         after_tools="{output}"),
+    Rule(pattern=r"(?:refund|money back).*\border\b", tools=(tool("start_refund", ask_first="order number"),),
+         after_tools="{output}"),
+    Rule(pattern=r"refund|money back", tools=(tool("start_refund", ask_first="name"),), after_tools="{output}"),
+    Rule(pattern=r"goodbye|thank", reply="You are welcome. Goodbye."),
+    Rule(pattern=r"hello|hi", reply="Hello. How can I help you today?"),
+]
+#: Said when no rule matches (an answer it did not expect, or words the STT got wrong).
+VERIFIED_FALLBACK = "Sorry, I did not catch that. Could you say it again?"
+
+#: What callers of the verification line say: the domain language model covers the names,
+#: the four-digit order numbers and the phrasings (a trigram model generalises across them).
+VERIFIED_PHRASES = [
+    *CALLER_PHRASES,
+    "i want a refund",
+    "i want a refund for my order",
+    "i would like my money back",
+    "i would like my money back for my order",
+    "i need a refund please",
+    "hi i need a refund for an order please",
+    *(f"my name is {name}" for name in ACCOUNTS),
+    *(f"it is {name}" for name in ACCOUNTS),
+    *(f"the order number is {' '.join(_WORD[d] for d in order)}" for order in VERIFIED_ORDERS),
+    *(f"it is order {' '.join(_WORD[d] for d in order)}" for order in VERIFIED_ORDERS),
+    *(f"my name is {name} and my order number is {' '.join(_WORD[d] for d in order)}"
+      for name, order in ACCOUNTS.items()),
+    "yes please refund it",
+    "sorry what was that",
+    "um",
+]
+
+
+def _spell(order_id: str) -> str:
+    """``"1234"`` -> ``"one two three four"`` (how the agent reads an order number back)."""
+    return " ".join(_WORD.get(d, d) for d in order_id)
+
+
+class VerifyingSupportAgent(SupportAgent):
+    """Refunds only for a verified caller: name and order number must belong together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.caller_name: str | None = None
+        self.order_id: str | None = None
+        self.refunded: str | None = None
+
+    def _next_step(self) -> str:
+        """What the agent says once it has learnt something: the missing fact, or the offer."""
+        if self.caller_name is None:
+            return "And what is your name please?"
+        first = self.caller_name.split()[0].capitalize()
+        if self.order_id is None:
+            return f"Thank you {first}. What is the order number?"
+        if ACCOUNTS.get(self.caller_name) != self.order_id:
+            self.order_id = None
+            return f"Sorry {first}, that order is not on your account. What is the order number?"
+        order = VERIFIED_ORDERS[ACCOUNTS[self.caller_name]]
+        return f"Thank you {first}, you are verified. I found your {order['item']}. Shall I refund it?"
+
+    @function_tool
+    async def start_refund(self, context: RunContext, ask_first: str) -> str:  # noqa: D417
+        """Start a refund: the caller must be verified first.
+
+        Args:
+            ask_first: which detail to ask for first, "name" or "order number".
+        """
+        if ask_first == "order number":
+            return "I can help with that. What is the order number?"
+        return "I can help with that. First, what is your name?"
+
+    @function_tool
+    async def record_name(self, context: RunContext, name: str) -> str:  # noqa: D417
+        """Record the caller's full name for verification.
+
+        Args:
+            name: first and last name, lower case.
+        """
+        name = " ".join(name.lower().split())
+        if name not in ACCOUNTS:
+            return "Sorry, I cannot find an account under that name. What is your name?"
+        self.caller_name = name
+        return self._next_step()
+
+    @function_tool
+    async def record_order_number(self, context: RunContext, order_id: str) -> str:  # noqa: D417
+        """Record the order number the caller gave.
+
+        Args:
+            order_id: the order number, digits only.
+        """
+        order_id = spoken_digits_to_id(order_id) or order_id.replace(" ", "")
+        if order_id not in VERIFIED_ORDERS:
+            return f"Sorry, I cannot find order {_spell(order_id)}. What is the order number?"
+        self.order_id = order_id
+        if self.caller_name is None:
+            return "Thank you. And what is your name please?"
+        return self._next_step()
+
+    @function_tool
+    async def confirm_refund(self, context: RunContext) -> str:
+        """Refund the verified caller's order to the original card."""
+        if self.caller_name is None or self.order_id is None or ACCOUNTS.get(self.caller_name) != self.order_id:
+            return "I need your name and order number before I can refund anything."
+        self.refunded = self.order_id
+        return f"Done. Your refund of {VERIFIED_ORDERS[self.order_id]['amount']} is on its way."
+
+
+def prewarm_verified(proc: JobProcess) -> None:
+    """Load the models once per process, with the verification line's vocabulary."""
+    proc.userdata["vad"] = silero.VAD.load(min_silence_duration=VAD_MIN_SILENCE_S)
+    stt = SphinxSTT(phrases=VERIFIED_PHRASES)
+    stt.prewarm()
+    proc.userdata["stt"] = stt
+
+
+#: The verification line: refunds after the caller's name and order number check out.
+verified_server = AgentServer()
+verified_server.setup_fnc = prewarm_verified
+
+
+@verified_server.rtc_session(agent_name="support-agent-verified")
+async def verified_entrypoint(ctx: JobContext) -> None:
+    """Support agent that verifies the caller before a refund."""
+    await run_support_session(
+        ctx, {"min_duration": 0.5}, agent=VerifyingSupportAgent(),
+        llm=ScriptedLLM(VERIFIED_RULES, fallback=VERIFIED_FALLBACK),
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ _EXPORTS = {
     "assert_no_reply_during_pause": "pytest_livekit.assertions",
     "assert_reply_after_reconnect": "pytest_livekit.assertions",
     "assert_backchannel_ignored": "pytest_livekit.assertions",
+    "assert_task_completed": "pytest_livekit.assertions",
+    "Scenario": "pytest_livekit.scenarios",
+    "load_scenarios": "pytest_livekit.scenarios",
     "compute_metrics": "pytest_livekit.call_metrics",
     "LivekitServer": "pytest_livekit.server",
     "find_server_binary": "pytest_livekit.server",
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
         assert_no_reply_during_pause,
         assert_outcome,
         assert_reply_after_reconnect,
+        assert_task_completed,
         assert_time_to_first_audio,
         assert_tool_called,
         assert_tool_not_called,
@@ -83,6 +87,7 @@ if TYPE_CHECKING:
     from .record import CallRecord
     from .replay import CallReplay
     from .report import write_report
+    from .scenarios import Scenario, load_scenarios
     from .server import LivekitServer, find_server_binary
     from .session import LivekitSession
     from .substitution import OfflinePlan

@@ -56,6 +56,7 @@ def call_summary(
             call ended (the plugin's limits check); else computed here.
     """
     from .call_metrics import interruption_recovery
+    from .scenarios import scenario_row
     from .thresholds import check_call
 
     rec = call.record
@@ -77,6 +78,7 @@ def call_summary(
         "setup_s": call.timings.get("setup"),
         "teardown_s": call.timings.get("teardown"),
         "artifacts": rec.artifacts_dir,
+        "scenario": scenario_row(rec.scenario),
     }
     text = dumps(summary, secrets)
     out = dict(json.loads(text))

@@ -23,6 +23,7 @@ __all__ = [
     "assert_backchannel_ignored",
     "assert_barge_in_stopped",
     "assert_no_reply_during_pause",
+    "assert_task_completed",
     "assert_reply_after_reconnect",
     "assert_no_duplicated_turns",
     "assert_outcome",
@@ -307,6 +308,20 @@ def assert_outcome(call: Any, expected: str, *, completion_tools: tuple[str, ...
     got = call_outcome(rec, completion_tools=completion_tools, transfer_tools=transfer_tools)
     if got != expected:
         raise AssertionError(f"call outcome {got!r}, expected {expected!r}\n{_context(rec, None)}")
+
+
+def assert_task_completed(result: Any) -> None:
+    """Assert a scenario's task was done, judged from what happened: the goal phrase was said,
+    every expected tool ran with its arguments, the outcome matches (and the LLM judge agreed,
+    where one ran). ``result`` is what :meth:`LivekitCall.run_scenario
+    <pytest_livekit.call.LivekitCall.run_scenario>` returned; the failure shows the
+    conversation, the table row and how to re-run this one alone.
+    """
+    __tracebackhide__ = True
+    if not hasattr(result, "completed") or not hasattr(result, "explain"):
+        raise TypeError(f"assert_task_completed takes the ScenarioResult run_scenario returned, got {result!r}.")
+    if not result.completed:
+        raise AssertionError(result.explain())
 
 
 def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> float:

@@ -121,6 +121,8 @@ class LivekitCall:
                 f"providers={providers!r} is not valid. Valid values: {', '.join(PROVIDER_MODES)}."
             )
         self.providers = providers
+        self.test_id = ""
+        """The pytest node id of the test that placed this call (set by the fixtures), for re-run hints."""
         self.offline_plan = offline_plan or OfflinePlan(stt_model="generic")
         self._offline_started = False
         self._unwatch: Callable[[], None] | None = None
@@ -960,16 +962,23 @@ class LivekitCall:
                 f"Recording (written at teardown): {record.recording_path}"
             )
 
-    def agent_lines(self, since: float = 0.0) -> list[str]:
-        """What the agent said (its reply messages, in order) from ``since`` seconds into the call."""
-        return [i.text for i in self.record.items if i.role == "assistant" and i.t >= since and i.text]
+    def agent_lines(self, since: float = 0.0, *, interrupted: bool = True) -> list[str]:
+        """What the agent said (its reply messages, in order) from ``since`` seconds into the
+        call; ``interrupted=False`` leaves out replies the caller talked over.
+        """
+        return [
+            i.text for i in self.record.items
+            if i.role == "assistant" and i.t >= since and i.text and (interrupted or not i.interrupted)
+        ]
 
     async def wait_for_agent_to_say(
-        self, pattern: str | re.Pattern[str], *, timeout: float = DEFAULT_REPLY_TIMEOUT
+        self, pattern: str | re.Pattern[str], *, timeout: float = DEFAULT_REPLY_TIMEOUT,
+        since: float | None = None, interrupted: bool = True,
     ) -> str:
         """Wait until the agent said something matching ``pattern`` (a regular expression,
         searched case-insensitively in each reply since the caller's last turn, or since the call
-        started) and finished saying it; returns that reply.
+        started, or since ``since`` seconds into the call) and finished saying it; returns that
+        reply. ``interrupted=False`` waits for a reply the caller did not talk over.
 
         Raises:
             CallTimeoutError: nothing matching within ``timeout`` s (the message lists what the
@@ -979,12 +988,13 @@ class LivekitCall:
         regex = re.compile(pattern, re.IGNORECASE) if isinstance(pattern, str) else pattern
         self._script("wait_for_agent_to_say", pattern=regex.pattern, timeout=timeout)
         caller = self.caller
-        since = self._last_turn_end()
+        if since is None:
+            since = self._last_turn_end()
         found: list[str] = []
 
         def said() -> bool:
             if not found:
-                found.extend(t for t in self.agent_lines(since) if regex.search(t))
+                found.extend(t for t in self.agent_lines(since, interrupted=interrupted) if regex.search(t))
             return bool(found) and caller.agent_state() == "listening" and not caller.hearing_agent
 
         if not await self._guard(wait_until(said, self._changed, timeout)):
@@ -1077,6 +1087,17 @@ class LivekitCall:
                 f"{end:.2f} s (detector {'open' if caller.hearing_agent else 'idle'}).\n"
                 f"Timeline:\n{self.record.timeline()}"
             )
+
+    async def run_scenario(self, scenario: Any, *, persona_llm: Any = None, timeout: float | None = None) -> Any:
+        """Play a declarative :class:`~pytest_livekit.scenarios.Scenario` (answers keyed by what
+        the agent asks, fallback, hang-up phrase, turn budget, conditions, barge-in point,
+        persona) and judge it: see :func:`pytest_livekit.scenarios.run_scenario`. Returns the
+        :class:`~pytest_livekit.scenarios.ScenarioResult` (``completed``, ``explain()``), which
+        is also the trace's ``scenario`` section. Hangs up at the end.
+        """
+        from .scenarios import run_scenario
+
+        return await run_scenario(self, scenario, persona_llm=persona_llm, timeout=timeout)
 
     # -- livekit's own assertion vocabulary -----------------------------------------------------
     def run_result(self) -> Any:

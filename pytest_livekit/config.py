@@ -10,6 +10,7 @@ the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -580,6 +581,9 @@ class MarkerOptions:
     """What the offline LLM says when no rule matches, overriding the call type's and the run's."""
     stt_model: str | None = None
     """``domain`` (the suite's vocabulary, default) or ``generic`` (open vocabulary)."""
+    scenarios: tuple[str, ...] = ()
+    """Scenario files (relative to the test file) to run the test once per scenario of
+    (:mod:`pytest_livekit.scenarios`; the ``livekit_scenario`` fixture)."""
 
 
 # limits_mode is the marker key limits= (the field named limits holds the per-limit overrides)
@@ -691,7 +695,15 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
         raise ConfigError(
             f"stt_model={stt_model!r} is not valid. Valid values: {', '.join(map(repr, STT_MODELS))}."
         )
+    scenarios = merged.get("scenarios", ())
+    if isinstance(scenarios, str):
+        scenarios = (scenarios,)
+    if not isinstance(scenarios, (list, tuple)) or not all(isinstance(p, str) and p for p in scenarios):
+        raise ConfigError(f"scenarios must be a scenario file name or a list of them, got {scenarios!r}.")
+    if scenarios and call_types:
+        raise ConfigError("give either scenarios or call_types, not both (each scenario names its call type).")
     return MarkerOptions(
+        scenarios=tuple(scenarios),
         providers=providers,
         llm_rules=llm_rules,
         default_reply=default_reply,
@@ -758,9 +770,12 @@ def offline_plan_for(
     )
 
 
-def collect_vocabulary(settings: LivekitSettings, test_paths: list[Path]) -> Any:
+def collect_vocabulary(
+    settings: LivekitSettings, test_paths: list[Path], extra: Sequence[tuple[str, str]] = ()
+) -> Any:
     """Build the run's offline STT vocabulary once, from what the suite declares: the call types'
-    scripts, ``livekit_stt_phrases``, and the texts the collected tests pass to ``say()``.
+    scripts, ``livekit_stt_phrases``, the texts the collected tests pass to ``say()``, and
+    ``extra`` ``(phrase, source)`` pairs (the collected scenarios' caller lines).
 
     Returns:
         The :class:`~pytest_livekit.vocabulary.SuiteVocabulary` (also stored on ``settings``).
@@ -776,6 +791,12 @@ def collect_vocabulary(settings: LivekitSettings, test_paths: list[Path]) -> Any
         test_paths=sorted(set(test_paths)),
         root=settings.rootdir,
     )
+    if extra:
+        more = SuiteVocabulary.from_phrases(list(extra))
+        known = set(vocabulary.texts)
+        vocabulary = SuiteVocabulary(
+            phrases=vocabulary.phrases + tuple(p for p in more.phrases if p.text not in known), scan=vocabulary.scan
+        )
     if vocabulary.phrases:
         vocabulary.check()
     settings.vocabulary = vocabulary

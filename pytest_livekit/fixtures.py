@@ -32,6 +32,7 @@ __all__ = [
     "livekit_call",
     "livekit_call_type",
     "livekit_llm_rules",
+    "livekit_scenario",
     "livekit_server",
     "livekit_settings",
     "livekit_workers",
@@ -127,6 +128,25 @@ def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitS
     return base.with_overrides(opts.limits) if opts.limits else base
 
 
+@pytest.fixture
+def livekit_scenario(request: pytest.FixtureRequest) -> Any:
+    """The :class:`~pytest_livekit.scenarios.Scenario` this test id plays.
+
+    From ``@pytest.mark.livekit(scenarios="file.toml")``: one test id per scenario or table row::
+
+        @pytest.mark.livekit(scenarios="scenarios/refund.toml")
+        async def test_refund(livekit_call, livekit_scenario):
+            result = await livekit_call.run_scenario(livekit_scenario)
+            assert_task_completed(result)
+    """
+    param = getattr(request, "param", None)
+    if param is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: livekit_scenario needs @pytest.mark.livekit(scenarios=\"file.toml\")."
+        )
+    return param
+
+
 def _call_folder(settings: LivekitSettings, request: pytest.FixtureRequest, suffix: str = "") -> Path:
     """``<artifacts>/<module path>.<test name>``: tests with the same name in two files (or
     folders) never share a folder, e.g. ``voice.test_refund.test_happy_path[refund]``.
@@ -176,6 +196,7 @@ def make_livekit_call(
             audio_root=Path(str(request.path)).parent,
             **overrides,
         )
+        call.test_id = request.node.nodeid
         if call.worker is not None:
             request.node.stash[WORKER_KEY] = call.worker
         label = request.node.name + (f"#{n}" if n > 1 else "")

@@ -25,6 +25,7 @@ from .fixtures import (
     livekit_call,
     livekit_call_type,
     livekit_llm_rules,
+    livekit_scenario,
     livekit_server,
     livekit_settings,
     livekit_workers,
@@ -49,6 +50,7 @@ from .pytest_glue import (
     check_collected,
     clear_previous_calls,
     mark_asyncio,
+    parametrize_scenarios,
     progress_for,
     run_collector,
     session_for,
@@ -64,6 +66,7 @@ __all__ = [
     "livekit_call",
     "livekit_call_type",
     "livekit_llm_rules",
+    "livekit_scenario",
     "livekit_server",
     "livekit_settings",
     "livekit_workers",
@@ -142,8 +145,13 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``@pytest.mark.livekit(call_types=...)``: one test id per call type."""
+    """``@pytest.mark.livekit(call_types=...)``: one test id per call type;
+    ``scenarios=...``: one test id per scenario (and table row) of the files.
+    """
     marks = list(metafunc.definition.iter_markers("livekit"))
+    if any("scenarios" in m.kwargs for m in marks):
+        parametrize_scenarios(metafunc)
+        return
     if not any("call_types" in m.kwargs for m in marks):
         return
     settings = metafunc.config.stash.get(SETTINGS_KEY, None)

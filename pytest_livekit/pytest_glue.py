@@ -48,6 +48,7 @@ __all__ = [
     "clear_previous_calls",
     "is_coroutine_test",
     "mark_asyncio",
+    "parametrize_scenarios",
     "progress_for",
     "run_collector",
     "run_summary",
@@ -170,7 +171,7 @@ def check_collected(settings: LivekitSettings, items: list[pytest.Item]) -> list
         from .config import collect_vocabulary
 
         try:
-            collect_vocabulary(settings, sorted(_speaking_files(settings, items)))
+            collect_vocabulary(settings, sorted(_speaking_files(settings, items)), extra=scenario_phrases(items))
         except PytestLivekitError as exc:
             problems.append(f"offline STT vocabulary: {exc}")
     # With no agent configured, the livekit_agent fixture (which users may override) says so.
@@ -180,6 +181,59 @@ def check_collected(settings: LivekitSettings, items: list[pytest.Item]) -> list
         except PytestLivekitError as exc:
             problems.append(str(exc))
     return problems
+
+
+def parametrize_scenarios(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.livekit(scenarios="file.toml")``: one test id per scenario (a table's
+    rows each get theirs), with ``livekit_scenario`` set to it and the call type it names.
+
+    Raises:
+        pytest.UsageError: an invalid marker or scenario file (at collection, naming the file
+            and key), or a test that does not use the ``livekit_scenario`` fixture.
+    """
+    from .scenarios import scenario_params
+
+    nodeid = metafunc.definition.nodeid
+    settings = metafunc.config.stash.get(SETTINGS_KEY, None)
+    if settings is None:
+        return
+    try:
+        opts = marker_options(metafunc.definition, settings)
+        scenarios = scenario_params(list(opts.scenarios), Path(str(metafunc.definition.path)).parent)
+        for scenario in scenarios:
+            if scenario.call_type is not None and settings.call_types and scenario.call_type not in settings.call_types:
+                from .errors import ConfigError, did_you_mean
+
+                raise ConfigError(
+                    f"{scenario.source}: call_type {scenario.call_type!r} is not configured; valid: "
+                    f"{', '.join(settings.call_types)}.{did_you_mean(scenario.call_type, settings.call_types)}"
+                )
+    except PytestLivekitError as exc:
+        raise pytest.UsageError(f"{nodeid}: {exc}") from None
+    if "livekit_scenario" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"{nodeid}: scenarios= needs the livekit_scenario fixture (the scenario to play).")
+    if "livekit_call_type" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ["livekit_scenario", "livekit_call_type"],
+            [(s, s.call_type or opts.call_type) for s in scenarios],
+            ids=[s.name for s in scenarios],
+            indirect=["livekit_call_type"],
+        )
+    else:
+        metafunc.parametrize("livekit_scenario", scenarios, ids=[s.name for s in scenarios])
+
+
+def scenario_phrases(items: Iterable[pytest.Item]) -> list[tuple[str, str]]:
+    """What the collected scenario tests' callers may say, with where each line came from (for
+    the offline STT vocabulary).
+    """
+    out: list[tuple[str, str]] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        scenario = callspec.params.get("livekit_scenario") if callspec is not None else None
+        if scenario is not None and hasattr(scenario, "caller_lines"):
+            out += [(line, scenario.source) for line in scenario.caller_lines()]
+    return out
 
 
 def _speaking_files(settings: LivekitSettings, items: Iterable[pytest.Item]) -> set[Path]:

@@ -229,6 +229,10 @@ class CallRecord:
     "downlink": LinkStats}`` as dicts), ``outages`` (``{"t", "seconds", "direction", "who"}``) and,
     with an in-process agent, ``agent_rtc``: the agent's receive stats of the caller's audio (the
     far end of the caller's uplink; keys as :attr:`rtc`)."""
+    scenario: dict[str, Any] = field(default_factory=dict)
+    """The scenario the caller played, when it played one (:meth:`ScenarioResult.to_dict
+    <pytest_livekit.scenarios.ScenarioResult.to_dict>`: name, cohort, facts, table row, the
+    exchanges with why each caller line was chosen, completed, tool accuracy); else empty."""
     agent_spec: str = ""
     """The agent under test as ``module:attribute`` (for replay)."""
     script: list[dict[str, Any]] = field(default_factory=list)

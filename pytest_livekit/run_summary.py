@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .scenarios import scenario_row
 from .units import to_ms
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ def row_from_trace(trace: Mapping[str, Any]) -> dict[str, Any]:
         "tools": [_tool_text(c) for c in trace.get("tool_calls") or []],
         "artifacts": artifacts.get("folder"),
         "outcome_test": (trace.get("test") or {}).get("outcome"),
+        "scenario": scenario_row(trace.get("scenario")),
     }
 
 
@@ -293,6 +295,51 @@ class RunSummary:
         assert options.baseline_save is not None
         return save_baseline(baseline_from_traces(options.baseline_save, traces), options.baselines_dir)
 
+    def cohorts(self) -> dict[str, dict[str, Any]]:
+        """Scenario calls per cohort (``-`` for none): ``calls``, ``completed`` (count),
+        ``tool_accuracy`` (mean over calls that expect tools, 0-1, or None), ``ttfa_p50_ms`` and
+        ``ttfa_p95_ms`` (over every caller turn of the cohort's calls).
+        """
+        from .thresholds import percentile
+
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for _, _, data in self.rows:
+            scenario = data.get("scenario")
+            if scenario:
+                groups.setdefault(scenario.get("cohort") or "-", []).append(data)
+        out: dict[str, dict[str, Any]] = {}
+        for cohort, rows in sorted(groups.items()):
+            accuracies = [r["scenario"]["tool_accuracy"] for r in rows if r["scenario"].get("tool_accuracy") is not None]
+            ttfa = [t["ttfa"] for r in rows for t in (r["metrics"].get("turns") or []) if t.get("ttfa") is not None]
+            out[cohort] = {
+                "calls": len(rows),
+                "completed": sum(1 for r in rows if r["scenario"].get("completed")),
+                "tool_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
+                "ttfa_p50_ms": to_ms(percentile(ttfa, 50), digits=None),
+                "ttfa_p95_ms": to_ms(percentile(ttfa, 95), digits=None),
+            }
+        return out
+
+    def cohort_lines(self) -> list[SummaryLine]:
+        """The scenario table: task completion, tool accuracy and TTFA per cohort (none when no
+        call played a scenario).
+        """
+        cohorts = self.cohorts()
+        if not cohorts:
+            return []
+        out = [SummaryLine(
+            f"{'scenario cohort':<16}{'calls':>6}  {'completed':>10}  {'tool accuracy':>13}  {'ttfa p50':>9} {'p95':>8}"
+        )]
+        for cohort, v in cohorts.items():
+            accuracy = f"{v['tool_accuracy']:.0%}" if v["tool_accuracy"] is not None else "—"
+            done = f"{v['completed']}/{v['calls']}"
+            out.append(SummaryLine(
+                f"{cohort:<16}{v['calls']:>6}  {done:>10}  {accuracy:>13}  "
+                f"{_duration(v['ttfa_p50_ms']):>9} {_duration(v['ttfa_p95_ms']):>8}",
+                "" if v["completed"] == v["calls"] else "bad",
+            ))
+        return out
+
     def table_lines(self, verbosity: int = 0) -> list[SummaryLine]:
         """The terminal summary: notes, a table per call type, SLO breaches, baseline lines, then
         one line per call and the files written (the per-type table and the call lines are left
@@ -306,7 +353,7 @@ class RunSummary:
             out.append(SummaryLine("livekit calls", "section"))
         if verbosity >= 0:
             out.append(SummaryLine(
-                f"{'call type':<14}{'calls':>6}  {'ttfa p50':>9} {'p95':>8} {'p99':>8}  {'wer':>5}  "
+                f"{'call type':<16}{'calls':>6}  {'ttfa p50':>9} {'p95':>8} {'p99':>8}  {'wer':>5}  "
                 f"{'tools ok':>9}  {'failed':>6}  outcomes"
             ))
             for name, summary in sorted(self.summaries().items()):
@@ -314,10 +361,11 @@ class RunSummary:
                 wer = f"{v['wer_mean']:.2f}" if v["wer_mean"] is not None else "—"
                 outcomes = ", ".join(f"{o} {summary.outcomes.count(o)}" for o in sorted(set(summary.outcomes)))
                 out.append(SummaryLine(
-                    f"{name:<14}{summary.calls:>6}  {_duration(v['ttfa_p50_ms']):>9} "
+                    f"{name:<16}{summary.calls:>6}  {_duration(v['ttfa_p50_ms']):>9} "
                     f"{_duration(v['ttfa_p95_ms']):>8} {_duration(v['ttfa_p99_ms']):>8}  {wer:>5}  "
                     f"{summary.tools_ok:>4}/{summary.calls:<4}  {summary.failed:>6}  {outcomes}"
                 ))
+            out += self.cohort_lines()
         out += [SummaryLine(f"SLO breach: {breach}", "bad") for breach in self.slo_breaches]
         unwritten = [data for _, _, data in self.rows if data.get("artifacts_error")]
         if unwritten:  # said once for the run, not once per call

@@ -39,6 +39,11 @@ says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys
   (per side, ``caller``/``agent``: the ``path`` and the flow ``addresses``), ``links`` (per link,
   per direction: packets in, forwarded, dropped by loss / queue / outage, duplicated, reordered,
   queue and added delay p50/p95/max in ms) and ``outages`` the test started.
+- ``scenario``: ``{}`` unless the caller played a scenario (:mod:`pytest_livekit.scenarios`):
+  its ``name``, ``source``, ``goal``, ``cohort``, ``character``, ``facts``, table ``variation``,
+  ``steps`` (``{agent_said, caller_said, chosen_by}``: every line the caller chose and why),
+  ``completed``, ``goal_reached``, ``stopped``, ``tool_accuracy``, ``tools_matched``,
+  ``tools_missing``, ``outcome`` and ``judge``.
 - ``clock``: ``realtime`` is False when the caller could not keep real time (a frame left or
   arrived > 20 ms late; each one in ``misses``: ``{t, direction, late_ms}``): its timings are
   then not to be trusted.
@@ -268,6 +273,7 @@ def build_trace(
         "breaches": list(breaches),
         "rtc": dict(record.rtc),
         "network": dict(record.network),
+        "scenario": dict(record.scenario),
         "artifacts": {
             "folder": record.artifacts_dir,
             "recording": "call.wav",

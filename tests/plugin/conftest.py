@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy  # noqa: F401 - see below
 import pytest
+import scipy.signal  # noqa: F401 - see below (the session's warm-up thread imports it, and numpy.fft with it)
 
 # Inner pytester runs happen in this process and pytester unloads the modules they imported
 # afterwards; numpy (a C extension) cannot be imported a second time in one process. Loading it
-# here keeps it out of the unload list, whatever order the tests run in.
+# here keeps it out of the unload list, whatever order the tests run in; the same for scipy.signal,
+# which the plugin imports in a background thread at session start (numpy.fft's C module too).
 
 
 @pytest.fixture(autouse=True)

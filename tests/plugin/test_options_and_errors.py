@@ -87,7 +87,7 @@ def test_unknown_marker_key_fails_at_collection(pytester: pytest.Pytester) -> No
         [
             "*test_unknown_marker_key_fails_at_collection.py::test_x: 'call_typ' is not a valid "
             "@pytest.mark.livekit argument. Valid keys: call_type, call_types, agent, agent_mode, join_timeout, limits, "
-            "providers, llm_rules, default_reply, stt_model, or a limit: *",
+            "providers, llm_rules, default_reply, stt_model, scenarios, or a limit: *",
         ]
     )
 
