@@ -17,12 +17,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "example_suite"
 def test_example_suite_passes_and_reports(tmp_path: Path) -> None:
     artifacts = tmp_path / "calls"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--livekit-artifacts={artifacts}",
+        # as scripts/example runs it: two calls at a time (the scenario table alone has 20 calls)
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", f"--livekit-artifacts={artifacts}",
          f"--livekit-report={tmp_path / 'report.html'}"],
         cwd=EXAMPLE,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
         check=False,
     )
     out = proc.stdout
@@ -42,3 +43,7 @@ def test_example_suite_passes_and_reports(tmp_path: Path) -> None:
     assert json.loads((folder / "trace.json").read_text())["test"]["outcome"] == "passed"
     report = (tmp_path / "report.html").read_text()
     assert report.count('class="call ') == len(folders)  # every call of the run is in the report
+    # the scenario table: one test per row, every task completed, a table per cohort
+    assert out.count("test_refund_variations[refund-row") == 20
+    assert any(line.startswith("clean ") and "10/10" in line for line in out.splitlines()), out[-3000:]
+    assert any(line.startswith("noisy ") and "10/10" in line for line in out.splitlines()), out[-3000:]
