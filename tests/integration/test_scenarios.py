@@ -71,6 +71,25 @@ async def test_an_off_script_agent_ends_the_scenario_with_a_clear_verdict(liveki
         assert_task_completed(result)
 
 
+@pytest.mark.livekit(agent=STARTER, llm_rules=RULES, default_reply="Sorry, can you repeat that?")
+async def test_a_caller_that_talks_over_says_mhm_while_the_agent_is_speaking(livekit_call: Any) -> None:
+    scenario = Scenario(
+        name="talks_over", hang_up_when="your order is", max_turns=2,
+        facts={"name": "Alice Martin"}, opening="I want to check my order",
+        responses=(Response("your name", "My name is {name}"),), fallback="My name is {name}",
+        persona=Persona(character="talks_over"), source="test",
+    )
+    await livekit_call.run_scenario(scenario)  # whether the agent copes is the agent's business
+    record = livekit_call.record
+    backchannels = [t for t in record.caller_turns if t.kind == "backchannel"]
+    assert backchannels and all(t.text == "mhm" for t in backchannels)
+    for turn in backchannels:  # each one started within the agent's audible reply (between its words)
+        assert any(h.start <= turn.started_at for h in record.heard), (turn, record.heard)
+        assert any(h.end >= turn.started_at for h in record.heard), (turn, record.heard)
+        assert any(abs(h.end - turn.started_at) < 1.0 or h.start <= turn.started_at <= h.end
+                   for h in record.heard), (turn, record.heard)
+
+
 # -- a persona whose lines a real LLM chooses -------------------------------------------------------
 
 OPENAI_AGENT = "tests.agents.openai_agent:server"
