@@ -183,6 +183,10 @@ class LivekitCall:
         (the plugin's progress line)."""
         self.record.agent_spec = getattr(agent, "spec", "") or ""
         self.record.providers = providers
+        self.placement: Callable[[], dict[str, Any]] | None = None
+        """Where the call runs on a cluster (``signal_node_id``, ``room_node_id``,
+        ``agent_node_id``, ``nodes``), read once it started into ``record.server`` (set by the
+        session in cluster mode)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> LivekitCall:
@@ -238,6 +242,9 @@ class LivekitCall:
         assert self.caller is not None
         for step, at in self.caller.join_marks.items():
             self.timings[f"setup.{step}"] = at - t0
+        if self.placement is not None:
+            with contextlib.suppress(Exception):  # only a record: never fails the call
+                self.record.server = dict(self.placement())
         return self
 
     def _link(self, who: str) -> str:

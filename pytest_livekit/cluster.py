@@ -40,16 +40,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ServerStartError, ServerStartTimeoutError
-from .process import ManagedProcess
+from .process import ManagedProcess, stop_all
 from .server import LivekitServer, free_port
 
 __all__ = [
     "LivekitCluster",
     "RedisError",
     "RedisServer",
+    "call_nodes",
     "find_redis_binary",
     "node_id_from_log",
     "redis_config_text",
+    "stop_all_redis",
 ]
 
 _REDIS_READY = b"Ready to accept connections"
@@ -225,6 +227,20 @@ class RedisServer(ManagedProcess):
             return _read_reply(stream)
 
 
+def stop_all_redis() -> None:
+    """Stop every Redis this process started and has not stopped yet, and remove its folder (the
+    password's file): the safety net at Ctrl-C and session end (with the servers).
+    """
+    from .process import live_processes
+
+    redis = [p for p in live_processes(RedisServer) if isinstance(p, RedisServer)]
+    try:
+        stop_all(RedisServer)
+    finally:
+        for server in redis:
+            server.cleanup_files()
+
+
 def _encode(*args: str) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -254,6 +270,15 @@ def _read_reply(stream: Any) -> Any:
         count = int(rest)
         return None if count < 0 else [_read_reply(stream) for _ in range(count)]
     raise RedisError(f"unexpected reply from redis: {line[:40]!r}")
+
+
+def call_nodes(index: int, size: int) -> tuple[int, int, int]:
+    """Where the session's call number ``index`` (0, 1, ...) runs on a ``size``-node cluster:
+    ``(signal node, room node, worker node)``. The caller signals to node ``index mod size``, the
+    room is created on the next node, agent workers are registered with the last node: the first
+    call of a 3-node cluster uses three different nodes, and every call relays its signalling.
+    """
+    return index % size, (index + 1) % size, size - 1
 
 
 def node_id_from_log(path: Path) -> str | None:
@@ -444,6 +469,59 @@ class LivekitCluster:
         async with api.LiveKitAPI(self.http_urls[via], self.api_key, self.api_secret) as lk:
             request = api.CreateRoomRequest(name=room, node_id=self.node_ids[node], **fields)
             return await lk.room.create_room(request)
+
+    def create_room_now(self, room: str, *, node: int, via: int | None = None, timeout: float = 10.0) -> dict[str, Any]:
+        """:meth:`create_room` without an event loop (a blocking Twirp JSON request to node
+        ``via``); returns the ``Room`` as JSON. For code that is not async (a session's
+        ``new_call``); loopback, a few milliseconds.
+
+        Raises:
+            ServerStartError: the node refused (its answer in the message).
+        """
+        import json
+        import urllib.error
+        import urllib.request
+
+        from livekit import api
+
+        via = node if via is None else via
+        token = (
+            api.AccessToken(self.api_key, self.api_secret)
+            .with_grants(api.VideoGrants(room_create=True, room=room))
+            .to_jwt()
+        )
+        request = urllib.request.Request(
+            f"{self.http_urls[via]}/twirp/livekit.RoomService/CreateRoom",
+            data=json.dumps({"name": room, "node_id": self.node_ids[node]}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - our node
+                return dict(json.loads(resp.read() or b"{}"))
+        except urllib.error.HTTPError as exc:
+            raise ServerStartError(
+                f"node {via} refused to create room {room!r} on node {node}: HTTP {exc.code} "
+                f"{exc.read()[:300].decode(errors='replace')}"
+            ) from None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The folder of the cluster's logs (node 0's log's folder), once started."""
+        return self.nodes[0].log_path.parent if self.nodes else None
+
+    @property
+    def pid(self) -> int | None:
+        """Node 0's process id (None when not running)."""
+        return self.nodes[0].pid if self.nodes else None
+
+    def log_tail(self, lines: int = 30, width: int = 400) -> str:
+        """The last lines of each node's log, one block per node (redacted)."""
+        per = max(5, lines // max(1, len(self.nodes)))
+        return "\n".join(
+            f"-- node {i} ({node_id}) {node.log_path}:\n{node.log_tail(per, width)}"
+            for i, (node, node_id) in enumerate(zip(self.nodes, self.node_ids or [""] * len(self.nodes), strict=False))
+        )
 
     def stop(self) -> None:
         """Stop every node, then Redis (safe twice, and after a failed start)."""

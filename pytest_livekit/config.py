@@ -32,7 +32,7 @@ MARKER_HELP = (
     "See https://github.com/pytest-livekit/pytest-livekit#marker"
 )
 
-_SERVER_MODES = ("auto", "binary", "docker", "external")
+_SERVER_MODES = ("auto", "binary", "docker", "external", "cluster")
 AGENT_MODES = ("in-process", "worker")
 #: ``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept as written.
 PROVIDER_MODES = ("offline", "real")
@@ -68,6 +68,30 @@ def _port(text: str) -> int:
     return value
 
 
+def _cluster_nodes(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of nodes") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a cluster needs at least 2 nodes, got {value}")
+    return value
+
+
+def _agent_workers(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of worker processes") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 worker process, got {value}")
+    return value
+
+
 def add_options(parser: pytest.Parser) -> None:
     """Register the ``livekit`` option group (CLI defaults are None: unset != false)."""
     group = parser.getgroup("livekit", "LiveKit voice-agent calls")
@@ -83,8 +107,15 @@ def add_options(parser: pytest.Parser) -> None:
         "--livekit-server",
         choices=_SERVER_MODES,
         default=None,
-        help="server mode: auto (default: binary, else docker), binary, docker, or external "
-        "(needs --livekit-url).",
+        help="server mode: auto (default: binary, else docker), binary, docker, external "
+        "(needs --livekit-url), or cluster (a Redis and --livekit-cluster-nodes livekit-server "
+        "nodes; needs redis-server).",
+    )
+    group.addoption(
+        "--livekit-cluster-nodes",
+        type=_cluster_nodes,
+        default=None,
+        help="how many livekit-server nodes --livekit-server=cluster starts (3).",
     )
     group.addoption("--livekit-server-binary", default=None, help="path of a livekit-server binary.")
     group.addoption(
@@ -109,6 +140,13 @@ def add_options(parser: pytest.Parser) -> None:
         choices=AGENT_MODES,
         default=None,
         help="run the agent in-process (default) or as a real livekit-agents worker process.",
+    )
+    group.addoption(
+        "--livekit-agent-workers",
+        type=_agent_workers,
+        default=None,
+        help="worker mode: how many worker processes register under the agent's name (1); "
+        "livekit-server spreads the calls' jobs over them.",
     )
     group.addoption(
         "--livekit-artifacts", default=None, help="folder for per-call artifacts (.livekit/calls)."
@@ -186,11 +224,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="a call that breaches a per-call limit of its call type fails its test (fail, "
         "default) or only warns (warn).",
     )
-    parser.addini("livekit_server", "server mode: auto, binary or external", default=None)
+    parser.addini("livekit_server", "server mode: auto, binary, docker, external or cluster", default=None)
+    parser.addini("livekit_cluster_nodes", "livekit-server nodes of the cluster server mode (3)", default=None)
     parser.addini("livekit_server_binary", "path of a livekit-server binary", default=None)
     parser.addini("livekit_docker_image", "image for the docker server mode", default=None)
     parser.addini("livekit_agent", "agent under test, 'package.module:attribute'", default=None)
     parser.addini("livekit_agent_mode", "in-process (default) or worker", default=None)
+    parser.addini("livekit_agent_workers", "worker mode: worker processes under the agent's name (1)", default=None)
     parser.addini("livekit_artifacts_dir", "folder for per-call artifacts", default=None)
     parser.addini("livekit_startup_timeout", "seconds to wait for server readiness", default=None)
     parser.addini("livekit_keep", "keep recordings of: all (default) or failed calls", default=None)
@@ -234,7 +274,7 @@ class LivekitSettings:
     """The plugin's resolved configuration for this session."""
 
     server_mode: Setting
-    """``binary`` or ``external``."""
+    """``binary``, ``docker``, ``external`` or ``cluster``."""
     server_binary: Setting
     """Explicit binary path, or None to search."""
     docker_image: Setting
@@ -288,6 +328,10 @@ class LivekitSettings:
     """``livekit_stt_phrases``: extra phrases (or a file path) for the offline STT's vocabulary."""
     keep_previous: bool = False
     """Keep the call folders of earlier runs (``--livekit-keep-previous``)."""
+    cluster_nodes: int = 3
+    """How many livekit-server nodes the ``cluster`` server mode starts."""
+    agent_workers: int = 1
+    """Worker mode: how many worker processes register under the agent's name."""
     vocabulary: Any = None
     """The run's offline STT vocabulary, collected once the tests are (see :mod:`pytest_livekit.vocabulary`)."""
 
@@ -327,6 +371,9 @@ class LivekitSettings:
         mode = self.server_mode
         if mode.value == "external":
             server = f"server=external {self.url.value} ({mode.source})"
+        elif mode.value == "cluster":
+            binary = self.server_binary.value or "auto-detect"
+            server = f"server=cluster {self.cluster_nodes} nodes + redis {binary} ({mode.source})"
         elif mode.value == "docker":
             server = f"server=docker {self.docker_image.value} ({mode.source}; image {self.docker_image.source})"
         else:
@@ -378,6 +425,22 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         )
     if mode.value == "auto":
         mode = Setting("external", "auto") if url.value else Setting("binary", "auto")
+    nodes_setting = _pick(config, "livekit_cluster_nodes", "livekit_cluster_nodes")
+    try:
+        cluster_nodes = int(nodes_setting.value) if nodes_setting.value is not None else 3
+    except ValueError:
+        raise ConfigError(f"livekit_cluster_nodes = {nodes_setting.value!r} is not a number of nodes.") from None
+    if cluster_nodes < 2:
+        raise ConfigError(f"livekit_cluster_nodes must be at least 2, got {cluster_nodes}.")
+    workers_setting = _pick(config, "livekit_agent_workers", "livekit_agent_workers")
+    try:
+        agent_workers = int(workers_setting.value) if workers_setting.value is not None else 1
+    except ValueError:
+        raise ConfigError(
+            f"livekit_agent_workers = {workers_setting.value!r} is not a number of worker processes."
+        ) from None
+    if agent_workers < 1:
+        raise ConfigError(f"livekit_agent_workers must be at least 1, got {agent_workers}.")
     key = _pick(config, "livekit_api_key", None, "LIVEKIT_API_KEY")
     secret = _pick(config, "livekit_api_secret", None, "LIVEKIT_API_SECRET")
     if mode.value == "external":
@@ -509,6 +572,8 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         api_key=key,
         api_secret=secret,
         port=config.getoption("livekit_port"),
+        cluster_nodes=cluster_nodes,
+        agent_workers=agent_workers,
         agent_spec=_pick(config, "livekit_agent", "livekit_agent"),
         agent_mode=agent_mode,
         artifacts_dir=artifacts_dir,

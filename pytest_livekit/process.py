@@ -134,17 +134,28 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], timeout: float, *, sweep: bool = False) -> None:
+def stop_process_group(
+    proc: subprocess.Popen[bytes], timeout: float, *, sweep: bool = False, repeat: float | None = None
+) -> None:
     """SIGTERM ``proc``'s process group, wait ``timeout`` s, then SIGKILL the group if the leader is
     still alive, or always with ``sweep`` (children that outlive their parent).
+
+    With ``repeat``, SIGTERM is sent again every ``repeat`` seconds while the leader lives (until
+    ``timeout``): for a program that ignores a SIGTERM that comes too early (livekit-server just
+    after it answers ``GET /``, before it counts itself as running).
     """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-        alive = False
-    except subprocess.TimeoutExpired:
-        alive = True
+    deadline = time.monotonic() + timeout
+    alive = True
+    while alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        remaining = deadline - time.monotonic()
+        try:
+            proc.wait(timeout=max(0.0, min(remaining, repeat) if repeat else remaining))
+            alive = False
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                break
     if alive or sweep:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -207,6 +218,8 @@ class ManagedProcess:
     sweep_group: bool = False
     #: :func:`stop_all` stops these after the others (a server outlives its clients).
     stops_last: bool = False
+    #: Seconds between repeated SIGTERMs while :meth:`stop` waits (None: one SIGTERM).
+    term_repeat: float | None = None
 
     def __init__(self, *, startup_timeout: float) -> None:
         self.startup_timeout = startup_timeout
@@ -260,7 +273,7 @@ class ManagedProcess:
         """
         proc, self._proc = self._proc, None
         if proc is not None and not self._ask_to_exit(proc, timeout):
-            stop_process_group(proc, timeout, sweep=self.sweep_group)
+            stop_process_group(proc, timeout, sweep=self.sweep_group, repeat=self.term_repeat)
         return proc
 
     def _release(self) -> None:

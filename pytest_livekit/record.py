@@ -233,6 +233,9 @@ class CallRecord:
     """The scenario the caller played, when it played one (:meth:`ScenarioResult.to_dict
     <pytest_livekit.scenarios.ScenarioResult.to_dict>`: name, cohort, facts, table row, the
     exchanges with why each caller line was chosen, completed, tool accuracy); else empty."""
+    server: dict[str, Any] = field(default_factory=dict)
+    """Where the call ran: ``signal_node_id``, ``room_node_id``, ``agent_node_id``, ``nodes``
+    (a cluster's node ids in node order); empty on a single server."""
     agent_spec: str = ""
     """The agent under test as ``module:attribute`` (for replay)."""
     script: list[dict[str, Any]] = field(default_factory=list)

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["SERVER_MODES", "LivekitSession", "ServerHandle", "managed_server"]
 
 #: How the session gets its server: ``auto`` (``external`` when a URL is given, else a binary,
-#: else the Docker image), ``binary``, ``docker`` or ``external``.
-SERVER_MODES = ("auto", "binary", "docker", "external")
+#: else the Docker image), ``binary``, ``docker``, ``external`` or ``cluster`` (a Redis and
+#: several livekit-server nodes, :class:`~pytest_livekit.cluster.LivekitCluster`).
+SERVER_MODES = ("auto", "binary", "docker", "external", "cluster")
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class ServerHandle:
     """Where the session's livekit-server is and how to talk to it."""
 
     mode: str
-    """``binary``, ``docker`` or ``external``."""
+    """``binary``, ``docker``, ``external`` or ``cluster``."""
     url: str
-    """WebSocket URL."""
+    """WebSocket URL (a cluster's node 0; each call's own node is in its ``url``)."""
     api_key: str
     """API key."""
     api_secret: str
@@ -126,6 +127,8 @@ def _settings_from_arguments(
     report_path: str | os.PathLike[str] | None,
     stt_phrases: Iterable[str],
     packet_relay: str = "off",
+    cluster_nodes: int = 3,
+    agent_workers: int = 1,
 ) -> LivekitSettings:
     """Settings as the plugin would resolve them, from a script's arguments; the call types and
     the offline LLM's table come from ``<rootdir>/pyproject.toml`` as in a pytest run there.
@@ -140,6 +143,10 @@ def _settings_from_arguments(
         server, source = ("external" if url else "binary"), "auto"
     if server == "external" and not (url and api_key and api_secret):
         raise ConfigError("server='external' needs url=, api_key= and api_secret=.")
+    if server == "cluster" and cluster_nodes < 2:
+        raise ConfigError(f"cluster_nodes={cluster_nodes} is not valid: a cluster needs at least 2 nodes.")
+    if agent_workers < 1:
+        raise ConfigError(f"agent_workers={agent_workers} is not valid: at least 1 worker process.")
     if agent_mode not in AGENT_MODES:
         raise ConfigError(f"agent_mode={agent_mode!r} is not valid. Valid values: {', '.join(AGENT_MODES)}.")
     if providers not in PROVIDER_MODES:
@@ -176,6 +183,8 @@ def _settings_from_arguments(
         llm=dict(plugin_table(pyproject).get("llm", {})),
         stt_phrases=tuple(str(p).strip() for p in stt_phrases if str(p).strip()),
         packet_relay=Setting(packet_relay, "argument"),
+        cluster_nodes=cluster_nodes,
+        agent_workers=agent_workers,
     )
 
 
@@ -190,7 +199,9 @@ class LivekitSession:
         agent: the agent under test, ``"package.module:attribute"`` (an ``AgentServer`` or an
             entrypoint), imported relative to ``rootdir``.
         server: ``auto`` (default: ``external`` when ``url`` is given, else the binary, else the
-            Docker image), ``binary``, ``docker`` or ``external``.
+            Docker image), ``binary``, ``docker``, ``external`` or ``cluster`` (a Redis and
+            ``cluster_nodes`` livekit-server nodes; each call is spread over them, see
+            :func:`~pytest_livekit.cluster.call_nodes`).
         server_binary: the livekit-server binary (default: searched as the plugin does).
         docker_image: the image for ``docker`` mode (default: the tested version).
         url: an existing server's URL (``external`` mode), with ``api_key`` and ``api_secret``.
@@ -207,6 +218,9 @@ class LivekitSession:
             types' scripts (``livekit_stt_phrases``; a pytest run adds its tests' ``say()`` texts).
         packet_relay: ``on``: run the managed server behind the packet relay, so calls can pass
             ``network=`` (needs ``scripts/netns-run``); ``off`` (default).
+        cluster_nodes: how many livekit-server nodes ``server="cluster"`` starts (default 3).
+        agent_workers: worker mode: how many worker processes register under the agent's name
+            (default 1); livekit-server spreads the jobs over them.
         settings: a pytest run's resolved settings instead of the arguments above (what the
             plugin passes).
     """
@@ -230,6 +244,8 @@ class LivekitSession:
         report_path: str | os.PathLike[str] | None = None,
         stt_phrases: Iterable[str] = (),
         packet_relay: str = "off",
+        cluster_nodes: int = 3,
+        agent_workers: int = 1,
         settings: LivekitSettings | None = None,
     ) -> None:
         self._standalone = settings is None
@@ -239,11 +255,13 @@ class LivekitSession:
                 api_key=api_key, api_secret=api_secret, port=port, startup_timeout=startup_timeout,
                 artifacts_dir=artifacts_dir, agent_mode=agent_mode, providers=providers,
                 rootdir=rootdir, report_path=report_path, stt_phrases=stt_phrases, packet_relay=packet_relay,
+                cluster_nodes=cluster_nodes, agent_workers=agent_workers,
             )
         self.settings = settings
         """The resolved settings (a pytest run's, or built from the arguments)."""
         self.server: Any = None
-        """The managed server object (binary or docker mode), set before it starts."""
+        """The managed server object (binary or docker mode; the
+        :class:`~pytest_livekit.cluster.LivekitCluster` in cluster mode), set before it starts."""
         self.handle: ServerHandle | None = None
         """Where the running server is (None until :meth:`start`)."""
         self._workers: WorkerPool | None = None
@@ -257,6 +275,7 @@ class LivekitSession:
         self.relay_address: tuple[str, int] | None = None
         """The packet relay's address (``livekit_packet_relay = on``): calls pass it on."""
         self._names: dict[str, int] = {}
+        self._cluster_calls = 0
 
     @classmethod
     def from_settings(cls, settings: LivekitSettings) -> LivekitSession:
@@ -277,6 +296,8 @@ class LivekitSession:
         """
         if self.handle is not None:
             return self.handle
+        if self.settings.server_mode.value == "cluster":
+            self._check_cluster_settings()  # before anything starts
         from .caller import caller_host
 
         caller_host().start()
@@ -309,6 +330,8 @@ class LivekitSession:
             return self.handle
         # one log per xdist worker: two workers' servers never share a file
         worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        if s.server_mode.value == "cluster":
+            return self._start_cluster(self.log_dir / f"livekit-cluster-{worker_id}")
         self.server = server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
         server.start()
         server.on_exit(self._server_exited)
@@ -324,6 +347,55 @@ class LivekitSession:
             server.version,
             server.log_path,
             server.startup_seconds,
+        )
+        return self.handle
+
+    def _check_cluster_settings(self) -> None:
+        """What cluster mode cannot do, and a missing redis-server, said before anything starts.
+
+        Raises:
+            ConfigError: the packet relay or a fixed port asked for.
+            ServerStartError: no redis-server (the message says how to install it).
+        """
+        from .cluster import find_redis_binary
+
+        s = self.settings
+        if s.packet_relay.value == "on":
+            raise ConfigError(
+                "livekit_packet_relay = on is not supported with livekit_server = cluster: the relay "
+                "shapes one server's TURN port. Use server mode binary, or set livekit_packet_relay = off."
+            )
+        if s.port is not None:
+            raise ConfigError(
+                "--livekit-port fixes one server's port: a cluster's nodes each take free ports. "
+                "Drop --livekit-port with --livekit-server=cluster."
+            )
+        find_redis_binary()
+
+    def _start_cluster(self, log_dir: Path) -> ServerHandle:
+        """Cluster mode: a Redis and ``cluster_nodes`` nodes, their logs in ``log_dir``."""
+        from .cluster import LivekitCluster
+        from .server import find_server_binary
+
+        s = self.settings
+        binary = find_server_binary(s.server_binary.value, root=s.rootdir)
+        self.server = cluster = LivekitCluster(
+            binary, nodes=s.cluster_nodes, startup_timeout=s.startup_timeout, log_dir=log_dir
+        )
+        cluster.start()
+        import functools
+
+        processes: list[Any] = [*cluster.nodes, cluster.redis]
+        for process in processes:
+            process.on_exit(functools.partial(self._on_cluster_exit, process))
+        self.handle = ServerHandle(
+            "cluster",
+            cluster.urls[0],
+            cluster.api_key,
+            cluster.api_secret,
+            cluster.version,
+            cluster.log_path,
+            cluster.startup_seconds,
         )
         return self.handle
 
@@ -351,18 +423,27 @@ class LivekitSession:
                 )
         return self._log_dir
 
-    def _server_exited(self, how: str) -> None:  # the server's exit watcher thread
-        """The managed server ended on its own: fail the calls in progress at once and every
-        later call of the session at its start (a clear session error; the session does not
-        restart the server, whose port, rooms and registered workers would all be new).
+    def _on_cluster_exit(self, process: Any, how: str) -> None:  # an exit watcher thread
+        self._server_exited(how, process)
+
+    def _server_exited(self, how: str, process: Any = None) -> None:  # the server's exit watcher thread
+        """The managed server (in cluster mode: ``process``, one node or the Redis) ended on its
+        own: fail the calls in progress at once and every later call of the session at its start
+        (a clear session error; the session does not restart the server, whose port, rooms and
+        registered workers would all be new).
         """
         from .errors import ServerDiedError
 
-        server = self.server
+        server = process if process is not None else self.server
         log = getattr(server, "log_path", None)
         tail = server.log_tail(lines=15) if server is not None else ""
+        what = "livekit-server"
+        if process is not None and self.server is not None and process in getattr(self.server, "nodes", ()):
+            what = f"cluster node {self.server.nodes.index(process)} (livekit-server)"
+        elif process is not None:
+            what = "cluster's redis-server"
         self.server_death = ServerDiedError(
-            f"the session's livekit-server {how} while a call was running.\n"
+            f"the session's {what} {how} while a call was running.\n"
             f"Last log lines ({log}):\n{tail}\n"
             "Hint: the server was killed from outside (the OOM killer, a CI timeout, someone's "
             "kill) or crashed: its log above says which. Later tests of this session fail at once."
@@ -374,7 +455,11 @@ class LivekitSession:
         """Stop the managed server (an external one is left alone)."""
         server, self.server, self.handle = self.server, None, None
         if server is not None:
-            server.stop()
+            try:
+                server.stop()
+            finally:
+                if hasattr(server, "redis"):  # a cluster: its Redis's password file and folder
+                    server.cleanup_files()
 
     # -- agent workers ------------------------------------------------------------------------
 
@@ -390,6 +475,7 @@ class LivekitSession:
                 log_dir=self.log_dir,
                 # a worker imports livekit-agents and the agent's plugins: never less than a minute
                 startup_timeout=max(60.0, s.startup_timeout),
+                workers=s.agent_workers,
             )
         return self._workers
 
@@ -480,6 +566,15 @@ class LivekitSession:
         mode = agent_mode or opts.agent_mode or s.agent_mode.value
         providers = providers or opts.providers or s.providers.value
         plan = offline_plan or offline_plan_for(s, call_type, opts, fixture_rules=list(llm_rules))
+        cluster = self.server if server.mode == "cluster" else None
+        placement: tuple[int, int, int] | None = None
+        url = server.url
+        if cluster is not None:
+            from .cluster import call_nodes
+
+            placement = call_nodes(self._cluster_calls, cluster.size)
+            self._cluster_calls += 1
+            url = cluster.urls[placement[0]]
         worker = None
         if mode == "worker":
             if target.spec.count(":") != 1:
@@ -488,14 +583,15 @@ class LivekitSession:
                     f"{target.spec!r}.\nHint: set livekit_agent or @pytest.mark.livekit(agent=...)."
                 )
             worker = self.workers.get(
-                target.spec, url=server.url, api_key=server.api_key, api_secret=server.api_secret,
-                providers=providers,
+                target.spec,
+                url=cluster.urls[placement[2]] if cluster is not None and placement is not None else server.url,
+                api_key=server.api_key, api_secret=server.api_secret, providers=providers,
             )
         if artifacts_dir is None:
             n = self._names[name] = self._names.get(name, 0) + 1
             artifacts_dir = Path(s.artifacts_dir) / (sanitize(name, max_len=150) + ("" if n == 1 else f"-{n}"))
         call = LivekitCall(
-            server.url,
+            url,
             server.api_key,
             server.api_secret,
             agent=target,
@@ -511,8 +607,25 @@ class LivekitSession:
             **{"relay": self.relay_address, **call_arguments},
         )
         call.limits = dict(call_type.limits) if call_type is not None else {}
+        if cluster is not None and placement is not None:
+            self._place_on_cluster(call, cluster, placement)
         self._live_calls.add(call)
         return call
+
+    @staticmethod
+    def _place_on_cluster(call: LivekitCall, cluster: Any, placement: tuple[int, int, int]) -> None:
+        """Create the call's room on its node (before the caller joins it) and tell the call how
+        to record where it ran. The caller signals to ``call.url``'s node, a worker's agent is
+        registered with the worker's node, an in-process agent signals to the caller's node.
+        """
+        signal_node, room_node, _ = placement
+        cluster.create_room_now(call.room_name, node=room_node, via=signal_node)
+
+        def where() -> dict[str, Any]:
+            agent_url = call.worker.url if call.worker is not None else call.url
+            return dict(cluster.placement(call.room_name, caller_url=call.url, agent_url=agent_url))
+
+        call.placement = where
 
     @asynccontextmanager
     async def call(self, name: str = "call", **arguments: Any) -> AsyncIterator[LivekitCall]:

@@ -52,6 +52,9 @@ says otherwise (``*_ms`` milliseconds, ``*_epoch`` Unix seconds). Top-level keys
 - ``metrics``: :func:`pytest_livekit.call_metrics.compute_metrics` output (seconds, ratios).
 - ``limits`` and ``breaches``: the call type's limits and the ones this call broke.
 - ``rtc``: caller-side WebRTC statistics at hang-up.
+- ``server``: where the call ran on a cluster (``--livekit-server=cluster``): ``signal_node_id``
+  (the node the caller signalled to), ``room_node_id`` (the room's media), ``agent_node_id``
+  and ``nodes`` (every node id in node order); ``{}`` on a single server.
 - ``artifacts``: file names in the folder (``recording`` stereo, ``caller`` and ``agent``
   channels, ``record`` = ``call.json``).
 
@@ -273,6 +276,7 @@ def build_trace(
         "breaches": list(breaches),
         "rtc": dict(record.rtc),
         "network": dict(record.network),
+        "server": dict(record.server),
         "scenario": dict(record.scenario),
         "artifacts": {
             "folder": record.artifacts_dir,

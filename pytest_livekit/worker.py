@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -36,6 +37,8 @@ from .server import free_port
 from .substitution import OFFLINE_DIR_ENV, is_placeholder, offline_environment
 
 _READY_MESSAGE = "registered worker"
+#: livekit-agents' log line when the server offers this worker a job (it names the room).
+_JOB_REQUEST_MESSAGE = "received job request"
 #: Seconds without an agent after which a dispatch with no job is sent again.
 REDISPATCH_AFTER = 4.0
 #: Re-sends per call before giving up.
@@ -104,11 +107,22 @@ class AgentWorker(ManagedProcess):
         self.health_port: int | None = None
         self.job_errors: list[str] = []
         """Tracebacks of job failures seen in the worker log."""
+        self.jobs: dict[str, str] = {}
+        """The jobs the server offered this worker: room name -> job id (from its log)."""
         self._connected = False
         self._listeners: list[Callable[[str, str | None], None]] = []
 
     def __repr__(self) -> str:
         return f"<AgentWorker {self.spec} name={self.agent_name!r} pid={self.pid}>"
+
+    @property
+    def members(self) -> list[AgentWorker]:
+        """The worker processes serving the agent name: this one (see :class:`WorkerGroup`)."""
+        return [self]
+
+    def worker_for(self, room: str) -> AgentWorker | None:
+        """This worker if the server offered it the job of ``room``, else None."""
+        return self if room in self.jobs else None
 
     def on_job_error(self, callback: Callable[[str, str | None], None]) -> Callable[[], None]:
         """Call ``callback(traceback_text)`` from the reader thread on each job failure; returns
@@ -209,6 +223,8 @@ class AgentWorker(ManagedProcess):
         if not self._ready and _READY_MESSAGE in message:
             self._mark_ready()
         room = event.get("room") if isinstance(event.get("room"), str) else None
+        if room and message == _JOB_REQUEST_MESSAGE:
+            self.jobs[room] = str(event.get("job_id", ""))
         exc_text = event.get("exc_info", "") or event.get("exception", "")
         head = message.split("\n", 1)[0]
         # in a job (it names the room): an exception livekit-agents caught and only logged (a
@@ -310,7 +326,7 @@ class DispatchedAgent:
 
     def __init__(
         self,
-        worker: AgentWorker,
+        worker: AgentWorker | WorkerGroup,
         *,
         room_name: str,
         http_url: str,
@@ -353,23 +369,50 @@ class DispatchedAgent:
         with contextlib.suppress(RuntimeError):  # the call's loop is gone: nothing to fail
             loop.call_soon_threadsafe(mark)
 
+    @property
+    def job_worker(self) -> AgentWorker | None:
+        """The worker process the server gave this call's job to (from the workers' logs), once
+        it did; None before.
+        """
+        for member in self.worker.members:
+            if member.worker_for(self.room_name) is not None:
+                return member
+        return None
+
     def raise_if_failed(self) -> None:
         """Raise :class:`AgentCrashedError` with the job's traceback if it failed."""
         if self.failure_text is not None:
+            log = (self.job_worker or self.worker).log_path
             raise AgentCrashedError(
                 f"the agent job in worker {self.worker.spec} ({self.worker.agent_name}) failed:\n"
-                f"{self.failure_text}\nWorker log: {self.worker.log_path}"
+                f"{self.failure_text}\nWorker log: {log}"
             )
+
+    def _worker_exited(self, member: AgentWorker, how: str) -> None:  # an exit watcher thread
+        """A worker process ended on its own: this call's job is gone if it ran there (with one
+        worker: always); a call whose job another worker of the group runs goes on.
+        """
+        if len(self.worker.members) > 1 and member.worker_for(self.room_name) is None:
+            return
+        pid = f" (pid {member.pid})" if member.pid is not None else ""
+        self._job_failed(
+            f"the agent worker process{pid} {how} during the call.\n"
+            f"Last log lines ({member.log_path}):\n{member.log_tail(lines=15)}"
+        )
 
     async def start(self) -> None:
         """Explicitly dispatch the worker's agent into the room (after the caller created it)."""
         self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.worker.on_job_error(self._job_failed)
-        self._unsubscribe_exit = self.worker.on_exit(
-            lambda how: self._job_failed(
-                f"the agent worker process {how} during the call.\nLast log lines:\n{self.worker.log_tail(lines=15)}"
-            )
-        )
+        exits = [
+            member.on_exit(functools.partial(self._worker_exited, member)) for member in self.worker.members
+        ]
+
+        def unsubscribe_exits() -> None:
+            for unsubscribe in exits:
+                unsubscribe()
+
+        self._unsubscribe_exit = unsubscribe_exits
         await self._dispatch()
 
     async def _dispatch(self) -> None:
@@ -442,21 +485,156 @@ class DispatchedAgent:
             self._unsubscribe_exit()
 
 
+class WorkerGroup:
+    """Several :class:`AgentWorker` processes registered under one agent name, as a fleet of
+    workers runs in production: livekit-server gives each job to one of them (at random, weighted
+    by ``1 - load``; the test workers report a load of 0). Looks like one :class:`AgentWorker`
+    to a call: its job errors and exits come from every member, and
+    :meth:`worker_for` says which member took a room's job.
+
+    A member that dies fails only the call whose job it ran (:class:`DispatchedAgent`); the
+    server drops it when its connection closes, and later calls go to the others.
+    """
+
+    def __init__(self, members: list[AgentWorker]) -> None:
+        if not members:
+            raise ValueError("a worker group needs at least one worker")
+        names = {m.agent_name for m in members}
+        if len(names) != 1:
+            raise ValueError(f"the workers of a group share one agent name, got {sorted(names)}")
+        self.members = list(members)
+        """The worker processes, in start order."""
+
+    def __repr__(self) -> str:
+        return f"<WorkerGroup {self.spec} name={self.agent_name!r} pids={[m.pid for m in self.members]}>"
+
+    # -- what a call reads --------------------------------------------------------------------
+    @property
+    def spec(self) -> str:
+        """The agent's ``module:attribute``."""
+        return self.members[0].spec
+
+    @property
+    def agent_name(self) -> str:
+        """The explicit-dispatch name every member registered under."""
+        return self.members[0].agent_name
+
+    @property
+    def providers(self) -> str:
+        """``offline`` or ``real``."""
+        return self.members[0].providers
+
+    @property
+    def offline_dir(self) -> Path | None:
+        """Where the test writes each call's offline plan (shared by the members)."""
+        return self.members[0].offline_dir
+
+    @property
+    def url(self) -> str:
+        """The server URL the members registered with."""
+        return self.members[0].url
+
+    @property
+    def log_path(self) -> Path:
+        """The first member's log (:meth:`log_tail` shows every member's)."""
+        return self.members[0].log_path
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the first member still running; None when none is."""
+        return next((m.pid for m in self.members if m.is_running()), None)
+
+    @property
+    def job_errors(self) -> list[str]:
+        """Every member's job failures."""
+        return [e for m in self.members for e in m.job_errors]
+
+    def is_running(self) -> bool:
+        """True while at least one member runs."""
+        return any(m.is_running() for m in self.members)
+
+    def worker_for(self, room: str) -> AgentWorker | None:
+        """The member the server offered ``room``'s job to, if any did."""
+        return next((m for m in self.members if room in m.jobs), None)
+
+    def log_tail(self, lines: int = 30, width: int = 400) -> str:
+        """The last lines of each member's log, one block each."""
+        per = max(5, lines // len(self.members))
+        return "\n".join(
+            f"-- worker {i} (pid {m.pid}) {m.log_path}:\n{m.log_tail(per, width)}" for i, m in enumerate(self.members)
+        )
+
+    def on_job_error(self, callback: Callable[[str, str | None], None]) -> Callable[[], None]:
+        """:meth:`AgentWorker.on_job_error` on every member; returns one unregister function."""
+        removers = [m.on_job_error(callback) for m in self.members]
+
+        def remove() -> None:
+            for r in removers:
+                r()
+
+        return remove
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def spawn(self) -> WorkerGroup:
+        """Spawn every member (see :meth:`AgentWorker.spawn`)."""
+        for m in self.members:
+            m.spawn()
+        return self
+
+    def connect(self, url: str, api_key: str, api_secret: str) -> None:
+        """Hand every member its server (see :meth:`AgentWorker.connect`)."""
+        for m in self.members:
+            m.connect(url, api_key, api_secret)
+
+    def start(self) -> WorkerGroup:
+        """Start every member (they import at once) and wait until each has registered; if one
+        fails, stop them all and raise its error.
+        """
+        try:
+            for m in self.members:
+                if m.pid is None:
+                    m.spawn()
+            for m in self.members:
+                m.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every member (each drains its jobs)."""
+        first: BaseException | None = None
+        for m in self.members:
+            try:
+                m.stop(timeout)
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+
 class WorkerPool:
-    """One worker per agent spec, started on first use and stopped together (session scope).
+    """The worker processes of each agent spec, started on first use and stopped together
+    (session scope): one :class:`AgentWorker`, or with ``workers`` > 1 a :class:`WorkerGroup` of
+    that many processes under one agent name.
 
     Args:
         cwd: working directory for the workers (the agent modules are imported from it).
-        log_dir: folder for ``worker-<name>.log`` files.
+        log_dir: folder for ``worker-<name>.log`` files (``worker-<name>-<i>.log`` in a group).
         startup_timeout: seconds to wait for each worker to register.
+        workers: how many worker processes register under each agent name (default 1).
     """
 
-    def __init__(self, *, cwd: Path, log_dir: Path, startup_timeout: float = 60.0) -> None:
+    def __init__(self, *, cwd: Path, log_dir: Path, startup_timeout: float = 60.0, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least 1 worker per agent, got {workers}")
         self.cwd = cwd
         self.log_dir = log_dir
         self.startup_timeout = startup_timeout
-        self._workers: dict[tuple[str, str, str, str], AgentWorker] = {}
-        self._warm: dict[tuple[str, str, str], AgentWorker] = {}
+        self.size = workers
+        """Worker processes per agent name."""
+        self._workers: dict[tuple[str, str, str, str], Any] = {}
+        self._warm: dict[tuple[str, str, str], Any] = {}
         """Spawned by :meth:`prestart`, waiting for a server."""
         self._failures: dict[tuple[str, str, str], str] = {}
 
@@ -470,11 +648,12 @@ class WorkerPool:
 
     def get(
         self, spec: str, *, url: str, api_key: str, api_secret: str, providers: str = "offline"
-    ) -> AgentWorker:
+    ) -> Any:
         """The running worker for ``spec`` on the server at ``url`` with these ``providers``
         (``offline`` or ``real``: a different environment, so a different worker), started if
         needed (or the one :meth:`prestart` spawned). A ``real`` worker takes the environment as
-        it is when it starts.
+        it is when it starts. Returns an :class:`AgentWorker`, or a :class:`WorkerGroup` when the
+        pool runs several workers per agent (it is kept while one of its members runs).
         """
         spec_key = self._spec_key(spec, providers)
         key = (*spec_key, url)
@@ -495,7 +674,7 @@ class WorkerPool:
         return worker
 
     @property
-    def prestarted(self) -> list[AgentWorker]:
+    def prestarted(self) -> list[Any]:
         """Workers spawned by :meth:`prestart` that no call has used yet."""
         return list(self._warm.values())
 
@@ -508,17 +687,23 @@ class WorkerPool:
     def _spec_key(spec: str, providers: str) -> tuple[str, str, str]:
         return (spec, providers, _provider_settings_digest() if providers == "real" else "")
 
-    def _new_worker(self, spec: str, providers: str) -> AgentWorker:
+    def _new_worker(self, spec: str, providers: str) -> Any:
         name = f"pytest-livekit-{secrets.token_hex(4)}"
-        return AgentWorker(
-            spec,
-            agent_name=name,
-            cwd=self.cwd,
-            log_path=self.log_dir / f"worker-{name}.log",
-            startup_timeout=self.startup_timeout,
-            providers=providers,
-            offline_dir=self.log_dir / "offline",
-        )
+
+        def worker(log_name: str) -> AgentWorker:
+            return AgentWorker(
+                spec,
+                agent_name=name,
+                cwd=self.cwd,
+                log_path=self.log_dir / log_name,
+                startup_timeout=self.startup_timeout,
+                providers=providers,
+                offline_dir=self.log_dir / "offline",
+            )
+
+        if self.size == 1:
+            return worker(f"worker-{name}.log")
+        return WorkerGroup([worker(f"worker-{name}-{i}.log") for i in range(self.size)])
 
     def stop_all(self) -> None:
         """Stop every worker of the pool."""

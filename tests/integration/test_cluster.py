@@ -7,7 +7,7 @@ signalling is relayed between nodes over Redis, its media goes to the room's nod
 dispatch travels from the node the API request reached to the room's node and on to the worker's
 node. The calls are driven with the plugin's library API (:class:`LivekitSession`), in worker
 mode with the offline providers, and must pass as on one server: the agent answers what the
-caller said. The node ids of each call are written to ``cluster-calls.json`` beside the calls.
+caller said. Where each call ran (node ids) is in its trace's ``server`` section.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ async def test_calls_relayed_across_nodes_pass(cluster: LivekitCluster, tmp_path
 
     assert len(set(cluster.node_ids)) == 3 and len(set(cluster.urls)) == 3
     assert sorted(cluster.registered_nodes()) == sorted(cluster.node_ids)  # all in Redis
-    node_ids: list[dict[str, Any]] = []
+    placements: list[dict[str, Any]] = []
     session = ClusterSession(
         cluster, AGENT, worker_node=WORKER_NODE, rootdir=ROOT / "example_suite",
         artifacts_dir=tmp_path / "calls",
@@ -159,15 +159,16 @@ async def test_calls_relayed_across_nodes_pass(cluster: LivekitCluster, tmp_path
                 name = f"cluster-{n}"
                 call = session.new_call(name, call_type="refund")
                 # the room is placed before the caller joins (the request reaches the caller's node)
-                room = await cluster.create_room(call.room_name, node=room_node, via=signal_node)
+                await cluster.create_room(call.room_name, node=room_node, via=signal_node)
+                # recorded in the trace's "server" section once the call started
+                call.placement = lambda c=call: cluster.placement(
+                    c.room_name, caller_url=c.url, agent_url=c.worker.url
+                )
                 started = time.monotonic()
                 outcome: dict[str, Any] = {"outcome": "passed", "phase": "call", "message": ""}
                 try:
                     async with call:
                         assert call.worker is not None
-                        placement = cluster.placement(
-                            call.room_name, caller_url=call.url, agent_url=call.worker.url
-                        )
                         await call.say("I want a refund for order one two three four")
                         await call.wait_for_agent_reply()
                 except BaseException as exc:
@@ -182,6 +183,8 @@ async def test_calls_relayed_across_nodes_pass(cluster: LivekitCluster, tmp_path
                             call, nodeid=name, outcome=outcome, secrets=[cluster.api_secret]
                         )
                         session.summary.add(name, str(outcome["outcome"]), summary, trace)
+                placement = trace["server"]
+                assert placement["nodes"] == cluster.node_ids
                 assert placement["signal_node_id"] == cluster.node_ids[signal_node]
                 assert placement["agent_node_id"] == cluster.node_ids[WORKER_NODE]
                 assert placement["room_node_id"] == cluster.node_ids[room_node], "room not where created"
@@ -199,19 +202,8 @@ async def test_calls_relayed_across_nodes_pass(cluster: LivekitCluster, tmp_path
                 assert_asr_accuracy(call, max_wer=0.2)
                 assert_tool_called(call, "lookup_order", order_id="1234")
                 assert trace["metrics"]["turns"][0]["ttfa"] is not None
-                node_ids.append({
-                    "call_id": call.room_name,
-                    "room_sid": room.sid,
-                    **{k: v for k, v in placement.items() if k != "nodes"},
-                    "dispatch_api_node_id": cluster.node_id_for_url(call.url),  # CreateDispatch went here
-                    "setup_s": round(call.timings["setup"], 3),
-                    "duration_s": round(outcome["duration_s"], 3),
-                    "ttfa_s": trace["metrics"]["turns"][0]["ttfa"],
-                })
+                placements.append(placement)
     finally:
-        (tmp_path / "cluster-calls.json").write_text(json.dumps(
-            {"nodes": cluster.node_ids, "startup_s": cluster.startup_seconds, "calls": node_ids}, indent=2
-        ))
-        print(json.dumps(node_ids, indent=2))
-    assert len(node_ids) == len(PLACEMENTS)
-    assert all(len({c["signal_node_id"], c["room_node_id"], c["agent_node_id"]}) == 3 for c in node_ids)
+        print(json.dumps({"startup_s": cluster.startup_seconds, "calls": placements}, indent=2))
+    assert len(placements) == len(PLACEMENTS)
+    assert all(len({c["signal_node_id"], c["room_node_id"], c["agent_node_id"]}) == 3 for c in placements)
