@@ -161,7 +161,12 @@ class InProcessAgent:
         """Register a callback run when the agent crashes (wakes waiters)."""
         self._on_failure.append(callback)
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
+        """Fail the agent with ``exc``: kept as :attr:`failure`, waiters woken, callbacks run.
+
+        The runner's own failure path (the entrypoint or the session raised); the call also
+        uses it when offline mode breaks inside the agent (a network violation).
+        """
         if self.failure is None:
             self.failure = exc
             self.failure_traceback = "".join(
@@ -170,6 +175,10 @@ class InProcessAgent:
         self._failed.set()
         for cb in self._on_failure:
             cb()
+
+    async def wait_until_failed(self) -> None:
+        """Return when the agent has failed (never, for an agent that does not)."""
+        await self._failed.wait()
 
     def raise_if_failed(self) -> None:
         """Raise :class:`AgentCrashedError` (chained to the agent's exception) if it crashed."""
@@ -212,7 +221,7 @@ class InProcessAgent:
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 error = entry.exception() if entry in done else None
                 if error is not None:
-                    self._fail(error)
+                    self.fail(error)
                 self.session = getattr(ctx, "_primary_agent_session", None)
                 if self.session is not None:
                     self.session.on("close", self._on_session_close)
@@ -222,7 +231,7 @@ class InProcessAgent:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await entry
             except Exception as exc:  # prewarm failed
-                self._fail(exc)
+                self.fail(exc)
             finally:
                 await self._shutdown(ctx)
 
@@ -230,7 +239,7 @@ class InProcessAgent:
         error = getattr(ev, "error", None)
         if error is not None and not self._stop.is_set():
             exc = error if isinstance(error, BaseException) else RuntimeError(str(error))
-            self._fail(exc)
+            self.fail(exc)
 
     async def _shutdown(self, ctx: Any) -> None:
         session = getattr(ctx, "_primary_agent_session", None)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .metrics import time_to_first_audio, user_transcript, word_error_rate
 from .record import CallRecord, ToolCall
-from .units import to_ms
+from .units import ms_to_seconds, to_ms
 
 __all__ = [
     "assert_answers_interruption",
@@ -374,7 +374,7 @@ def assert_no_reply_during_pause(call: Any, *, turn: int = -1, grace_ms: float =
     t = rec.turn(turn)
     if t.pause is None:
         raise ValueError(f"caller {_turn_label(rec, turn)} has no pause: use call.say(text, pause=Pause(...))")
-    start, end = t.started_at + t.pause[0], t.started_at + t.pause[1] + grace_ms / 1000.0
+    start, end = t.started_at + t.pause[0], t.started_at + t.pause[1] + ms_to_seconds(grace_ms)
     talked = [s for s in rec.heard if start <= s.start < end]
     if talked:
         raise AssertionError(

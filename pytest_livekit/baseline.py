@@ -49,7 +49,7 @@ from typing import Any
 from ._files import atomic_write_text
 from .thresholds import counts_as_failed, percentile
 from .trace import finite_number
-from .units import to_ms
+from .units import seconds_to_ms, to_ms
 
 __all__ = [
     "BASELINE_SCHEMA",
@@ -247,7 +247,7 @@ def parse_tolerance(metric: str, text: str | float) -> Tolerance:
             continue
         if absolute is not None or (unit in ("ms", "s") and not is_ms):
             raise bad
-        absolute = number * 1000.0 if unit == "s" else number
+        absolute = seconds_to_ms(number) if unit == "s" else number
     try:
         return Tolerance(metric, relative=relative, absolute=absolute)
     except ValueError:

@@ -31,6 +31,7 @@ import numpy as np
 from .agent_runner import AgentTarget, InProcessAgent
 from .audio import CALL_SAMPLE_RATE, CallerAudio, float_to_pcm16, load_wav, resample, to_mono_float
 from .caller import ScriptedCaller
+from .config import DEFAULT_JOIN_TIMEOUT, DEFAULT_REPLY_TIMEOUT
 from .errors import CallTimeoutError, ConfigError
 from .observer import wait_until
 from .record import AgentError, CallerTurn, CallRecord
@@ -46,10 +47,6 @@ from .substitution import (
 from .tokens import agent_token, caller_token
 from .worker import AgentWorker, DispatchedAgent
 
-#: Default seconds to wait for the agent to join and be listening.
-DEFAULT_JOIN_TIMEOUT = 30.0
-#: Default seconds to wait for a complete agent reply.
-DEFAULT_REPLY_TIMEOUT = 30.0
 #: Seconds the test's event loop (shared with an in-process agent) may stall before the call fails
 #: (s). livekit-agents warns from 0.1 s; 2 s stalls are a bug, not a slow machine.
 LOOP_BLOCK_FAIL_SECONDS = 2.0
@@ -343,7 +340,7 @@ class LivekitCall:
         """Offline mode broke in this call's agent: the call fails now, with that message."""
         self.record.errors.append(AgentError(t=self._now(), message=message, source="offline"))
         if isinstance(self.agent, InProcessAgent):
-            self.agent._fail(ViolationError(message))  # noqa: SLF001 - the runner's own failure path
+            self.agent.fail(ViolationError(message))
         self._changed.set()
 
     def _now(self) -> float:
@@ -614,7 +611,7 @@ class LivekitCall:
                 awaitable.close()  # never started: close it rather than leave it un-awaited
             raise self._abort_error
         task = asyncio.ensure_future(awaitable)
-        crash = asyncio.ensure_future(self.agent._failed.wait())  # noqa: SLF001
+        crash = asyncio.ensure_future(self.agent.wait_until_failed())
         aborted = asyncio.ensure_future(self._aborted.wait())
         try:
             await asyncio.wait({task, crash, aborted}, return_when=asyncio.FIRST_COMPLETED)

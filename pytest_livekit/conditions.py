@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from .audio import CALL_SAMPLE_RATE, Pcm
 from .errors import AudioInputError
+from .validation import check_bool, check_choice, check_int, check_number, format_number
 
 __all__ = [
     "ACTIVE_FRAME_SECONDS",
@@ -106,81 +107,7 @@ _OPUS_DEFAULT_PRESKIP = 312  # libopus' lookahead at 48 kHz, used if the header 
 _LOSS_MAX_DRAWS = 1_000
 
 
-# -- shared validation -----------------------------------------------------------------------
-def _check_number(name: str, value: object, lo: float, hi: float) -> float:
-    """Check that ``value`` is a real number (not a bool) within ``[lo, hi]``.
-
-    Args:
-        name: Argument name, repeated in the message.
-        value: The value to check.
-        lo: Smallest valid value.
-        hi: Largest valid value.
-
-    Returns:
-        The value as a float.
-
-    Raises:
-        ValueError: If it is not a finite number in range.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number in [{lo:g}, {hi:g}]")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r} is outside the valid range [{lo:g}, {hi:g}]")
-    return float(value)
-
-
-def _check_int(name: str, value: object, lo: int, hi: int) -> int:
-    """Check that ``value`` is an int (not a bool) within ``[lo, hi]``.
-
-    Args:
-        name: Argument name, repeated in the message.
-        value: The value to check.
-        lo: Smallest valid value.
-        hi: Largest valid value.
-
-    Returns:
-        The value.
-
-    Raises:
-        ValueError: If it is not an int in range.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}={value!r} must be an int in [{lo}, {hi}]")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r} is outside the valid range [{lo}, {hi}]")
-    return value
-
-
-def _check_choice(name: str, value: object, choices: Collection[object]) -> None:
-    """Check that ``value`` is one of ``choices``.
-
-    Args:
-        name: Argument name, repeated in the message.
-        value: The value to check.
-        choices: The valid values.
-
-    Raises:
-        ValueError: If it is not one of them.
-    """
-    if isinstance(value, bool) or value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name}={value!r} is not valid; valid values: {valid}")
-
-
-def _check_bool(name: str, value: object) -> None:
-    """Check that ``value`` is a bool.
-
-    Args:
-        name: Argument name, repeated in the message.
-        value: The value to check.
-
-    Raises:
-        ValueError: If it is not True or False.
-    """
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} must be True or False")
-
-
+# -- shared validation (the checks themselves live in validation.py) ----------------------
 def _check_pcm(pcm: object) -> Pcm:
     """Check that ``pcm`` is caller PCM: a 1-D int16 numpy array.
 
@@ -214,11 +141,6 @@ def _to_pcm(x: FloatArray) -> Pcm:
     The same scale as :func:`_to_float`, so a round trip through float is exact.
     """
     return np.clip(np.round(x * _FULL_SCALE), -32768, 32767).astype(np.int16)
-
-
-def _fmt(value: float) -> str:
-    """A number for :meth:`BaseCondition.describe`: no trailing zeros."""
-    return f"{value:g}"
 
 
 # -- levels and SNR --------------------------------------------------------------------------
@@ -454,7 +376,7 @@ class Noise(BaseCondition):
 
     def __post_init__(self) -> None:
         if self.snr_db is not None:
-            _check_number("snr_db", self.snr_db, -20.0, 80.0)
+            check_number("snr_db", self.snr_db, -20.0, 80.0)
         if self.file is not None:
             if not isinstance(self.file, str) or not self.file:
                 raise ValueError(f"file={self.file!r} must be a non-empty path string or None")
@@ -465,10 +387,10 @@ class Noise(BaseCondition):
                 )
             # Normalise so the spec says what it does and JSON round-trips unchanged.
             object.__setattr__(self, "color", "file")
-        _check_choice("color", self.color, NOISE_COLORS)
+        check_choice("color", self.color, NOISE_COLORS)
         if self.color == "file" and self.file is None:
             raise ValueError("color='file' needs file=<path of a noise recording>; got file=None")
-        _check_number("hum_hz", self.hum_hz, 20.0, 1000.0)
+        check_number("hum_hz", self.hum_hz, 20.0, 1000.0)
 
     @property
     def is_clean(self) -> bool:
@@ -481,10 +403,10 @@ class Noise(BaseCondition):
             return "noise none"
         source = str(self.color)
         if self.color == "hum":
-            source = f"hum {_fmt(self.hum_hz)} Hz"
+            source = f"hum {format_number(self.hum_hz)} Hz"
         elif self.color == "file":
             source = f"file {self.file}"
-        return f"noise {source} {_fmt(self.snr_db)} dB"
+        return f"noise {source} {format_number(self.snr_db)} dB"
 
     def noise(self, n: int, rng: np.random.Generator) -> FloatArray:
         """``n`` samples of this spec's noise source at 48 kHz, scaled to RMS 1.0 (full scale).
@@ -600,9 +522,9 @@ class Level(BaseCondition):
     clip_dbfs: float | None = None
 
     def __post_init__(self) -> None:
-        _check_number("gain_db", self.gain_db, -60.0, 40.0)
+        check_number("gain_db", self.gain_db, -60.0, 40.0)
         if self.clip_dbfs is not None:
-            _check_number("clip_dbfs", self.clip_dbfs, -40.0, 0.0)
+            check_number("clip_dbfs", self.clip_dbfs, -40.0, 0.0)
 
     @property
     def is_clean(self) -> bool:
@@ -620,7 +542,7 @@ class Level(BaseCondition):
         """E.g. ``"level -12 dB"`` or ``"level +6 dB clip -6 dBFS"``."""
         text = f"level {self.gain_db:+g} dB"
         if self.clip_dbfs is not None:
-            text += f" clip {_fmt(self.clip_dbfs)} dBFS"
+            text += f" clip {format_number(self.clip_dbfs)} dBFS"
         return text
 
     def apply(self, pcm: Pcm, rng: np.random.Generator) -> Pcm:
@@ -715,8 +637,8 @@ class Telephony(BaseCondition):
     mulaw: bool = True
 
     def __post_init__(self) -> None:
-        _check_bool("enabled", self.enabled)
-        _check_bool("mulaw", self.mulaw)
+        check_bool("enabled", self.enabled)
+        check_bool("mulaw", self.mulaw)
 
     @property
     def is_clean(self) -> bool:
@@ -782,8 +704,8 @@ class CodecRoundTrip(BaseCondition):
 
     def __post_init__(self) -> None:
         if self.bitrate_bps is not None:
-            _check_int("bitrate_bps", self.bitrate_bps, _OPUS_MIN_BPS, _OPUS_MAX_BPS)
-        _check_choice("codec", self.codec, ("opus",))
+            check_int("bitrate_bps", self.bitrate_bps, _OPUS_MIN_BPS, _OPUS_MAX_BPS)
+        check_choice("codec", self.codec, ("opus",))
 
     @property
     def is_clean(self) -> bool:
@@ -794,7 +716,7 @@ class CodecRoundTrip(BaseCondition):
         """E.g. ``"codec opus 12 kbps"``."""
         if self.bitrate_bps is None:
             return "codec none"
-        return f"codec {self.codec} {_fmt(self.bitrate_bps / 1000)} kbps"
+        return f"codec {self.codec} {format_number(self.bitrate_bps / 1000)} kbps"
 
     def apply(self, pcm: Pcm, rng: np.random.Generator) -> Pcm:
         """Encode and decode ``pcm`` with Opus (no randomness).
@@ -891,7 +813,7 @@ class Bitrate(BaseCondition):
 
     def __post_init__(self) -> None:
         if self.max_bitrate_bps is not None:
-            _check_int("max_bitrate_bps", self.max_bitrate_bps, _OPUS_MIN_BPS, _OPUS_MAX_BPS)
+            check_int("max_bitrate_bps", self.max_bitrate_bps, _OPUS_MIN_BPS, _OPUS_MAX_BPS)
 
     @property
     def is_clean(self) -> bool:
@@ -902,7 +824,7 @@ class Bitrate(BaseCondition):
         """E.g. ``"bitrate 16 kbps"``."""
         if self.max_bitrate_bps is None:
             return "bitrate default"
-        return f"bitrate {_fmt(self.max_bitrate_bps / 1000)} kbps"
+        return f"bitrate {format_number(self.max_bitrate_bps / 1000)} kbps"
 
 
 def measured_loss(mask: npt.NDArray[np.bool_]) -> float:
@@ -963,18 +885,18 @@ class FrameLoss(BaseCondition):
     rate_tolerance: float | None = 0.1
 
     def __post_init__(self) -> None:
-        _check_number("rate", self.rate, 0.0, 0.9)
-        _check_choice("model", self.model, ("random", "gilbert"))
-        _check_number("burst_length", self.burst_length, 1.0, 1000.0)
+        check_number("rate", self.rate, 0.0, 0.9)
+        check_choice("model", self.model, ("random", "gilbert"))
+        check_number("burst_length", self.burst_length, 1.0, 1000.0)
         if self.model == "random" and self.burst_length != 1.0:
             raise ValueError(
                 f"burst_length={self.burst_length!r} only applies to model='gilbert'; "
                 "model='random' loses frames independently (leave burst_length=1.0)"
             )
-        _check_int("frame_ms", self.frame_ms, 1, 1000)
-        _check_choice("frame_ms", self.frame_ms, _FRAME_MS_CHOICES)
+        check_int("frame_ms", self.frame_ms, 1, 1000)
+        check_choice("frame_ms", self.frame_ms, _FRAME_MS_CHOICES)
         if self.rate_tolerance is not None:
-            _check_number("rate_tolerance", self.rate_tolerance, 0.0, 1.0)
+            check_number("rate_tolerance", self.rate_tolerance, 0.0, 1.0)
         if self.model == "gilbert" and self.rate > 0:
             p_good_to_bad = self.rate / (self.burst_length * (1.0 - self.rate))
             if p_good_to_bad > 1.0:
@@ -996,9 +918,9 @@ class FrameLoss(BaseCondition):
 
     def describe(self) -> str:
         """E.g. ``"loss gilbert 5% burst 3"`` or ``"loss random 2%"``."""
-        text = f"loss {self.model} {_fmt(round(self.rate * 100, 6))}%"
+        text = f"loss {self.model} {format_number(round(self.rate * 100, 6))}%"
         if self.model == "gilbert":
-            text += f" burst {_fmt(self.burst_length)}"
+            text += f" burst {format_number(self.burst_length)}"
         return text
 
     def mask(self, n_frames: int, rng: np.random.Generator) -> BoolArray:
@@ -1014,7 +936,7 @@ class FrameLoss(BaseCondition):
         Raises:
             ValueError: If ``n_frames`` is negative.
         """
-        _check_int("n_frames", n_frames, 0, 2**40)
+        check_int("n_frames", n_frames, 0, 2**40)
         if self.rate == 0 or n_frames == 0:
             return np.zeros(n_frames, dtype=bool)
         if self.rate_tolerance is None:
@@ -1105,9 +1027,9 @@ class Jitter(BaseCondition):
     frame_ms: int = 10
 
     def __post_init__(self) -> None:
-        _check_number("std_ms", self.std_ms, 0.0, 1000.0)
-        _check_int("frame_ms", self.frame_ms, 1, 1000)
-        _check_choice("frame_ms", self.frame_ms, _FRAME_MS_CHOICES)
+        check_number("std_ms", self.std_ms, 0.0, 1000.0)
+        check_int("frame_ms", self.frame_ms, 1, 1000)
+        check_choice("frame_ms", self.frame_ms, _FRAME_MS_CHOICES)
 
     @property
     def is_clean(self) -> bool:
@@ -1116,7 +1038,7 @@ class Jitter(BaseCondition):
 
     def describe(self) -> str:
         """E.g. ``"jitter 30 ms"``."""
-        return f"jitter {_fmt(self.std_ms)} ms"
+        return f"jitter {format_number(self.std_ms)} ms"
 
     def offsets(self, n_frames: int, rng: np.random.Generator) -> FloatArray:
         """Send-time delays for ``n_frames`` consecutive frames, in seconds.
@@ -1131,7 +1053,7 @@ class Jitter(BaseCondition):
         Raises:
             ValueError: If ``n_frames`` is negative.
         """
-        _check_int("n_frames", n_frames, 0, 2**40)
+        check_int("n_frames", n_frames, 0, 2**40)
         if self.std_ms == 0 or n_frames == 0:
             return np.zeros(n_frames)
         nominal = np.arange(n_frames) * (self.frame_ms / 1000.0)
@@ -1159,7 +1081,7 @@ class BargeIn(BaseCondition):
 
     def __post_init__(self) -> None:
         if self.offset_s is not None:
-            _check_number("offset_s", self.offset_s, 0.0, 60.0)
+            check_number("offset_s", self.offset_s, 0.0, 60.0)
 
     @property
     def is_clean(self) -> bool:
@@ -1168,7 +1090,7 @@ class BargeIn(BaseCondition):
 
     def describe(self) -> str:
         """E.g. ``"barge-in at 1.2 s"``."""
-        return "barge-in none" if self.offset_s is None else f"barge-in at {_fmt(self.offset_s)} s"
+        return "barge-in none" if self.offset_s is None else f"barge-in at {format_number(self.offset_s)} s"
 
 
 @dataclass(frozen=True)
@@ -1190,11 +1112,11 @@ class Backchannel(BaseCondition):
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
             raise ValueError(f"text={self.text!r} must be a non-empty string, e.g. 'mm-hmm'")
-        _check_number("offset_s", self.offset_s, 0.0, 60.0)
+        check_number("offset_s", self.offset_s, 0.0, 60.0)
 
     def describe(self) -> str:
         """E.g. ``"backchannel 'mm-hmm' at 0.5 s"``."""
-        return f"backchannel {self.text!r} at {_fmt(self.offset_s)} s"
+        return f"backchannel {self.text!r} at {format_number(self.offset_s)} s"
 
 
 def split_text_for_pause(text: str, at_word: int) -> tuple[str, str]:
@@ -1217,7 +1139,7 @@ def split_text_for_pause(text: str, at_word: int) -> tuple[str, str]:
     words = text.split()
     if len(words) < 2:
         raise ValueError(f"text={text!r} needs at least two words to pause in the middle")
-    _check_int("at_word", at_word, 0, len(words) - 2)
+    check_int("at_word", at_word, 0, len(words) - 2)
     return " ".join(words[: at_word + 1]), " ".join(words[at_word + 1 :])
 
 
@@ -1241,8 +1163,8 @@ class Pause(BaseCondition):
     duration_s: float
 
     def __post_init__(self) -> None:
-        _check_int("at_word", self.at_word, 0, 1000)
-        _check_number("duration_s", self.duration_s, 0.0, 60.0)
+        check_int("at_word", self.at_word, 0, 1000)
+        check_number("duration_s", self.duration_s, 0.0, 60.0)
 
     @property
     def is_clean(self) -> bool:
@@ -1251,7 +1173,7 @@ class Pause(BaseCondition):
 
     def describe(self) -> str:
         """E.g. ``"pause 1.5 s after word 3"``."""
-        return f"pause {_fmt(self.duration_s)} s after word {self.at_word}"
+        return f"pause {format_number(self.duration_s)} s after word {self.at_word}"
 
 
 @dataclass(frozen=True)
@@ -1271,7 +1193,7 @@ class Silence(BaseCondition):
     duration_s: float
 
     def __post_init__(self) -> None:
-        _check_number("duration_s", self.duration_s, 0.0, 600.0)
+        check_number("duration_s", self.duration_s, 0.0, 600.0)
 
     @property
     def is_clean(self) -> bool:
@@ -1280,7 +1202,7 @@ class Silence(BaseCondition):
 
     def describe(self) -> str:
         """E.g. ``"silence 5 s"``."""
-        return f"silence {_fmt(self.duration_s)} s"
+        return f"silence {format_number(self.duration_s)} s"
 
 
 @dataclass(frozen=True)
@@ -1302,12 +1224,12 @@ class Reconnect(BaseCondition):
     mode: Literal["full", "signal"] = "full"
 
     def __post_init__(self) -> None:
-        _check_number("after_s", self.after_s, 0.0, 3600.0)
-        _check_choice("mode", self.mode, ("full", "signal"))
+        check_number("after_s", self.after_s, 0.0, 3600.0)
+        check_choice("mode", self.mode, ("full", "signal"))
 
     def describe(self) -> str:
         """E.g. ``"reconnect full after 10 s"``."""
-        return f"reconnect {self.mode} after {_fmt(self.after_s)} s"
+        return f"reconnect {self.mode} after {format_number(self.after_s)} s"
 
 
 Condition: TypeAlias = (
@@ -1413,7 +1335,7 @@ class Conditions:
                     f"items contains {item!r}, which is not a condition spec; valid kinds: "
                     f"{', '.join(_SPEC_TYPES)}"
                 )
-        _check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("seed", self.seed, 0, 2**63 - 1)
 
     @property
     def is_clean(self) -> bool:
@@ -1491,7 +1413,7 @@ class Conditions:
         """The random stream of the ``occurrence``-th item of ``kind`` (for ``turn``, if given)."""
         key: tuple[int, ...] = (zlib.crc32(kind.encode("ascii")), occurrence)
         if turn is not None:
-            key += (_check_int("turn", turn, 0, 2**31),)
+            key += (check_int("turn", turn, 0, 2**31),)
         return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
 
     def apply(self, pcm: Pcm, *, skip: Collection[str] = (), turn: int | None = None) -> Pcm:

@@ -19,6 +19,11 @@ import pytest
 
 from .errors import ConfigError, did_you_mean
 
+#: Default seconds to wait for the agent to join and be listening.
+DEFAULT_JOIN_TIMEOUT = 30.0
+#: Default seconds to wait for a complete agent reply (a call's waits and a scenario's turns).
+DEFAULT_REPLY_TIMEOUT = 30.0
+
 MARKER_HELP = (
     "livekit(*, call_type=None, call_types=None, agent=None, agent_mode=None, join_timeout=None, "
     "limits=None, providers=None, llm_rules=None, default_reply=None, stt_model=None, "

@@ -54,7 +54,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
-from .conditions import _check_bool, _check_int, _check_number, _fmt
+from .units import ms_to_seconds, seconds_to_ms
+from .validation import check_bool, check_int, check_number, format_number
 
 __all__ = [
     "APPLICATION_ORDER",
@@ -147,10 +148,10 @@ class Bandwidth(BaseNetworkSpec):
 
     def __post_init__(self) -> None:
         if self.kbps is not None:
-            _check_number("kbps", self.kbps, 1.0, 10_000_000.0)
-        _check_number("queue_ms", self.queue_ms, 0.0, 60_000.0)
+            check_number("kbps", self.kbps, 1.0, 10_000_000.0)
+        check_number("queue_ms", self.queue_ms, 0.0, 60_000.0)
         if self.queue_packets is not None:
-            _check_int("queue_packets", self.queue_packets, 0, 1_000_000)
+            check_int("queue_packets", self.queue_packets, 0, 1_000_000)
             if self.queue_ms != 200.0:
                 raise ValueError(
                     f"queue_ms={self.queue_ms!r} conflicts with queue_packets={self.queue_packets!r}: "
@@ -172,8 +173,8 @@ class Bandwidth(BaseNetworkSpec):
         if self.kbps is None:
             return "bandwidth unlimited"
         if self.queue_packets is not None:
-            return f"bandwidth {_fmt(self.kbps)} kbps queue {self.queue_packets} packets"
-        return f"bandwidth {_fmt(self.kbps)} kbps queue {_fmt(self.queue_ms)} ms"
+            return f"bandwidth {format_number(self.kbps)} kbps queue {self.queue_packets} packets"
+        return f"bandwidth {format_number(self.kbps)} kbps queue {format_number(self.queue_ms)} ms"
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ class Latency(BaseNetworkSpec):
     ms: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_number("ms", self.ms, 0.0, 10_000.0)
+        check_number("ms", self.ms, 0.0, 10_000.0)
 
     @property
     def is_clean(self) -> bool:
@@ -200,7 +201,7 @@ class Latency(BaseNetworkSpec):
 
     def describe(self) -> str:
         """E.g. ``"latency 80 ms"``."""
-        return f"latency {_fmt(self.ms)} ms"
+        return f"latency {format_number(self.ms)} ms"
 
 
 @dataclass(frozen=True)
@@ -228,8 +229,8 @@ class PacketJitter(BaseNetworkSpec):
     reorder: bool = False
 
     def __post_init__(self) -> None:
-        _check_number("ms", self.ms, 0.0, 10_000.0)
-        _check_bool("reorder", self.reorder)
+        check_number("ms", self.ms, 0.0, 10_000.0)
+        check_bool("reorder", self.reorder)
 
     @property
     def is_clean(self) -> bool:
@@ -238,12 +239,12 @@ class PacketJitter(BaseNetworkSpec):
 
     def describe(self) -> str:
         """E.g. ``"jitter 30 ms"`` or ``"jitter 30 ms reordering"``."""
-        return f"jitter {_fmt(self.ms)} ms" + (" reordering" if self.reorder else "")
+        return f"jitter {format_number(self.ms)} ms" + (" reordering" if self.reorder else "")
 
 
 def _percent(rate: float) -> str:
     """A fraction as a percentage for :meth:`describe`, e.g. ``0.05`` -> ``"5%"``."""
-    return f"{_fmt(round(rate * 100, 6))}%"
+    return f"{format_number(round(rate * 100, 6))}%"
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class PacketLoss(BaseNetworkSpec):
     rate: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_number("rate", self.rate, 0.0, 1.0)
+        check_number("rate", self.rate, 0.0, 1.0)
 
     @property
     def is_clean(self) -> bool:
@@ -319,13 +320,13 @@ class BurstLoss(BaseNetworkSpec):
     mean_burst: float = 3.0
 
     def __post_init__(self) -> None:
-        _check_number("rate", self.rate, 0.0, 1.0)
+        check_number("rate", self.rate, 0.0, 1.0)
         if self.rate == 1:
             raise ValueError(
                 "rate=1 leaves the chain no good state; use PacketLoss(rate=1.0) to drop everything, "
                 "or a BurstLoss rate below 1"
             )
-        _check_number("mean_burst", self.mean_burst, 1.0, 1000.0)
+        check_number("mean_burst", self.mean_burst, 1.0, 1000.0)
         if self.p_good_to_bad > 1.0:
             raise ValueError(
                 f"rate={self.rate!r} with mean_burst={self.mean_burst!r} is impossible for a "
@@ -352,7 +353,7 @@ class BurstLoss(BaseNetworkSpec):
 
     def describe(self) -> str:
         """E.g. ``"burst loss 5% burst 3"``."""
-        return f"burst loss {_percent(self.rate)} burst {_fmt(self.mean_burst)}"
+        return f"burst loss {_percent(self.rate)} burst {format_number(self.mean_burst)}"
 
 
 @dataclass(frozen=True)
@@ -373,7 +374,7 @@ class Duplicate(BaseNetworkSpec):
     rate: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_number("rate", self.rate, 0.0, 1.0)
+        check_number("rate", self.rate, 0.0, 1.0)
 
     @property
     def is_clean(self) -> bool:
@@ -405,8 +406,8 @@ class Outage(BaseNetworkSpec):
     duration_s: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_number("at_s", self.at_s, 0.0, 86_400.0)
-        _check_number("duration_s", self.duration_s, 0.0, 3600.0)
+        check_number("at_s", self.at_s, 0.0, 86_400.0)
+        check_number("duration_s", self.duration_s, 0.0, 3600.0)
 
     @property
     def is_clean(self) -> bool:
@@ -415,7 +416,7 @@ class Outage(BaseNetworkSpec):
 
     def describe(self) -> str:
         """E.g. ``"outage 2 s at 10 s"``."""
-        return f"outage {_fmt(self.duration_s)} s at {_fmt(self.at_s)} s"
+        return f"outage {format_number(self.duration_s)} s at {format_number(self.at_s)} s"
 
 
 NetworkSpec: TypeAlias = Bandwidth | Latency | PacketJitter | PacketLoss | BurstLoss | Duplicate | Outage
@@ -460,7 +461,7 @@ def network_spec_from_dict(data: Mapping[str, Any]) -> NetworkSpec:
         raise ValueError(f"kind={kind!r}: {exc}") from None
 
 
-def _check_direction(name: str, specs: object) -> tuple[NetworkSpec, ...]:
+def check_direction(name: str, specs: object) -> tuple[NetworkSpec, ...]:
     """Check one direction's specs: network specs, each kind at most once.
 
     Args:
@@ -537,9 +538,9 @@ class NetworkPath:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "uplink", _check_direction("uplink", self.uplink))
-        object.__setattr__(self, "downlink", _check_direction("downlink", self.downlink))
-        _check_int("seed", self.seed, 0, _MAX_SEED)
+        object.__setattr__(self, "uplink", check_direction("uplink", self.uplink))
+        object.__setattr__(self, "downlink", check_direction("downlink", self.downlink))
+        check_int("seed", self.seed, 0, _MAX_SEED)
 
     @property
     def is_clean(self) -> bool:
@@ -822,14 +823,14 @@ class LinkShaper:
         start: float,
         max_samples: int = STATS_SAMPLE_CAP,
     ) -> None:
-        specs = _check_direction("conditions", conditions)
+        specs = check_direction("conditions", conditions)
         self.conditions: tuple[NetworkSpec, ...] = specs
         """The specs, as given."""
-        self.seed: int = _check_int("seed", seed, 0, _MAX_SEED)
+        self.seed: int = check_int("seed", seed, 0, _MAX_SEED)
         """The seed."""
         self.start: float = _check_time("start", start)
         """Start time, monotonic seconds."""
-        _check_int("max_samples", max_samples, 1, 100_000_000)
+        check_int("max_samples", max_samples, 1, 100_000_000)
         active = {s.kind: s for s in specs if not s.is_clean}
 
         def rng(kind: str) -> random.Random:
@@ -860,14 +861,14 @@ class LinkShaper:
             self._bytes_per_s = bandwidth.kbps * 1000.0 / 8.0
             self._queue_packets = bandwidth.queue_packets
             if bandwidth.queue_packets is None:
-                self._queue_limit_s = bandwidth.queue_ms / 1000.0
+                self._queue_limit_s = ms_to_seconds(bandwidth.queue_ms)
         self._busy_until = -math.inf  # when the link finishes sending what it has accepted
         self._waiting: deque[float] = deque()  # send-start times of queued packets (queue_packets)
         # latency and jitter
         latency = active.get("latency")
-        self._latency_s = latency.ms / 1000.0 if isinstance(latency, Latency) else 0.0
+        self._latency_s = ms_to_seconds(latency.ms) if isinstance(latency, Latency) else 0.0
         jitter = active.get("packet_jitter")
-        self._jitter_s = jitter.ms / 1000.0 if isinstance(jitter, PacketJitter) else 0.0
+        self._jitter_s = ms_to_seconds(jitter.ms) if isinstance(jitter, PacketJitter) else 0.0
         self._reorder = isinstance(jitter, PacketJitter) and jitter.reorder
         self._jitter_rng = rng("packet_jitter")
         self._last_delayed = -math.inf
@@ -1015,7 +1016,7 @@ class LinkShaper:
             ValueError: If an argument is out of range.
         """
         now = _check_time("now", now)
-        _check_number("duration_s", duration_s, 0.0, 3600.0)
+        check_number("duration_s", duration_s, 0.0, 3600.0)
         if self._live_from <= now < self._live_until:
             self._live_until = max(self._live_until, now + duration_s)
         else:
@@ -1037,12 +1038,12 @@ class LinkShaper:
             dropped_outage=self._dropped_outage,
             duplicated=self._duplicated,
             reordered=self._reordered,
-            queue_delay_p50_ms=queue.percentile(50) * 1000.0,
-            queue_delay_p95_ms=queue.percentile(95) * 1000.0,
-            queue_delay_max_ms=queue.max * 1000.0,
-            added_delay_p50_ms=added.percentile(50) * 1000.0,
-            added_delay_p95_ms=added.percentile(95) * 1000.0,
-            added_delay_max_ms=added.max * 1000.0,
+            queue_delay_p50_ms=seconds_to_ms(queue.percentile(50)),
+            queue_delay_p95_ms=seconds_to_ms(queue.percentile(95)),
+            queue_delay_max_ms=seconds_to_ms(queue.max),
+            added_delay_p50_ms=seconds_to_ms(added.percentile(50)),
+            added_delay_p95_ms=seconds_to_ms(added.percentile(95)),
+            added_delay_max_ms=seconds_to_ms(added.max),
             bytes_in=self._bytes_in,
             bytes_forwarded=self._bytes_forwarded,
         )

@@ -55,8 +55,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ._files import atomic_write_text
+from .audio import resample
 from .trace import finite_number
-from .units import format_ms
+from .units import format_ms, ms_to_seconds, seconds_to_ms
 
 #: Colour of caller turn bars (and the caller's waveform lane), ``#rrggbb``.
 CALLER_COLOUR = "#2563eb"
@@ -99,7 +100,7 @@ def _esc(value: Any) -> str:
 
 def _fmt_ms(value: float | None) -> str:
     """Milliseconds already (trace fields ``*_ms``) for people; ``—`` when missing."""
-    return format_ms(None if value is None else value / 1000.0)
+    return format_ms(None if value is None else ms_to_seconds(value))
 
 
 def _secs(value: Any) -> str:
@@ -211,18 +212,13 @@ def waveform_envelope(samples: npt.NDArray[Any], bins: int = WAVEFORM_BINS) -> n
     return np.stack([lo.T, hi.T], axis=-1).astype(np.float32)
 
 
-def _lowpass_decimate(x: npt.NDArray[np.float32], factor: int) -> npt.NDArray[np.float32]:
-    """Keep every ``factor``-th sample after a windowed-sinc low-pass below the new Nyquist
-    (plain decimation would fold the 8-24 kHz band of the 48 kHz call into the speech band).
+def _resample_channels(x: npt.NDArray[np.float32], rate_in: int, rate_out: int) -> npt.NDArray[np.float32]:
+    """Each channel of ``x`` through the plugin's one resampler (:func:`pytest_livekit.audio.resample`,
+    band-limited, so the call's 8-24 kHz band does not fold into the speech band of the player).
     """
-    if factor <= 1:
+    if rate_in == rate_out:
         return x
-    taps = 16 * factor + 1
-    k = np.arange(taps) - (taps - 1) / 2.0
-    cutoff = 0.45 / factor  # cycles per input sample, a little under the new Nyquist
-    h = (2 * cutoff * np.sinc(2 * cutoff * k) * np.blackman(taps)).astype(np.float32)
-    h /= h.sum()
-    cols = [np.convolve(x[:, c], h, mode="same")[::factor] for c in range(x.shape[1])]
+    cols = [resample(x[:, c].astype(np.float64), rate_in, rate_out) for c in range(x.shape[1])]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -240,8 +236,8 @@ def encode_player_audio(samples: npt.NDArray[np.float32], rate: int) -> tuple[st
     import soundfile as sf
 
     factor = max(1, rate // PLAYER_SAMPLE_RATE)
-    small = np.clip(_lowpass_decimate(samples, factor), -1.0, 1.0)
     small_rate = rate // factor
+    small = np.clip(_resample_channels(samples, rate, small_rate), -1.0, 1.0)
     for subtype in ("VORBIS", "OPUS"):
         if subtype not in sf.available_subtypes("OGG"):
             continue
@@ -257,7 +253,7 @@ def encode_player_audio(samples: npt.NDArray[np.float32], rate: int) -> tuple[st
         return "audio/ogg", buf.getvalue()
     buf = io.BytesIO()
     factor = max(1, rate // 8000)
-    sf.write(buf, _lowpass_decimate(samples, factor), rate // factor, format="WAV", subtype="PCM_16")
+    sf.write(buf, _resample_channels(samples, rate, rate // factor), rate // factor, format="WAV", subtype="PCM_16")
     return "audio/wav", buf.getvalue()
 
 
@@ -358,7 +354,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
     for turn in caller + agent:
         ends += [finite_number(turn.get("start")) or 0.0, finite_number(turn.get("end")) or 0.0]
         if finite_number(turn.get("ttfa_ms")) is not None and finite_number(turn.get("end")) is not None:
-            ends.append(float(turn["end"]) + float(turn["ttfa_ms"]) / 1000.0)
+            ends.append(float(turn["end"]) + ms_to_seconds(float(turn["ttfa_ms"])))
     ends += [finite_number(h.get("end")) or 0.0 for h in heard] + [finite_number(c.get("t")) or 0.0 for c in tools]
     span = max(max(ends), 1.0)
     plot_w = _X1 - _X0
@@ -440,7 +436,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
                 + _text(x(end) + 2, _TTFA_Y + 3, "no reply", size=9, fill=_FAIL) + "</g>"
             )
             continue
-        xa, xb = x(end), x(end + ttfa / 1000.0)
+        xa, xb = x(end), x(end + ms_to_seconds(ttfa))
         bad = ttfa_limit is not None and ttfa > ttfa_limit
         colour = _FAIL if bad else "#374151"
         limit_note = f" (limit {ttfa_limit:.0f} ms)" if ttfa_limit is not None else ""
@@ -470,7 +466,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
             out.append(
                 f'<rect class="gap-mark{" in-speech" if inside else ""}" x="{x(gs):.1f}" y="{_HEARD_BAR_Y - 3:.1f}" '
                 f'width="{max(x(gs + gd) - x(gs), 1):.1f}" height="2.5" fill="{_FAIL if inside else "#cbd5e1"}">'
-                f"<title>{what}: {gd * 1000:.0f} ms at {gs:.2f} s</title></rect>"
+                f"<title>{what}: {seconds_to_ms(gd):.0f} ms at {gs:.2f} s</title></rect>"
             )
     for turn in agent:
         start = finite_number(turn.get("start"))
@@ -484,7 +480,7 @@ def _timeline_svg(trace: Mapping[str, Any], audio: CallAudio) -> str:
             end, note = (max(cover), "") if cover else (start + 0.3, " (end not recorded)")
         text = str(turn.get("text") or "")
         latency = turn.get("latency") or {}
-        lat = ", ".join(f"{k.removesuffix('_s')} {float(v) * 1000:.0f} ms" for k, v in latency.items() if finite_number(v) is not None)
+        lat = ", ".join(f"{k.removesuffix('_s')} {seconds_to_ms(float(v)):.0f} ms" for k, v in latency.items() if finite_number(v) is not None)
         tip = (f"agent reply {_index(turn) + 1}: {start:.2f}–{end:.2f} s{note}"
                f"{' [interrupted]' if turn.get('interrupted') else ''}\n{text}" + (f"\nagent-reported: {lat}" if lat else ""))
         x0, x1 = x(start), x(end)
@@ -778,7 +774,7 @@ def _call_types_section(traces: Sequence[Mapping[str, Any]], settings: Any) -> s
         for i, turn in enumerate((trace.get("metrics") or {}).get("turns") or []):
             ttfa = finite_number(turn.get("ttfa"))
             if ttfa is not None:
-                points.setdefault(name, []).append((ttfa * 1000.0, f"{nodeid} turn {i + 1}"))
+                points.setdefault(name, []).append((seconds_to_ms(ttfa), f"{nodeid} turn {i + 1}"))
         out = (trace.get("metrics") or {}).get("outcome")
         if out:
             outcomes.setdefault(name, Counter())[str(out)] += 1
@@ -899,7 +895,7 @@ def _metrics_table(trace: Mapping[str, Any]) -> str:
     limits = trace.get("limits") or {}
     broken = _breach_names(trace)
     turns = m.get("turns") or []
-    e2e = [v * 1000.0 for t in turns if (v := finite_number(t.get("e2e_latency"))) is not None]
+    e2e = [seconds_to_ms(v) for t in turns if (v := finite_number(t.get("e2e_latency"))) is not None]
     rtc = m.get("rtc") or {}
     aq, cq = m.get("agent_quality") or {}, m.get("caller_quality") or {}
     p50 = finite_number(m.get("ttfa_p50"))

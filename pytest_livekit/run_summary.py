@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .scenarios import scenario_row
-from .units import to_ms
+from .units import ms_to_seconds, to_ms
 
 if TYPE_CHECKING:
     from .config import LivekitSettings
@@ -138,7 +138,7 @@ def _duration(ms: float | None) -> str:
     """
     if ms is None:
         return "—"
-    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms_to_seconds(ms):.2f} s"
 
 
 class RunSummary:

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import DEFAULT_REPLY_TIMEOUT
 from .errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -849,7 +850,6 @@ async def run_scenario(
     Raises:
         ScenarioError: a real-provider call whose persona names no LLM.
     """
-    from .call import DEFAULT_REPLY_TIMEOUT
     from .errors import CallTimeoutError
 
     wait = DEFAULT_REPLY_TIMEOUT if timeout is None else timeout

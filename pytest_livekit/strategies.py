@@ -48,7 +48,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from . import conditions as _conditions
 from . import netem as _netem
 from .conditions import (
     NOISE_COLORS,
@@ -75,6 +74,7 @@ from .netem import (
     PacketJitter,
     PacketLoss,
 )
+from .validation import check_int, check_number
 
 __all__ = [
     "PROFILE",
@@ -114,7 +114,7 @@ def _check_number(name: str, value: object, lo: float, hi: float) -> float:
     strategies expect for bad arguments).
     """
     try:
-        return _conditions._check_number(name, value, lo, hi)
+        return check_number(name, value, lo, hi)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
 
@@ -122,7 +122,7 @@ def _check_number(name: str, value: object, lo: float, hi: float) -> float:
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
     """The specs' own int check, raising hypothesis's ``InvalidArgument``."""
     try:
-        return _conditions._check_int(name, value, lo, hi)
+        return check_int(name, value, lo, hi)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from None
 
@@ -706,7 +706,7 @@ def network_specs(*strategies: st.SearchStrategy[NetworkSpec]) -> st.SearchStrat
     def _specs(draw: st.DrawFn) -> tuple[NetworkSpec, ...]:
         specs = tuple(spec for spec in (draw(s) for s in chosen) if not spec.is_clean)
         try:
-            return _netem._check_direction("network_specs", specs)
+            return _netem.check_direction("network_specs", specs)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
 

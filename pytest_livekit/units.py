@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_ms", "to_ms"]
+__all__ = ["format_ms", "ms_to_seconds", "seconds_to_ms", "to_ms"]
 
 
 def to_ms(seconds: Any, digits: int | None = 1) -> float | None:
@@ -44,3 +44,21 @@ def format_ms(seconds: Any, missing: str = "—") -> str:
     """
     ms = to_ms(seconds, digits=None)
     return missing if ms is None else f"{ms:.0f} ms"
+
+
+def seconds_to_ms(seconds: float) -> float:
+    """``seconds`` (s) as milliseconds, exactly (no rounding; for figures known to be numbers).
+
+    >>> seconds_to_ms(0.25)
+    250.0
+    """
+    return float(seconds) * 1000.0
+
+
+def ms_to_seconds(ms: float) -> float:
+    """``ms`` (milliseconds) as seconds, exactly.
+
+    >>> ms_to_seconds(250)
+    0.25
+    """
+    return float(ms) / 1000.0

@@ -379,6 +379,10 @@ class DispatchedAgent:
                 return member
         return None
 
+    async def wait_until_failed(self) -> None:
+        """Return when the job has failed (never, for a job that does not)."""
+        await self._failed.wait()
+
     def raise_if_failed(self) -> None:
         """Raise :class:`AgentCrashedError` with the job's traceback if it failed."""
         if self.failure_text is not None:

@@ -20,6 +20,10 @@ class _IdleAgent:
     def __init__(self) -> None:
         self._failed = asyncio.Event()
 
+    async def wait_until_failed(self) -> None:
+        """Never returns: this agent never fails."""
+        await self._failed.wait()
+
     def raise_if_failed(self) -> None:
         """Never raises: this agent never fails."""
 
