@@ -550,8 +550,9 @@ class CallerSession:
                     self._spawn(self._sample_jitter_buffer(closed.start), "pytest-livekit-jitter-buffer")
                 elif self.detector.active and not was_active:
                     onset = self.detector.onset()
-                    self.send("heard_onset", onset)  # time-to-first-audio waiters wake up
-                    self._spawn(self._sample_jitter_buffer(onset), "pytest-livekit-jitter-buffer")
+                    if onset is not None:  # always, once active: the segment it opens has a start
+                        self.send("heard_onset", onset)  # time-to-first-audio waiters wake up
+                        self._spawn(self._sample_jitter_buffer(onset), "pytest-livekit-jitter-buffer")
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()

@@ -67,12 +67,12 @@ def version_differences(shards: Mapping[str, Sequence[Mapping[str, Any]]]) -> li
     """
     lines = []
     # (not the agent spec: a suite's shards legitimately run different agents, one per test)
-    fields = [(name, lambda t, n=name: (t.get("versions") or {}).get(n)) for name in COMPARED_VERSIONS]
-    for name, get in fields:
+    for name in COMPARED_VERSIONS:
         seen: dict[str, Counter[str]] = {}
         for shard, traces in shards.items():
             for trace in traces:
-                seen.setdefault(str(get(trace)), Counter())[shard] += 1
+                version = (trace.get("versions") or {}).get(name)
+                seen.setdefault(str(version), Counter())[shard] += 1
         if len(seen) > 1:
             parts = [
                 f"{value} ({', '.join(f'{s}: {n} calls' for s, n in sorted(counts.items()))})"

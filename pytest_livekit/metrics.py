@@ -12,13 +12,11 @@ from __future__ import annotations
 from .record import CallRecord
 
 # Text scoring lives in one engine; these names stay importable from here.
-from .text_scoring import (  # noqa: E402,F401 - re-exported public names
-    WordErrors,
-    fold_text,
-    normalize_text,
-    spell_out_digits,
-    word_error_rate,
-)
+from .text_scoring import WordErrors as WordErrors
+from .text_scoring import fold_text as fold_text
+from .text_scoring import normalize_text as normalize_text
+from .text_scoring import spell_out_digits as spell_out_digits
+from .text_scoring import word_error_rate as word_error_rate
 
 
 def time_to_first_audio(record: CallRecord, turn: int = -1) -> float | None:

@@ -245,7 +245,7 @@ class PacketRelay:
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _Listener(self), local_addr=self.listen, family=socket.AF_INET
         )
-        self._listener = cast(asyncio.DatagramTransport, transport)
+        self._listener = transport
         return self
 
     def close(self) -> None:

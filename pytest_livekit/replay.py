@@ -265,12 +265,12 @@ async def replay_with_server(
     binary = find_server_binary(server_binary, root=root)
     log = Path(tempfile.mkdtemp(prefix="pytest-livekit-replay-")) / "livekit-server.log"
     shaped = bool((trace.get("network") or {}).get("shaped"))
-    addresses: dict[str, str] = {}
+    node_ip = relay_ip = None
     if shaped:  # the call ran through the packet relay: so does its replay
         from .session import relay_addresses
 
-        addresses["node_ip"], addresses["relay_ip"] = relay_addresses()
-    with LivekitServer(binary, log_path=log, **addresses) as server:
+        node_ip, relay_ip = relay_addresses()
+    with LivekitServer(binary, log_path=log, node_ip=node_ip, relay_ip=relay_ip) as server:
         relay = None
         if server.relay_addresses is not None:
             from .caller import caller_host

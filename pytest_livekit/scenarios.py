@@ -887,11 +887,11 @@ async def run_scenario(
     for reply_number in range(1, scenario.max_turns + 1):
         interrupt = scenario.interrupt
         if interrupt is not None and interrupt.reply == reply_number:
-            line = scenario.line(interrupt.say)
+            interruption = scenario.line(interrupt.say)
             before_interrupt = since
-            turn = await call.barge_in(line, offset_s=interrupt.after_s, conditions=conditions)
+            turn = await call.barge_in(interruption, offset_s=interrupt.after_s, conditions=conditions)
             since = turn.ended_at if turn.ended_at is not None else since
-            result.steps.append(ScenarioStep("(talked over)", line, "interrupt"))
+            result.steps.append(ScenarioStep("(talked over)", interruption, "interrupt"))
             continue
         try:
             await call.wait_for_agent_to_say(r"\S", timeout=wait, since=since, interrupted=False)
@@ -900,8 +900,8 @@ async def run_scenario(
             result.steps.append(ScenarioStep("", None, f"no reply within {wait:.0f} s"))
             break
         talked_over = [
-            line for line in call.agent_lines(before_interrupt)
-            if line not in call.agent_lines(before_interrupt, interrupted=False)
+            said for said in call.agent_lines(before_interrupt)
+            if said not in call.agent_lines(before_interrupt, interrupted=False)
         ]
         if talked_over and result.steps and result.steps[-1].chosen_by == "interrupt":
             result.steps[-1] = dataclasses.replace(result.steps[-1], agent_said=" ".join(talked_over) + " [talked over]")
