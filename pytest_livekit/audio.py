@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import AudioInputError
+from .errors import AudioInputError, ConfigError, PytestLivekitError
 
 #: Sample rate of everything the caller sends and records, in Hz (WebRTC's native Opus rate).
 CALL_SAMPLE_RATE = 48_000
@@ -112,12 +114,96 @@ def load_wav(path: str | os.PathLike[str], *, text: str | None = None) -> Caller
     """Read an audio file of any rate and channel count as 48 kHz mono caller audio.
 
     Raises:
-        AudioInputError: the file is missing, unreadable, or holds no samples; the message says
-            which and how to fix it.
+        AudioInputError: the file is missing, unreadable, too long, truncated (its header
+            promises more than it holds), holds no samples, or is silent; the message says which
+            and how to fix it (the same message :func:`check_audio_file` gives at collection).
     """
     import soundfile as sf
 
     p = Path(path)
+    _check_header(p)
+    try:
+        data, rate = sf.read(str(p), always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError with a terse text
+        raise _unreadable(p, exc) from None
+    mono = to_mono_float(data)
+    _check_samples(p, len(mono), float(np.abs(mono).max()) if len(mono) else 0.0, int(rate))
+    pcm = float_to_pcm16(resample(mono, int(rate), CALL_SAMPLE_RATE))
+    return CallerAudio(pcm=pcm, source=str(p), text=text)
+
+
+def check_audio_file(path: str | os.PathLike[str]) -> None:
+    """Check a caller audio file the way :func:`load_wav` does, without keeping its samples.
+
+    For collection time: the file is read block by block (a 10-minute clip never sits in memory
+    whole) and not resampled, so it costs a read of the file and no scipy import.
+
+    Raises:
+        AudioInputError: the same error, with the same message, :func:`load_wav` would raise.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    rate = _check_header(p)
+    frames, peak = 0, 0.0
+    try:
+        for block in sf.blocks(str(p), blocksize=1 << 16, always_2d=True):
+            mono = to_mono_float(block)
+            frames += len(mono)
+            if len(mono):
+                peak = max(peak, float(np.abs(mono).max()))
+    except Exception as exc:  # the same errors sf.read() raises in load_wav
+        raise _unreadable(p, exc) from None
+    _check_samples(p, frames, peak, rate or 1)
+
+
+def caller_text_problem(text: str) -> PytestLivekitError | None:
+    """The error ``say(text)`` raises before it speaks, or ``None`` when the offline TTS can try.
+
+    The checks that need no speech synthesis: empty text, and characters an English espeak-ng
+    voice cannot say (other scripts, emoji, invisible characters). Text of punctuation only is
+    found only once synthesised (it yields no audible speech). Shared by
+    :meth:`~pytest_livekit.call.LivekitCall.synthesize` and the collection-time scan of
+    ``say()`` literals (:mod:`pytest_livekit.vocabulary`), so both say the same.
+    """
+    if not text or not text.strip():
+        return ConfigError(
+            "say() needs some text to speak; got an empty string.\n"
+            "Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'."
+        )
+    from .offline.tts import unsayable_characters  # loads livekit-agents: only when text is checked
+
+    bad = unsayable_characters(text)
+    if bad:
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in bad[:8])
+        return AudioInputError(
+            f"say({text!r}): the offline English TTS cannot say {shown}: it would read them out "
+            "by name or not at all, and the ASR reference would not match what was spoken.\n"
+            "Hint: write the words out in Latin letters, or play a recording with "
+            "'await call.play(\"turn.wav\", text=...)'."
+        )
+    return None
+
+
+#: A header may promise this much more audio than a file holds (s) before the file counts as
+#: truncated: some writers count a few header bytes into the data size, which loses nothing.
+TRUNCATION_TOLERANCE_SECONDS = 0.01
+
+# WAV format tags whose block align is the size of one frame (PCM, float, A-law, mu-law); for
+# compressed formats (ADPCM, GSM) a block holds many frames, so the header's frame count is
+# left to libsndfile.
+_FRAME_ALIGNED_WAV_FORMATS = frozenset({0x0001, 0x0003, 0x0006, 0x0007})
+_WAV_FORMAT_EXTENSIBLE = 0xFFFE
+# The data size streaming writers (ffmpeg or sox to a pipe) put in the header: length unknown.
+_OPEN_LENGTH = 0xFFFFFFFF
+
+
+def _check_header(p: Path) -> int | None:
+    """Checks before any sample is read: the file exists, is not too long, and holds what its
+    header promises. Returns the sample rate when libsndfile can read the header.
+    """
+    import soundfile as sf
+
     if not p.exists():
         raise AudioInputError(
             f"caller audio file {str(p)!r} does not exist.\n"
@@ -126,35 +212,120 @@ def load_wav(path: str | os.PathLike[str], *, text: str | None = None) -> Caller
         )
     try:
         info = sf.info(str(p))
-    except Exception:  # not audio at all: read() below says so with soundfile's reason
-        info = None
-    if info is not None and info.duration > MAX_CLIP_SECONDS:
+    except Exception:  # not audio at all: the read that follows says so with soundfile's reason
+        return None
+    if info.duration > MAX_CLIP_SECONDS:
         raise AudioInputError(
             f"caller audio file {str(p)!r} is {info.duration:.0f} s long; a caller clip is one turn "
             f"(at most {MAX_CLIP_SECONDS:.0f} s).\nHint: cut the turn you want out of it, e.g. "
             "'sox in.wav out.wav trim 0 20'."
         )
-    try:
-        data, rate = sf.read(str(p), always_2d=True)
-    except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError with a terse text
+    promised = header_frames(p)
+    rate = int(info.samplerate)
+    # libsndfile reads what is there (its frame count is corrected to the file's length), so a
+    # cut file would silently play a part of the turn and the ASR reference would not match
+    if promised is not None and promised - int(info.frames) > TRUNCATION_TOLERANCE_SECONDS * rate:
         raise AudioInputError(
-            f"caller audio file {str(p)!r} cannot be read as audio: {exc}.\n"
-            "Hint: give a WAV/FLAC/OGG file (PCM or float); re-export it, e.g. "
-            "'sox in.mp3 -r 48000 -c 1 out.wav'."
-        ) from None
-    if data.shape[0] == 0:
+            f"caller audio file {str(p)!r} is truncated: its header promises {promised} frames "
+            f"({promised / rate:.2f} s) but the file holds {info.frames} ({info.frames / rate:.2f} s).\n"
+            "Hint: the file was cut short (an interrupted copy, download or recording); copy or "
+            "export it again, or keep what is there with a header that says so: python -c "
+            f"\"import soundfile as sf; sf.write('{p.stem}-fixed{p.suffix}', *sf.read('{p.name}'))\"."
+        )
+    return rate
+
+
+def _unreadable(p: Path, exc: BaseException) -> AudioInputError:
+    return AudioInputError(
+        f"caller audio file {str(p)!r} cannot be read as audio: {exc}.\n"
+        "Hint: give a WAV/FLAC/OGG file (PCM or float); re-export it, e.g. "
+        "'sox in.mp3 -r 48000 -c 1 out.wav'."
+    )
+
+
+def _check_samples(p: Path, frames: int, peak: float, rate: int) -> None:
+    """Fail for a file with no samples or no audible sound (``peak``: of the mono mix, 0..1)."""
+    if frames == 0:
         raise AudioInputError(f"caller audio file {str(p)!r} has no samples.\nHint: re-record it.")
-    mono = resample(to_mono_float(data), int(rate), CALL_SAMPLE_RATE)
-    pcm = float_to_pcm16(mono)
-    peak = float(np.abs(pcm.astype(np.float64)).max()) / 32768.0
     if peak < 10.0 ** (SILENT_PEAK_DBFS / 20.0):
         level = "digital silence" if peak == 0.0 else f"peak {20.0 * np.log10(peak):.0f} dBFS"
         raise AudioInputError(
-            f"caller audio file {str(p)!r} holds no speech ({level}, {len(pcm) / CALL_SAMPLE_RATE:.1f} s).\n"
+            f"caller audio file {str(p)!r} holds no speech ({level}, {frames / rate:.1f} s).\n"
             "Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'; "
             "otherwise check the recording's level."
         )
-    return CallerAudio(pcm=pcm, source=str(p), text=text)
+
+
+def header_frames(path: str | os.PathLike[str]) -> int | None:
+    """The number of frames a WAV (RIFF or RF64) or AIFF file's header promises.
+
+    Returns:
+        The frame count, or ``None`` for other formats, for compressed WAV formats, and for a
+        header that leaves the length open (streaming writers put 0xFFFFFFFF there).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12:
+                return None
+            kind, form = head[:4], head[8:12]
+            if kind in (b"RIFF", b"RF64") and form == b"WAVE":
+                return _wav_header_frames(f)
+            if kind == b"FORM" and form in (b"AIFF", b"AIFC"):
+                return _aiff_header_frames(f)
+    except OSError:
+        return None
+    return None
+
+
+def _wav_header_frames(f: BinaryIO) -> int | None:
+    """Frames of the ``data`` chunk of a RIFF/RF64 WAV (read after its 12-byte preamble)."""
+    block_align: int | None = None
+    tag: int | None = None
+    data64: int | None = None  # RF64: the real data size, in the ds64 chunk
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"ds64":
+            body = f.read(size)
+            if len(body) >= 16:
+                data64 = struct.unpack("<Q", body[8:16])[0]
+            f.seek(size & 1, 1)
+            continue
+        if cid == b"fmt ":
+            body = f.read(size)
+            if len(body) < 16:
+                return None
+            tag, _channels, _rate, _byte_rate, block_align = struct.unpack("<HHIIH", body[:14])
+            if tag == _WAV_FORMAT_EXTENSIBLE and len(body) >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the tag
+            f.seek(size & 1, 1)
+            continue
+        if cid == b"data":
+            if size == 0xFFFFFFFF and data64 is not None:
+                size = data64
+            if size == _OPEN_LENGTH or tag not in _FRAME_ALIGNED_WAV_FORMATS or not block_align:
+                return None
+            return int(size // block_align)
+        f.seek(size + (size & 1), 1)  # chunks are padded to an even length
+
+
+def _aiff_header_frames(f: BinaryIO) -> int | None:
+    """``numSampleFrames`` of an AIFF/AIFC ``COMM`` chunk (read after the 12-byte preamble)."""
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None
+        cid, size = chunk[:4], struct.unpack(">I", chunk[4:])[0]
+        if cid == b"COMM":
+            body = f.read(6)
+            if len(body) < 6:
+                return None
+            frames = int(struct.unpack(">I", body[2:6])[0])
+            return frames or None
+        f.seek(size + (size & 1), 1)
 
 
 def rms_dbfs(pcm: npt.NDArray[np.int16]) -> float:

@@ -635,24 +635,13 @@ class LivekitCall:
     # -- the script ---------------------------------------------------------------------------
     def synthesize(self, text: str) -> CallerAudio:
         """Speak ``text`` with the offline TTS into 48 kHz caller audio."""
-        if not text or not text.strip():
-            raise ConfigError(
-                "say() needs some text to speak; got an empty string.\n"
-                "Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'."
-            )
-        from .audio import SILENT_PEAK_DBFS
+        from .audio import SILENT_PEAK_DBFS, caller_text_problem
         from .errors import AudioInputError
-        from .offline.tts import synthesize_speech, unsayable_characters
+        from .offline.tts import synthesize_speech
 
-        bad = unsayable_characters(text)
-        if bad:
-            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in bad[:8])
-            raise AudioInputError(
-                f"say({text!r}): the offline English TTS cannot say {shown}: it would read them out "
-                "by name or not at all, and the ASR reference would not match what was spoken.\n"
-                "Hint: write the words out in Latin letters, or play a recording with "
-                "'await call.play(\"turn.wav\", text=...)'."
-            )
+        problem = caller_text_problem(text)  # the same check the collection-time scan makes
+        if problem is not None:
+            raise problem
         pcm, rate = synthesize_speech(text, voice=self.voice, words_per_minute=self.words_per_minute)
         audio = float_to_pcm16(resample(to_mono_float(pcm), rate, CALL_SAMPLE_RATE))
         if not len(audio) or np.abs(audio.astype(np.float64)).max() / 32768.0 < 10.0 ** (SILENT_PEAK_DBFS / 20.0):
@@ -831,12 +820,14 @@ class LivekitCall:
             "barge_in", text=text, offset_s=offset_s, kind=kind, timeout=timeout,
             conditions=conditions.to_dict() if conditions is not None else None,
         )
+        # synthesised first: bad text fails before the wait for the agent, and the speech is
+        # ready when the agent's reply becomes audible (no synthesis between onset and start)
+        audio = self.synthesize(text)
         last = self.record.caller_turns[-1] if self.record.caller_turns else None
         since = last.ended_at if last is not None and last.ended_at is not None else 0.0
         onset = await self._agent_onset_after(since, timeout)
         return await self._speak(
-            self.synthesize(text), wait_for_listening=False, conditions=conditions, kind=kind,
-            start_at=onset + offset_s,
+            audio, wait_for_listening=False, conditions=conditions, kind=kind, start_at=onset + offset_s,
         )
 
     async def backchannel(self, text: str = "mm-hmm", *, offset_s: float = 0.5) -> CallerTurn:

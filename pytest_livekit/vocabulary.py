@@ -11,6 +11,11 @@ by hand, so the plugin builds it once per run from three declared sources:
 * the string literals the collected test modules pass to ``say()``, ``barge_in()``,
   ``backchannel()`` and ``play(..., text=)`` (found with :mod:`ast`, never by running them).
 
+The same scan checks, at collection, the caller input a call would refuse at run time (see
+:func:`caller_input_problems`): an empty ``say("")``, text with characters the offline TTS cannot
+say, and ``play("turn.wav")`` paths that are missing or not usable audio. Each is reported with
+its ``file:line`` and the message the call itself would raise.
+
 Every call of the run decodes with the *same* model. It is never built from the utterance about
 to be spoken: a model of one sentence "recognises" that sentence from almost any audio, which
 would make WER meaningless. What offline WER then measures is the audio path and the signal
@@ -51,7 +56,10 @@ if TYPE_CHECKING:
     from .offline.stt import SphinxSTT
 
 __all__ = [
+    "CALLER_AUDIO_METHODS",
     "CALLER_TEXT_METHODS",
+    "AudioLiteral",
+    "CallerInputError",
     "DOMAIN_MODEL",
     "GENERIC_MODEL",
     "MODEL_CHOICES",
@@ -61,6 +69,7 @@ __all__ = [
     "SkippedCall",
     "SuiteVocabulary",
     "VocabularyError",
+    "caller_input_problems",
     "collect_say_literals",
     "load_stt_phrases",
     "parse_model_choice",
@@ -98,6 +107,15 @@ default by a unit test). ``synthesize`` is left out on purpose: TTS objects have
 that name, and their text is agent speech.
 """
 
+CALLER_AUDIO_METHODS: Final[Mapping[str, tuple[int, str]]] = {"play": (0, "path")}
+"""Caller methods that play an audio file: name -> (position, keyword) of the path argument."""
+
+# Text the call refuses before speaking it: checked at collection for these methods only
+# (``play``'s text is the transcript of a recording, never synthesised).
+_SPOKEN_TEXT_METHODS = frozenset({"say", "barge_in", "backchannel"})
+# Context managers and decorators under which a test expects its caller input to fail.
+_EXPECTS_ERROR_CALLS = frozenset({"raises", "assertRaises", "assertRaisesRegex"})
+
 _SESSION_HINT = "session"  # AgentSession.say() speaks *agent* text; it is not caller vocabulary
 
 _FORMAT_VERSION = 1
@@ -118,6 +136,13 @@ class VocabularyError(ConfigError, ValueError):
     """
 
 
+class CallerInputError(VocabularyError):
+    """Tests pass the caller literal input the call would refuse at run time (an empty
+    ``say("")``, text the offline TTS cannot say, an unusable ``play()`` file); raised at
+    collection by :meth:`SuiteVocabulary.collect`, listing each with its ``file:line``.
+    """
+
+
 # -- finding the phrases tests say ----------------------------------------------------------------
 @dataclass(frozen=True)
 class SayLiteral:
@@ -133,12 +158,42 @@ class SayLiteral:
     """``say``, ``barge_in``, ``backchannel`` or ``play``."""
     default: bool = False
     """True when the call passed no text and this is the method's default (``backchannel()``)."""
+    expects_error: bool = False
+    """True when the call is inside ``with pytest.raises(...)``, a ``try`` with ``except``, or an
+    ``xfail`` test: the test may mean to pass text the call refuses."""
 
     @property
     def where(self) -> str:
         """Where it came from, e.g. ``"tests/test_refund.py:12 say()"``."""
         suffix = " default text" if self.default else ""
         return f"{self.path}:{self.line} {self.method}(){suffix}"
+
+
+@dataclass(frozen=True)
+class AudioLiteral:
+    """An audio file path a test passes, as a literal, to a caller method (``play("turn.wav")``)."""
+
+    audio: str
+    """The path as written."""
+    path: str
+    """The test file, as given or relative to the scan's root."""
+    line: int
+    """1-based line of the call."""
+    method: str
+    """``play``."""
+    folder: str
+    """The test file's folder (absolute): the ``livekit_call`` fixtures resolve relative paths
+    against it."""
+    conftest: bool = False
+    """True in a ``conftest.py``: a relative path there resolves against the folder of whichever
+    test uses the fixture, so it cannot be checked for existence."""
+    expects_error: bool = False
+    """As :attr:`SayLiteral.expects_error`."""
+
+    @property
+    def where(self) -> str:
+        """Where it came from, e.g. ``"tests/test_refund.py:12 play('turn.wav')"``."""
+        return f"{self.path}:{self.line} {self.method}({self.audio!r})"
 
 
 @dataclass(frozen=True)
@@ -171,6 +226,8 @@ class SayScan:
     """``(path, reason)`` of files that could not be read or parsed; they were skipped."""
     files: int = 0
     """Files parsed successfully."""
+    audio: tuple[AudioLiteral, ...] = ()
+    """Literal audio paths passed to :data:`CALLER_AUDIO_METHODS`, in file then line order."""
 
     @property
     def texts(self) -> list[str]:
@@ -209,7 +266,8 @@ def scan_test_files(
     local assignments, ``for phrase in ["a", "b"]`` (or over a constant list) and
     ``@pytest.mark.parametrize`` values. ``for line in livekit_call_type.script`` is neither
     found nor skipped: call type scripts are collected from the call types. Anything else is
-    reported in :attr:`SayScan.skipped`.
+    reported in :attr:`SayScan.skipped`. Literal ``play()`` paths (and names bound only to
+    literals) go to :attr:`SayScan.audio`; computed paths are left to run time, unreported.
 
     A file that cannot be read or parsed is reported in :attr:`SayScan.unparseable` and
     skipped; this function never raises for a bad file (collection must not crash on it).
@@ -225,6 +283,7 @@ def scan_test_files(
     root_path = Path(root).resolve() if root is not None else None
     literals: list[SayLiteral] = []
     skipped: list[SkippedCall] = []
+    audio: list[AudioLiteral] = []
     unparseable: list[tuple[str, str]] = []
     files = 0
     for path in _expand_paths(paths):
@@ -237,10 +296,12 @@ def scan_test_files(
             unparseable.append((shown, f"{type(exc).__name__}: {exc}"))
             continue
         files += 1
-        found, missed = _CallFinder(shown, tree).run()
+        finder = _CallFinder(shown, tree, path)
+        found, missed = finder.run()
         literals.extend(found)
         skipped.extend(missed)
-    return SayScan(tuple(literals), tuple(skipped), tuple(unparseable), files)
+        audio.extend(finder.audio)
+    return SayScan(tuple(literals), tuple(skipped), tuple(unparseable), files, tuple(audio))
 
 
 def _expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -298,11 +359,14 @@ _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.
 class _CallFinder:
     """Walks one module: resolves names per scope, records caller-method calls."""
 
-    def __init__(self, path: str, tree: ast.Module) -> None:
+    def __init__(self, path: str, tree: ast.Module, source: Path | None = None) -> None:
         self._path = path
         self._tree = tree
+        self._source = source
         self._found: list[SayLiteral] = []
         self._skipped: list[SkippedCall] = []
+        self.audio: list[AudioLiteral] = []
+        """Literal audio paths found (after :meth:`run`), in line order."""
 
     def run(self) -> tuple[list[SayLiteral], list[SkippedCall]]:
         """Scan the module; returns the literals found and the calls skipped, in line order."""
@@ -310,10 +374,15 @@ class _CallFinder:
         self._walk(self._tree.body, [module_scope])
         self._found.sort(key=lambda lit: lit.line)
         self._skipped.sort(key=lambda s: s.line)
+        self.audio.sort(key=lambda a: a.line)
         return self._found, self._skipped
 
-    def _walk(self, nodes: Iterable[ast.AST], scopes: list[_Scope]) -> None:
-        """Visit ``nodes`` and their children, entering function scopes as Python does."""
+    def _walk(self, nodes: Iterable[ast.AST], scopes: list[_Scope], expecting: bool = False) -> None:
+        """Visit ``nodes`` and their children, entering function scopes as Python does.
+
+        ``expecting``: the nodes run where the test expects an error (see
+        :attr:`SayLiteral.expects_error`).
+        """
         for node in nodes:
             if isinstance(node, _FUNCTIONS):
                 params = _parametrized(node, scopes)
@@ -322,28 +391,45 @@ class _CallFinder:
                 names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
                 local = _bindings(node.body, {n: params.get(n) for n in names}, scopes)
                 # Decorators and defaults run in the enclosing scope.
-                self._walk([*node.decorator_list, *args.defaults, *(d for d in args.kw_defaults if d)], scopes)
-                self._walk(node.body, [*scopes, local])
+                self._walk([*node.decorator_list, *args.defaults, *(d for d in args.kw_defaults if d)], scopes, expecting)
+                xfail = any(_mentions(deco, "xfail") for deco in node.decorator_list)
+                self._walk(node.body, [*scopes, local], expecting or xfail)
                 continue
             if isinstance(node, ast.ClassDef):
                 # A class body is a scope its methods do not see: they resolve names in the
                 # module, so methods are walked with the enclosing scopes only.
                 class_scope = _bindings(node.body, {}, scopes)
+                xfail = expecting or any(_mentions(deco, "xfail") for deco in node.decorator_list)
                 for child in node.body:
-                    self._walk([child], scopes if isinstance(child, _FUNCTIONS) else [*scopes, class_scope])
+                    self._walk([child], scopes if isinstance(child, _FUNCTIONS) else [*scopes, class_scope], xfail)
+                continue
+            if isinstance(node, (ast.With, ast.AsyncWith)):
+                raises = any(
+                    isinstance(item.context_expr, ast.Call)
+                    and _receiver_name(item.context_expr.func) in _EXPECTS_ERROR_CALLS
+                    for item in node.items
+                )
+                self._walk(node.items, scopes, expecting)
+                self._walk(node.body, scopes, expecting or raises)
+                continue
+            if isinstance(node, _TRY_NODES):
+                self._walk(node.body, scopes, expecting or bool(node.handlers))
+                self._walk([*node.handlers, *node.orelse, *node.finalbody], scopes, expecting)
                 continue
             if isinstance(node, ast.Call):
-                self._check_call(node, scopes)
-            self._walk(ast.iter_child_nodes(node), scopes)
+                self._check_call(node, scopes, expecting)
+            self._walk(ast.iter_child_nodes(node), scopes, expecting)
 
-    def _check_call(self, call: ast.Call, scopes: list[_Scope]) -> None:
-        """Record ``call`` if it is a caller-method call with readable text."""
+    def _check_call(self, call: ast.Call, scopes: list[_Scope], expecting: bool = False) -> None:
+        """Record ``call`` if it is a caller-method call with readable text or a literal audio path."""
         func = call.func
         if not isinstance(func, ast.Attribute) or func.attr not in CALLER_TEXT_METHODS:
             return
         if _SESSION_HINT in _receiver_name(func.value).lower():
             return
         method = func.attr
+        if method in CALLER_AUDIO_METHODS:
+            self._check_audio(call, method, scopes, expecting)
         position, default = CALLER_TEXT_METHODS[method]
         arg: ast.expr | None = None
         for kw in call.keywords:
@@ -365,7 +451,34 @@ class _CallFinder:
         if isinstance(arg, ast.Constant) and arg.value is None:
             return  # play(text=None)
         for text in self._resolve(arg, call, method, scopes):
-            self._found.append(SayLiteral(text, self._path, call.lineno, method))
+            self._found.append(SayLiteral(text, self._path, call.lineno, method, expects_error=expecting))
+
+    def _check_audio(self, call: ast.Call, method: str, scopes: list[_Scope], expecting: bool) -> None:
+        """Record the literal path(s) of ``play(path)``; anything else is left to run time, silently
+        (a computed path is normal: ``tmp_path / "x.wav"``, ``Path(__file__).parent / ...``).
+        """
+        if self._source is None:
+            return
+        position, keyword = CALLER_AUDIO_METHODS[method]
+        arg = next((kw.value for kw in call.keywords if kw.arg == keyword), None)
+        if arg is None and len(call.args) > position and not any(
+            isinstance(a, ast.Starred) for a in call.args[: position + 1]
+        ):
+            arg = call.args[position]
+        if isinstance(arg, ast.Call) and _receiver_name(arg.func) in ("Path", "PurePath") and len(arg.args) == 1 \
+                and not arg.keywords:
+            arg = arg.args[0]  # play(Path("turn.wav"))
+        paths: tuple[str, ...] = ()
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            paths = (arg.value,)
+        elif isinstance(arg, ast.Name):
+            value = _lookup(arg.id, scopes)
+            if value is not None and value.kind == "str":
+                paths = value.strings
+        folder = str(self._source.resolve().parent)
+        conftest = self._source.name == "conftest.py"
+        for audio in paths:
+            self.audio.append(AudioLiteral(audio, self._path, call.lineno, method, folder, conftest, expecting))
 
     def _resolve(self, arg: ast.expr, call: ast.Call, method: str, scopes: list[_Scope]) -> list[str]:
         """The strings ``arg`` may be, or ``[]`` after recording why it cannot be read."""
@@ -387,6 +500,17 @@ class _CallFinder:
 
     def _skip(self, call: ast.Call, method: str, reason: str) -> None:
         self._skipped.append(SkippedCall(self._path, call.lineno, method, reason))
+
+
+_TRY_NODES = (ast.Try, ast.TryStar)
+
+
+def _mentions(node: ast.expr, name: str) -> bool:
+    """Whether an expression names ``name`` anywhere (``pytest.mark.xfail(reason=...)``)."""
+    return any(
+        (isinstance(n, ast.Attribute) and n.attr == name) or (isinstance(n, ast.Name) and n.id == name)
+        for n in ast.walk(node)
+    )
 
 
 def _receiver_name(node: ast.expr) -> str:
@@ -541,6 +665,95 @@ def _parametrized(func: ast.FunctionDef | ast.AsyncFunctionDef, scopes: Sequence
                 strings.extend(value.strings)
             out[name] = _Value("str", tuple(dict.fromkeys(strings))) if strings else None
     return out
+
+
+# -- caller input the call would refuse ----------------------------------------------------------
+def caller_input_problems(scan: SayScan, *, root: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:
+    """The literal caller input of a scan that the call would refuse at run time.
+
+    Checked: the text of ``say()``, ``barge_in()`` and ``backchannel()`` (empty, or characters
+    the offline TTS cannot say: :func:`pytest_livekit.audio.caller_text_problem`) and the audio
+    files of ``play()`` (missing, not audio, too long, truncated, empty or silent:
+    :func:`pytest_livekit.audio.check_audio_file`). The messages are the ones the call raises,
+    so collection and run time say the same. Calls where the test expects an error
+    (:attr:`SayLiteral.expects_error`) are left alone.
+
+    A relative ``play()`` path is looked up where a call may resolve it: the test file's folder
+    (``livekit_call``, ``make_livekit_call``), then ``root`` (``livekit_session.new_call``'s
+    default); reported missing only when in neither. In a ``conftest.py`` a relative path is
+    checked only if found (it resolves against the folder of the test that uses the fixture).
+
+    Args:
+        scan: What :func:`scan_test_files` found.
+        root: The rootdir.
+
+    Returns:
+        ``(where, message)`` pairs in file then line order; ``where`` is e.g.
+        ``"tests/test_x.py:12 say()"``.
+    """
+    from .audio import caller_text_problem, check_audio_file
+    from .errors import AudioInputError
+
+    problems: list[tuple[str, int, str, str]] = []  # (file, line, where, message)
+    text_verdicts: dict[str, str | None] = {}
+    for lit in scan.literals:
+        if lit.method not in _SPOKEN_TEXT_METHODS or lit.expects_error:
+            continue
+        if lit.text not in text_verdicts:
+            error = caller_text_problem(lit.text)
+            text_verdicts[lit.text] = None if error is None else str(error)
+        message = text_verdicts[lit.text]
+        if message is not None:
+            problems.append((lit.path, lit.line, lit.where, message))
+    file_verdicts: dict[Path, str | None] = {}
+    for audio in scan.audio:
+        if audio.expects_error:
+            continue
+        path = _audio_path(audio, root)
+        if path is None:
+            continue
+        if path not in file_verdicts:
+            try:
+                check_audio_file(path)
+                file_verdicts[path] = None
+            except AudioInputError as exc:
+                file_verdicts[path] = str(exc)
+        message = file_verdicts[path]
+        if message is not None:
+            problems.append((audio.path, audio.line, audio.where, message))
+    problems.sort(key=lambda p: (p[0], p[1]))  # stable: a line's own calls keep their order
+    return [(where, message) for _, _, where, message in problems]
+
+
+def _audio_path(audio: AudioLiteral, root: str | os.PathLike[str] | None) -> Path | None:
+    """The file a ``play()`` literal names, as a call would resolve it (see
+    :func:`caller_input_problems`); ``None`` when it cannot be known.
+    """
+    written = Path(audio.audio).expanduser()
+    if written.is_absolute():
+        return written
+    candidates = [Path(audio.folder) / written]
+    if root is not None:
+        candidates.append(Path(root) / written)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    return None if audio.conftest else candidates[0]
+
+
+def _problems_message(problems: Sequence[tuple[str, str]], rest: str | None) -> str:
+    """One message for every refused caller input (and the vocabulary's own problem, if any)."""
+    lines = [
+        f"{len(problems)} caller input(s) in the collected tests would fail their call at run time "
+        "(each with the message below):"
+    ]
+    for where, message in problems:
+        first, *more = message.splitlines()
+        lines.append(f"  {where}: {first}")
+        lines.extend(f"      {line}" for line in more)
+    if rest:
+        lines.append(rest)
+    return "\n".join(lines)
 
 
 # -- the livekit_stt_phrases setting ------------------------------------------------------------
@@ -717,15 +930,35 @@ class SuiteVocabulary:
 
         Raises:
             VocabularyError: A phrase file is missing or unreadable.
+            CallerInputError: The tests pass the caller literal input the call would refuse
+                (:func:`caller_input_problems`): the message lists every such input with its
+                ``file:line`` and the call's own message, then the rest of the vocabulary's
+                missing words, if any.
         """
+        from .audio import caller_text_problem
+
         entries: list[tuple[str, str]] = []
         types = call_types.values() if isinstance(call_types, Mapping) else call_types
         for call_type in types:
             entries.extend((line, f"call type {call_type.name!r} script") for line in call_type.script)
         entries.extend(load_stt_phrases(stt_phrases, root=root))
         scan = scan_test_files(test_paths, root=root)
-        entries.extend((lit.text, lit.where) for lit in scan.literals)
-        return cls(phrases=cls.from_phrases(entries).phrases, scan=scan)
+        # Text the call refuses is never spoken: it has no place in the vocabulary (its words,
+        # e.g. of another script, would only add a "missing word" error about the same line).
+        entries.extend(
+            (lit.text, lit.where) for lit in scan.literals
+            if lit.method not in _SPOKEN_TEXT_METHODS or caller_text_problem(lit.text) is None
+        )
+        vocabulary = cls(phrases=cls.from_phrases(entries).phrases, scan=scan)
+        problems = caller_input_problems(scan, root=root)
+        if problems:
+            rest = None
+            try:
+                vocabulary.check()
+            except VocabularyError as exc:
+                rest = str(exc)
+            raise CallerInputError(_problems_message(problems, rest))
+        return vocabulary
 
     @classmethod
     def from_phrases(cls, phrases: Iterable[tuple[str, str] | str], *, source: str = "phrases") -> SuiteVocabulary:

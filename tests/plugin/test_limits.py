@@ -346,3 +346,54 @@ def test_no_loop(call_without_loop):
     result = pytester.runpytest_subprocess("--livekit-limits=warn", "-W", "error::pytest_livekit.errors.LimitBreachWarning")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["LimitBreachWarning: time-to-first-audio 1840 ms*"])
+
+
+# -- limits of the wrong sign or type: usage errors before anything runs ---------------------------
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("-5", "ttfa_ms_max = -5 must be >= 0."), ('"fast"', "ttfa_ms_max = 'fast' is not a number.")],
+    ids=["negative", "string"],
+)
+def test_a_bad_limit_in_pyproject_stops_the_session_naming_the_limit(
+    pytester: pytest.Pytester, value: str, expected: str
+) -> None:
+    pytester.makepyprojecttoml(PYPROJECT.replace("ttfa_ms_max = 1500", f"ttfa_ms_max = {value}"))
+    pytester.makepyfile(test_calls="def test_plain():\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: [[]tool.pytest_livekit.call_types.refund[]]: {expected}"])
+    assert "passed" not in result.stdout.str()
+
+
+def test_a_bad_limit_in_a_marker_is_a_usage_error_at_collection_naming_test_and_limit(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyprojecttoml(PYPROJECT)
+    pytester.makepyfile(test_calls="""
+import pytest
+
+@pytest.mark.livekit(call_type="refund", ttfa_ms_max=-1)
+def test_negative(make_livekit_call):
+    pass
+
+@pytest.mark.livekit(call_type="refund", wer_max="0.2")
+def test_string(make_livekit_call):
+    pass
+
+@pytest.mark.livekit(call_type="refund", ttfa_ms_max=True)
+def test_bool(make_livekit_call):
+    pass
+
+@pytest.mark.livekit(call_type="refund", ttfa_ms_max=2000)
+def test_fine(make_livekit_call):
+    pass
+""")
+    result = pytester.runpytest("--co")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "ERROR: pytest-livekit:",
+        "test_calls.py::test_negative: @pytest.mark.livekit: ttfa_ms_max = -1 must be >= 0.",
+        "test_calls.py::test_string: @pytest.mark.livekit: wer_max = '0.2' is not a number.",
+        "test_calls.py::test_bool: @pytest.mark.livekit: ttfa_ms_max = True is not a number.",
+    ])
+    assert "test_fine" not in result.stderr.str()

@@ -275,3 +275,38 @@ def test_plugin_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
     found = re.search(r"HEAVY=(\S*)", result.stdout.str())
     assert found is not None and found.group(1) == "", f"heavy modules imported: {found}"
     assert "pytest_livekit" in sys.modules  # sanity: the plugin is installed for these tests
+
+
+BROKEN_PYPROJECT = """\
+[tool.pytest.ini_options]
+asyncio_mode = "auto"
+
+[tool.pytest_livekit.call_types.refund]
+ttfa_ms_max = 1500
+wer_max =
+description = "a refund"
+"""
+
+
+def test_a_pyproject_with_a_toml_error_stops_the_session_naming_the_file_and_line(pytester: pytest.Pytester) -> None:
+    """The pyproject is pytest's own config file: pytest reads it first and says where."""
+    pyproject = pytester.makepyprojecttoml(BROKEN_PYPROJECT)
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {pyproject}: *(at line 6, column *)"])
+    assert "passed" not in result.stdout.str()
+
+
+def test_a_pyproject_the_plugin_reads_with_a_toml_error_names_the_file_and_line(pytester: pytest.Pytester) -> None:
+    """pytest's config lives elsewhere (``-c``): the plugin reads the rootdir's pyproject.toml
+    for its call types and says where the TOML is broken, at session start.
+    """
+    pyproject = pytester.makepyprojecttoml(BROKEN_PYPROJECT)
+    (pytester.path / "ci").mkdir()
+    (pytester.path / "ci" / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-c", "ci/pytest.ini", f"--rootdir={pytester.path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {pyproject}: invalid TOML: *(at line 6, column *)"])
+    assert "passed" not in result.stdout.str()

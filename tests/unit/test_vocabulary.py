@@ -12,11 +12,13 @@ import pytest
 from pytest_livekit.errors import ConfigError
 from pytest_livekit.thresholds import CallType
 from pytest_livekit.vocabulary import (
+    CALLER_AUDIO_METHODS,
     CALLER_TEXT_METHODS,
     GENERIC_MODEL,
     Phrase,
     SuiteVocabulary,
     VocabularyError,
+    caller_input_problems,
     collect_say_literals,
     load_stt_phrases,
     parse_model_choice,
@@ -177,6 +179,190 @@ def test_caller_text_methods_match_livekit_call() -> None:
             assert params.index(text) == position and text.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
         if default is not None:
             assert text.default == default, method
+
+
+def test_caller_audio_methods_match_livekit_call() -> None:
+    from pytest_livekit.call import LivekitCall
+
+    for method, (position, keyword) in CALLER_AUDIO_METHODS.items():
+        params = list(inspect.signature(getattr(LivekitCall, method)).parameters.values())[1:]
+        assert params[position].name == keyword, method
+        assert params[position].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+# -- caller input the call would refuse -----------------------------------------------------------
+def _tone_file(path: Path, amplitude: float = 0.5) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, amplitude * np.sin(np.arange(8_000) / 5.0), 8_000, subtype="PCM_16")
+    return path
+
+
+def test_scan_finds_literal_audio_paths(tmp_path: Path) -> None:
+    path = _write(tmp_path, "tests/test_audio.py", """
+        from pathlib import Path
+
+        HELLO = "audio/hello.wav"
+
+        async def test_a(call, livekit_session, tmp_path, name):
+            await call.play("audio/a.wav", text="hello")
+            await call.play(path="audio/b.wav")
+            await call.play(Path("audio/c.wav"))
+            await call.play(HELLO)
+            await call.play(tmp_path / "computed.wav")   # computed: left to run time, silently
+            await call.play(name)
+            await livekit_session.play("not a caller.wav")
+    """)
+
+    scan = scan_test_files([path], root=tmp_path)
+
+    assert [(a.audio, a.line, a.method) for a in scan.audio] == [
+        ("audio/a.wav", 7, "play"), ("audio/b.wav", 8, "play"), ("audio/c.wav", 9, "play"),
+        ("audio/hello.wav", 10, "play"),
+    ]
+    assert scan.audio[0].where == "tests/test_audio.py:7 play('audio/a.wav')"
+    assert scan.audio[0].folder == str((tmp_path / "tests").resolve()) and not scan.audio[0].conftest
+    assert scan.skipped == ()  # paths are not vocabulary: nothing to report as skipped
+    assert [lit.text for lit in scan.literals] == ["hello"]
+
+
+def test_scan_marks_calls_where_the_test_expects_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "test_expected.py", """
+        import pytest
+
+        async def test_a(call):
+            await call.say("")
+            with pytest.raises(ValueError):
+                await call.say("")
+            try:
+                await call.play("nope.wav")
+            except Exception:
+                pass
+            try:
+                await call.say("")
+            finally:
+                pass
+
+        @pytest.mark.xfail(reason="known")
+        async def test_b(call):
+            await call.say("")
+
+        @pytest.mark.xfail
+        class TestC:
+            async def test_c(self, call):
+                await call.say("")
+    """)
+
+    scan = scan_test_files([path])
+
+    assert [(lit.line, lit.expects_error) for lit in scan.literals] == [
+        (5, False), (7, True), (13, False), (19, True), (24, True),
+    ]
+    assert [(a.line, a.expects_error) for a in scan.audio] == [(9, True)]
+
+
+def test_caller_input_problems_name_the_line_and_say_what_the_call_says(tmp_path: Path) -> None:
+    from pytest_livekit.audio import caller_text_problem
+
+    _tone_file(tmp_path / "tests" / "audio" / "ok.wav")
+    _tone_file(tmp_path / "shared" / "root.wav")  # found under the rootdir (livekit_session.new_call)
+    _tone_file(tmp_path / "tests" / "quiet.wav", amplitude=0.0)
+    (tmp_path / "tests" / "notes.wav").write_text("not audio")
+    path = _write(tmp_path, "tests/test_inputs.py", """
+        import pytest
+
+        async def test_a(call):
+            await call.say("I want a refund")
+            await call.say("")
+            await call.barge_in("stop 🙂")
+            await call.backchannel()
+            await call.play("audio/ok.wav", text="日本語")   # a transcript is never synthesised
+            await call.play("shared/root.wav")
+            await call.play("audio/missing.wav")
+            await call.play("quiet.wav")
+            await call.play("notes.wav")
+            await call.play("/no/such/dir/turn.wav")
+            with pytest.raises(Exception):
+                await call.say("")
+    """)
+
+    problems = caller_input_problems(scan_test_files([path], root=tmp_path), root=tmp_path)
+
+    wheres = [where for where, _ in problems]
+    assert wheres == [
+        "tests/test_inputs.py:6 say()",
+        "tests/test_inputs.py:7 barge_in()",
+        "tests/test_inputs.py:11 play('audio/missing.wav')",
+        "tests/test_inputs.py:12 play('quiet.wav')",
+        "tests/test_inputs.py:13 play('notes.wav')",
+        "tests/test_inputs.py:14 play('/no/such/dir/turn.wav')",
+    ]
+    messages = [message for _, message in problems]
+    assert messages[0] == str(caller_text_problem(""))
+    assert messages[1] == str(caller_text_problem("stop 🙂"))
+    missing = (tmp_path / "tests" / "audio" / "missing.wav").resolve()
+    assert messages[2].startswith(f"caller audio file {str(missing)!r} does not exist.")
+    assert "holds no speech (digital silence" in messages[3]
+    assert "cannot be read as audio" in messages[4]
+    assert "'/no/such/dir/turn.wav' does not exist" in messages[5]
+
+
+def test_a_relative_path_in_a_conftest_is_checked_only_where_found(tmp_path: Path) -> None:
+    (tmp_path / "tests" / "notes.wav").parent.mkdir(parents=True)
+    (tmp_path / "tests" / "notes.wav").write_text("not audio")
+    path = _write(tmp_path, "tests/conftest.py", """
+        async def helper(call):
+            await call.play("per-test-folder.wav")   # resolves against each test's own folder
+            await call.play("notes.wav")
+    """)
+
+    problems = caller_input_problems(scan_test_files([path], root=tmp_path), root=tmp_path)
+
+    assert [where for where, _ in problems] == ["tests/conftest.py:4 play('notes.wav')"]
+
+
+def test_collect_reports_every_refused_input_and_the_rest_of_the_vocabulary(tmp_path: Path) -> None:
+    _write(tmp_path, "tests/test_calls.py", """
+        async def test_a(call):
+            await call.say("")
+            await call.say("返金してください")
+            await call.say("order zqxjkv please")
+            await call.play("gone.wav")
+    """)
+
+    with pytest.raises(VocabularyError) as info:
+        SuiteVocabulary.collect(test_paths=[tmp_path / "tests"], root=tmp_path)
+
+    message = str(info.value)
+    assert isinstance(info.value, ConfigError)
+    assert message.startswith("3 caller input(s) in the collected tests would fail their call at run time")
+    assert "\n  tests/test_calls.py:3 say(): say() needs some text to speak; got an empty string.\n" in message
+    assert "\n      Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'." in message
+    assert "tests/test_calls.py:4 say(): say('返金してください'): the offline English TTS cannot say '返'" in message
+    assert "tests/test_calls.py:6 play('gone.wav'): caller audio file" in message
+    # the rest of the vocabulary is still checked, in the same message; the refused text is not
+    # part of it (no second error about its "words")
+    assert "'zqxjkv':" in message and "返金" not in message.split("word(s) the pronunciation")[-1]
+
+
+def test_refused_text_under_pytest_raises_is_left_out_of_the_vocabulary(tmp_path: Path) -> None:
+    _write(tmp_path, "test_faults.py", """
+        import pytest
+
+        async def test_a(call):
+            await call.say("where is my order")
+            with pytest.raises(Exception):
+                await call.say("返金してください")
+            with pytest.raises(Exception):
+                await call.say("")
+    """)
+
+    vocab = SuiteVocabulary.collect(test_paths=[tmp_path / "test_faults.py"], root=tmp_path)
+
+    assert vocab.texts == ("where is my order",)
+    vocab.check()
 
 
 # -- the setting ----------------------------------------------------------------------------------
