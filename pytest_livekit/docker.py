@@ -3,10 +3,14 @@
 The container runs the official image (``livekit/livekit-server``, tag pinned to the version the
 plugin is tested with) with host networking: WebRTC media needs the server's UDP port reachable at
 the address it advertises, which port mapping on a bridge breaks. The config (with the secret) is
-a 0600 file mounted read-only, so it is in neither ``docker inspect`` nor the process list.
+a file in a 0700 folder, mounted read-only, so it is in neither ``docker inspect`` nor the process
+list.
 
 Each container carries labels tying it to the test session and the pytest process. Containers of
-a pytest process that no longer exists (a crashed or SIGKILLed run) are removed at the next start.
+a pytest process that no longer exists (a crashed or SIGKILLed run) are removed at the next start,
+with the config folder the dead run left behind. The owner is known by its pid and its start time
+(a reused pid is not the owner), within its boot and pid namespace: a run in another namespace
+sharing the engine is not judged from here, so its live containers are never removed.
 
 PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
 the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
@@ -32,6 +36,10 @@ from .server import DEFAULT_SERVER_VERSION, LivekitServer
 DEFAULT_IMAGE = f"livekit/livekit-server:v{DEFAULT_SERVER_VERSION}"
 LABEL = "io.pytest-livekit.session"
 OWNER_LABEL = "io.pytest-livekit.owner-pid"
+#: ``<boot id>/<pid namespace>/<start time>`` of the owner pid (Linux; absent elsewhere).
+OWNER_ID_LABEL = "io.pytest-livekit.owner-id"
+#: Prefix of the temporary folder holding a container's config (the secret).
+CONFIG_DIR_PREFIX = "pytest-livekit-docker-"
 
 
 class DockerUnavailableError(ServerError):
@@ -64,21 +72,83 @@ def docker_image_available(image: str) -> bool:
 
 
 def reap_orphans() -> list[str]:
-    """Remove pytest-livekit containers whose pytest process is gone; returns their ids."""
+    """Remove pytest-livekit containers whose pytest process is gone, and the config folders
+    they mount; returns the ids of the containers removed.
+
+    ``docker rm -f`` returns once the container is deleted; its containerd shim exits with it.
+    """
     out = _docker(
-        "ps", "-a", "--filter", f"label={LABEL}", "--format", f'{{{{.ID}}}} {{{{.Label "{OWNER_LABEL}"}}}}'
+        "ps", "-a", "--filter", f"label={LABEL}", "--format",
+        f'{{{{.ID}}}}\t{{{{.Label "{OWNER_LABEL}"}}}}\t{{{{.Label "{OWNER_ID_LABEL}"}}}}',
     ).stdout
     removed = []
     for line in out.splitlines():
-        parts = line.split()
-        if len(parts) != 2:
+        cid, owner, identity = ([*line.split("\t"), "", ""])[:3]
+        if not cid or not owner or _owner_alive(owner, identity):
             continue
-        cid, owner = parts
-        if owner.isdigit() and _pid_alive(int(owner)):
-            continue
-        _docker("rm", "-f", cid, check=False)
+        mounts = _docker(
+            "inspect", "--format", '{{range .Mounts}}{{.Source}}{{"\\n"}}{{end}}', cid, check=False
+        ).stdout.split()
+        if _docker("rm", "-f", cid, check=False).returncode != 0:
+            continue  # gone meanwhile (another session reaped it), or the engine refused: not ours
         removed.append(cid)
+        for source in mounts:
+            _remove_config_dir(Path(source).parent)
     return removed
+
+
+def _owner_alive(owner: str, identity: str) -> bool:
+    """Whether the pytest process a container's labels name may still run."""
+    if not owner.isdigit():
+        return False
+    pid = int(owner)
+    if not identity:  # a container labelled by an older version: the pid alone
+        return _pid_alive(pid)
+    where, _, started = identity.rpartition("/")
+    here = _namespace_id()
+    if here is None or where != here:
+        return True  # another boot, machine or pid namespace: its pids cannot be looked up here
+    return _start_time(pid) == started
+
+
+def _namespace_id() -> str | None:
+    """``<boot id>/<pid namespace inode>`` of this process; None where /proc does not tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot); None if there is no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
+    if len(fields) < 20 or fields[0] in ("Z", "X"):  # a zombie has exited: only its pid is left
+        return None
+    return fields[19]
+
+
+def _owner_identity() -> str | None:
+    """This process's :data:`OWNER_ID_LABEL` value; None where /proc does not tell."""
+    here, started = _namespace_id(), _start_time(os.getpid())
+    return f"{here}/{started}" if here is not None and started is not None else None
+
+
+def _remove_config_dir(folder: Path) -> None:
+    """Remove a dead run's config folder (it holds the secret) if it is one of ours, here."""
+    try:
+        if (
+            folder.name.startswith(CONFIG_DIR_PREFIX)
+            and folder.parent == Path(tempfile.gettempdir())
+            and folder.stat().st_uid == os.getuid()
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass  # not on this machine, or gone already
 
 
 def _pid_alive(pid: int) -> bool:
@@ -135,7 +205,7 @@ class DockerLivekitServer(LivekitServer):
             )
         self.ports = self._choose_ports()
         self.version = self.image.rsplit(":", 1)[-1].lstrip("v") if ":" in self.image else "unknown"
-        self._config_dir = tempfile.TemporaryDirectory(prefix="pytest-livekit-docker-")
+        self._config_dir = tempfile.TemporaryDirectory(prefix=CONFIG_DIR_PREFIX)
         cfg = Path(self._config_dir.name) / "livekit.json"
         cfg.write_text(json.dumps(self.config()))
         cfg.chmod(0o644)  # read by the container's user; the folder itself is 0700
@@ -145,10 +215,12 @@ class DockerLivekitServer(LivekitServer):
         self._container_gone = False
         self._last_answer = "no answer yet"
         self._register()  # from here the safety net removes the container (and its config)
+        identity = _owner_identity()
         run = _docker(
             "run", "-d", "--rm", "--network", "host",
             "--label", f"{LABEL}={self.session_id}",
             "--label", f"{OWNER_LABEL}={os.getpid()}",
+            *(["--label", f"{OWNER_ID_LABEL}={identity}"] if identity is not None else []),
             "-v", f"{cfg}:/etc/livekit.json:ro",
             self.image, "--config", "/etc/livekit.json",
             check=False,

@@ -58,20 +58,57 @@ def test_docker_mode_runs_a_call_and_removes_its_container(pytester: pytest.Pyte
 
 
 def test_containers_of_a_dead_run_are_reaped(tmp_path: Path) -> None:
-    from pytest_livekit.docker import DEFAULT_IMAGE, DockerLivekitServer
+    """Reaped at the next start: a container whose owner pid is gone (labelled by this version or
+    an older one), one whose owner pid now belongs to a later process, and the config folder a
+    reaped container mounts. Kept: one of a live owner, one of an owner in another boot or pid
+    namespace (its pids cannot be looked up here). The end-to-end case: test_docker_kill.py."""
+    import tempfile
+
+    from pytest_livekit.docker import (
+        CONFIG_DIR_PREFIX,
+        DEFAULT_IMAGE,
+        DockerLivekitServer,
+        _namespace_id,
+        _owner_identity,
+    )
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer exists: the "crashed pytest" that owned the container
-    orphan = subprocess.run(
-        ["docker", "create", "--network", "host",
-         "--label", "io.pytest-livekit.session=crashed-run",
-         "--label", f"io.pytest-livekit.owner-pid={dead.pid}", DEFAULT_IMAGE, "--version"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()
-    with DockerLivekitServer(log_path=tmp_path / "server.log") as server:
-        assert any(orphan.startswith(c) or c.startswith(orphan[:12]) for c in server.reaped)
-        assert server.is_running()
-        assert server.url.startswith("ws://127.0.0.1:")
+    here = _namespace_id()
+    assert here is not None
+    config_dir = Path(tempfile.mkdtemp(prefix=CONFIG_DIR_PREFIX))  # as the dead run left it
+    (config_dir / "livekit.json").write_text("{}")
+
+    def create(session: str, owner: int, identity: str | None, *options: str) -> str:
+        labels = ["--label", f"io.pytest-livekit.session={session}"]
+        labels += ["--label", f"io.pytest-livekit.owner-pid={owner}"]
+        if identity is not None:
+            labels += ["--label", f"io.pytest-livekit.owner-id={identity}"]
+        return subprocess.run(
+            ["docker", "create", "--network", "host", *labels, *options, DEFAULT_IMAGE, "--version"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+
+    orphans = [
+        create("crashed-run", dead.pid, f"{here}/1", "-v", f"{config_dir}/livekit.json:/etc/livekit.json:ro"),
+        create("crashed-run-of-an-older-version", dead.pid, None),
+        create("pid-reused", os.getpid(), f"{here}/1"),  # this pid, but the owner started at tick 1
+    ]
+    kept = [
+        create("live-run", os.getpid(), _owner_identity()),
+        create("other-namespace", dead.pid, "another-boot/4026531836/1"),
+    ]
+    try:
+        with DockerLivekitServer(log_path=tmp_path / "server.log") as server:
+            reaped = {cid[:12] for cid in server.reaped}
+            assert {cid[:12] for cid in orphans} <= reaped
+            assert not {cid[:12] for cid in kept} & reaped
+            assert not config_dir.exists()
+            assert server.is_running()
+            assert server.url.startswith("ws://127.0.0.1:")
+        assert sorted(_labelled_containers()) == sorted(cid[:12] for cid in kept)
+    finally:
+        subprocess.run(["docker", "rm", "-f", *kept], capture_output=True, check=False)
     assert _labelled_containers() == []
 
 
