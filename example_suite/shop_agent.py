@@ -40,7 +40,7 @@ class ShopAssistant(Agent):
         )
 
     @function_tool
-    async def delivery_date(self, context: RunContext, order_number: str) -> str:  # noqa: D417
+    async def delivery_date(self, context: RunContext[None], order_number: str) -> str:  # noqa: D417
         """When an order will be delivered.
 
         Args:
@@ -63,7 +63,7 @@ server.setup_fnc = prewarm
 @server.rtc_session(agent_name="shop-agent")
 async def shop_agent(ctx: JobContext) -> None:
     """One call: cloud STT/TTS, the multilingual turn detector, noise cancellation."""
-    session = AgentSession(
+    session: AgentSession[None] = AgentSession(
         stt=inference.STT(model="deepgram/nova-3", language="multi"),
         tts=inference.TTS(model="cartesia/sonic-3", voice="9626c31c-bec5-4cca-baa8-f8ba9e84c8bc"),
         turn_detection=MultilingualModel(),

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, RunContext, cli, room_io
+from livekit.agents import (
+    Agent,
+    AgentServer,
+    AgentSession,
+    InterruptionOptions,
+    JobContext,
+    JobProcess,
+    RunContext,
+    cli,
+    room_io,
+)
 from livekit.agents.llm import function_tool
 from livekit.plugins import silero
 
@@ -84,7 +94,7 @@ class SupportAgent(Agent):
     # Docstring "Args" become the tool's schema for the LLM; the injected RunContext is not a
     # tool argument, so it is left out on purpose (D417 below).
     @function_tool
-    async def lookup_order(self, context: RunContext, order_id: str) -> str:  # noqa: D417
+    async def lookup_order(self, context: RunContext[None], order_id: str) -> str:  # noqa: D417
         """Look up an order by its id.
 
         Args:
@@ -97,7 +107,7 @@ class SupportAgent(Agent):
         return f"order {order_id}: {order['item']}, {order['amount']}, refundable={order['refundable']}"
 
     @function_tool
-    async def issue_refund(self, context: RunContext, order_id: str) -> str:  # noqa: D417
+    async def issue_refund(self, context: RunContext[None], order_id: str) -> str:  # noqa: D417
         """Refund an order to the original card.
 
         Args:
@@ -106,7 +116,7 @@ class SupportAgent(Agent):
         return f"refund issued for order {order_id}"
 
     @function_tool
-    async def transfer_to_human(self, context: RunContext, reason: str) -> str:  # noqa: D417
+    async def transfer_to_human(self, context: RunContext[None], reason: str) -> str:  # noqa: D417
         """Hand the call to a human colleague.
 
         Args:
@@ -133,11 +143,15 @@ def prewarm(proc: JobProcess) -> None:
 
 
 async def run_support_session(
-    ctx: JobContext, interruption: dict[str, Any], *, agent: Agent | None = None, llm: ScriptedLLM | None = None
+    ctx: JobContext,
+    interruption: InterruptionOptions,
+    *,
+    agent: Agent | None = None,
+    llm: ScriptedLLM | None = None,
 ) -> None:
     """Start the support agent (or ``agent``) in the job's room with the given interruption options."""
     userdata: dict[str, Any] = ctx.proc.userdata
-    session: AgentSession = AgentSession(
+    session: AgentSession[None] = AgentSession(
         vad=userdata["vad"],
         stt=userdata["stt"],
         llm=llm or ScriptedLLM(RULES),
@@ -293,7 +307,7 @@ class VerifyingSupportAgent(SupportAgent):
         return f"Thank you {first}, you are verified. I found your {order['item']}. Shall I refund it?"
 
     @function_tool
-    async def start_refund(self, context: RunContext, ask_first: str) -> str:  # noqa: D417
+    async def start_refund(self, context: RunContext[None], ask_first: str) -> str:  # noqa: D417
         """Start a refund: the caller must be verified first.
 
         Args:
@@ -304,7 +318,7 @@ class VerifyingSupportAgent(SupportAgent):
         return "I can help with that. First, what is your name?"
 
     @function_tool
-    async def record_name(self, context: RunContext, name: str) -> str:  # noqa: D417
+    async def record_name(self, context: RunContext[None], name: str) -> str:  # noqa: D417
         """Record the caller's full name for verification.
 
         Args:
@@ -317,7 +331,7 @@ class VerifyingSupportAgent(SupportAgent):
         return self._next_step()
 
     @function_tool
-    async def record_order_number(self, context: RunContext, order_id: str) -> str:  # noqa: D417
+    async def record_order_number(self, context: RunContext[None], order_id: str) -> str:  # noqa: D417
         """Record the order number the caller gave.
 
         Args:
@@ -332,7 +346,7 @@ class VerifyingSupportAgent(SupportAgent):
         return self._next_step()
 
     @function_tool
-    async def confirm_refund(self, context: RunContext) -> str:
+    async def confirm_refund(self, context: RunContext[None]) -> str:
         """Refund the verified caller's order to the original card."""
         if self.caller_name is None or self.order_id is None or ACCOUNTS.get(self.caller_name) != self.order_id:
             return "I need your name and order number before I can refund anything."

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_livekit import assert_no_duplicated_turns, assert_within_limits
+from pytest_livekit import LivekitCall, assert_no_duplicated_turns, assert_within_limits
+from pytest_livekit.thresholds import CallType
 
 
 # the call types with a fixed script (verified_refund is played from scenario files instead)
 @pytest.mark.livekit(call_types=["refund", "order_status", "escalation"])
-async def test_scripted_call(livekit_call, livekit_call_type):
+async def test_scripted_call(livekit_call: LivekitCall, livekit_call_type: CallType) -> None:
     for line in livekit_call_type.script:
         await livekit_call.say(line)
         await livekit_call.wait_for_agent_reply()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 from hypothesis import given, note, settings
 
 from pytest_livekit import (
+    LivekitCall,
     assert_answers_interruption,
     assert_asr_accuracy,
     assert_backchannel_ignored,
@@ -23,10 +26,13 @@ from pytest_livekit.errors import CallTimeoutError
 
 REFUND = "I want a refund for order one two three four"
 
+#: The ``make_livekit_call`` fixture: keyword overrides in, an ``async with`` call out.
+MakeCall = Callable[..., AbstractAsyncContextManager[LivekitCall]]
+
 
 # only the first refund turn: the lookup is all this call can reach (a per-test limit override)
 @pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order"])
-async def test_noisy_refund_call(make_livekit_call):
+async def test_noisy_refund_call(make_livekit_call: MakeCall) -> None:
     async with make_livekit_call(conditions=Conditions((Noise(snr_db=15, color="pink"),), seed=7)) as call:
         await call.say(REFUND)
         await call.wait_for_agent_reply()
@@ -35,7 +41,7 @@ async def test_noisy_refund_call(make_livekit_call):
 
 
 @pytest.mark.livekit(call_type="escalation")
-async def test_barge_in_during_the_reply(livekit_call):
+async def test_barge_in_during_the_reply(livekit_call: LivekitCall) -> None:
     await livekit_call.say(REFUND)
     await livekit_call.barge_in("Can I speak to a human please", offset_s=0.2)
     await livekit_call.wait_for_agent_reply()
@@ -45,7 +51,7 @@ async def test_barge_in_during_the_reply(livekit_call):
 
 
 @pytest.mark.livekit(agent="support_agent:patient_server")
-async def test_backchannel_does_not_stop_the_patient_agent(livekit_call):
+async def test_backchannel_does_not_stop_the_patient_agent(livekit_call: LivekitCall) -> None:
     await livekit_call.say(REFUND)
     await livekit_call.backchannel("mm-hmm", offset_s=0.4)
     await livekit_call.wait_for_agent_reply()
@@ -53,7 +59,7 @@ async def test_backchannel_does_not_stop_the_patient_agent(livekit_call):
 
 
 @pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order"])
-async def test_mid_sentence_pause_is_not_an_end_of_turn(livekit_call):
+async def test_mid_sentence_pause_is_not_an_end_of_turn(livekit_call: LivekitCall) -> None:
     await livekit_call.say(REFUND, pause=Pause(at_word=4, duration_s=0.25))
     await livekit_call.wait_for_agent_reply()
     assert_no_reply_during_pause(livekit_call)
@@ -62,7 +68,7 @@ async def test_mid_sentence_pause_is_not_an_end_of_turn(livekit_call):
 
 # the first answer after a full reconnect waits for the media path again: 2.5 s, as asserted below
 @pytest.mark.livekit(call_type="order_status", ttfa_ms_max=2500)
-async def test_call_goes_on_after_a_reconnect(livekit_call):
+async def test_call_goes_on_after_a_reconnect(livekit_call: LivekitCall) -> None:
     await livekit_call.say("Hello")
     await livekit_call.wait_for_agent_reply()
     await livekit_call.reconnect("full")
@@ -80,7 +86,7 @@ async def test_call_goes_on_after_a_reconnect(livekit_call):
 @pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order"], limits="warn")
 @settings(parent=lks.settings_profile(), max_examples=12)
 @given(conditions=lks.conditions(lks.noise(min_snr_db=-10, max_snr_db=30), lks.frame_loss(max_rate=0.3)))
-async def test_refund_sweep_fragile(make_livekit_call, conditions):
+async def test_refund_sweep_fragile(make_livekit_call: MakeCall, conditions: Conditions) -> None:
     note(f"conditions: {conditions.describe()}")
     async with make_livekit_call(conditions=conditions) as call:
         await call.say(REFUND)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_livekit import assert_tool_called
+from pytest_livekit import LivekitCall, assert_tool_called
 from pytest_livekit.errors import ConversationError
 
 REFUND = "I want a refund for order one two three four"
 
 
 @pytest.mark.livekit(call_type="refund")
-async def test_the_caller_answers_what_the_agent_asks(livekit_call):
+async def test_the_caller_answers_what_the_agent_asks(livekit_call: LivekitCall) -> None:
     await livekit_call.say(REFUND)
     exchanges = await livekit_call.converse(
         {r"shall i refund": "Yes please refund it", r"anything else": "Thank you goodbye"},
@@ -22,7 +22,7 @@ async def test_the_caller_answers_what_the_agent_asks(livekit_call):
 
 
 @pytest.mark.livekit(call_type="refund")
-async def test_the_caller_branches_on_the_agents_answer(livekit_call):
+async def test_the_caller_branches_on_the_agents_answer(livekit_call: LivekitCall) -> None:
     await livekit_call.say(REFUND)
     reply = await livekit_call.wait_for_agent_to_say(r"refund it|cannot be refunded")
     if "cannot" in reply:
@@ -34,7 +34,7 @@ async def test_the_caller_branches_on_the_agents_answer(livekit_call):
 
 # the agent never asks for a date of birth: the conversation fails at once, saying what it said
 @pytest.mark.livekit(call_type="refund", expected_tools=["lookup_order"])
-async def test_a_conversation_fails_clearly_when_the_agent_never_asks(livekit_call):
+async def test_a_conversation_fails_clearly_when_the_agent_never_asks(livekit_call: LivekitCall) -> None:
     await livekit_call.say(REFUND)
     with pytest.raises(ConversationError, match=r"the agent said 'I found your order.*none of the caller's answers"):
         await livekit_call.converse({r"date of birth": "May the first"}, until=r"on its way")

@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 import pytest
 
-from pytest_livekit import assert_asr_accuracy, assert_tool_called, time_to_first_audio
+from pytest_livekit import LivekitCall, assert_asr_accuracy, assert_tool_called, time_to_first_audio
 from pytest_livekit.conditions import Bitrate, Conditions
 from pytest_livekit.netem import Bandwidth, BurstLoss, Latency, NetworkPath
 
 REFUND = "I want a refund for order one two three four"
+
+#: The ``make_livekit_call`` fixture: keyword overrides in, an ``async with`` call out.
+MakeCall = Callable[..., AbstractAsyncContextManager[LivekitCall]]
 
 # A 3G-like uplink: 32 kbit/s with a 300 ms queue, 150 ms one way, 3 % loss in bursts of ~2
 # packets. The app caps its Opus encoder at 12 kbit/s (~30 kbit/s on the wire with RTP, SRTP,
@@ -23,7 +29,7 @@ THREE_G_UPLINK = NetworkPath(
 
 # every answer waits 150 ms longer for the caller's speech to arrive: the TTFA limit grows by that
 @pytest.mark.livekit(call_type="refund", ttfa_ms_max=1650)
-async def test_refund_over_a_3g_uplink(make_livekit_call):
+async def test_refund_over_a_3g_uplink(make_livekit_call: MakeCall) -> None:
     async with make_livekit_call(
         network=THREE_G_UPLINK, conditions=Conditions((Bitrate(max_bitrate_bps=12_000),))
     ) as call:
@@ -43,7 +49,7 @@ async def test_refund_over_a_3g_uplink(make_livekit_call):
 # the reply is cut for 2 s: the caller hears its start (and ~1 s of WebRTC concealment fading
 # out), nothing during the cut, and the call goes on: the next answer is heard as usual
 @pytest.mark.livekit(call_type="refund")
-async def test_a_two_second_downlink_outage_mid_reply(make_livekit_call):
+async def test_a_two_second_downlink_outage_mid_reply(make_livekit_call: MakeCall) -> None:
     async with make_livekit_call(network=NetworkPath()) as call:
         await call.say(REFUND)
         await call.wait_for_agent_audio()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_livekit import assert_asr_accuracy, assert_time_to_first_audio, assert_tool_called
+from pytest_livekit import LivekitCall, assert_asr_accuracy, assert_time_to_first_audio, assert_tool_called
 
 DIGIT = "(?:zero|one|two|three|four|five|six|seven|eight|nine)"
 
@@ -23,7 +23,7 @@ DELIVERY_RULES = [
 
 
 @pytest.mark.livekit(agent="shop_agent:server", llm_rules=DELIVERY_RULES, default_reply="Hello, how can I help?")
-async def test_delivery_question_uses_the_agents_own_tool(livekit_call):
+async def test_delivery_question_uses_the_agents_own_tool(livekit_call: LivekitCall) -> None:
     await livekit_call.say("When will order one two three four arrive")
     await livekit_call.wait_for_agent_reply()
     assert_tool_called(livekit_call, "delivery_date", order_number="1234")

@@ -58,7 +58,47 @@ _EXPORTS = {
     "OfflinePlan": "pytest_livekit.substitution",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+# written out (not computed from _EXPORTS) so type checkers see the exports; a unit test keeps
+# the two equal
+__all__ = [
+    "AgentTarget",
+    "CallRecord",
+    "CallReplay",
+    "InProcessAgent",
+    "LivekitCall",
+    "LivekitServer",
+    "LivekitSession",
+    "OfflinePlan",
+    "PytestLivekitError",
+    "Scenario",
+    "ScriptedCaller",
+    "assert_answers_interruption",
+    "assert_asr_accuracy",
+    "assert_backchannel_ignored",
+    "assert_barge_in_stopped",
+    "assert_no_duplicated_turns",
+    "assert_no_reply_during_pause",
+    "assert_outcome",
+    "assert_reply_after_reconnect",
+    "assert_task_completed",
+    "assert_time_to_first_audio",
+    "assert_tool_called",
+    "assert_tool_not_called",
+    "assert_tools_called_in_order",
+    "assert_within_limits",
+    "build_trace",
+    "compute_metrics",
+    "find_server_binary",
+    "load_scenarios",
+    "load_trace",
+    "resolve_agent_target",
+    "time_to_first_audio",
+    "user_transcript",
+    "voice_run_result",
+    "word_error_rate",
+    "write_report",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .agent_runner import AgentTarget, InProcessAgent, resolve_agent_target

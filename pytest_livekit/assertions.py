@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from numbers import Real
-from typing import Any
+from typing import Any, SupportsFloat
 
 from .metrics import time_to_first_audio, user_transcript, word_error_rate
 from .record import CallRecord, ToolCall
@@ -87,7 +87,7 @@ def _turn_label(rec: CallRecord, turn: int) -> str:
     return f"turn {rec.turn(turn).index + 1}"
 
 
-def assert_time_to_first_audio(call: Any, *, max_ms: float, turn: int = -1) -> float:
+def assert_time_to_first_audio(call: Any, *, max_ms: SupportsFloat, turn: int = -1) -> float:
     """Assert the caller heard the agent within ``max_ms`` milliseconds after it stopped speaking.
 
     Measured at the caller (see :func:`~pytest_livekit.metrics.time_to_first_audio`).
@@ -95,17 +95,18 @@ def assert_time_to_first_audio(call: Any, *, max_ms: float, turn: int = -1) -> f
     """
     __tracebackhide__ = True
     _check_max_ms(max_ms)
+    allowed = float(max_ms)  # any real number type (a numpy threshold from a table, too)
     rec = _record(call)
     ttfa = time_to_first_audio(rec, turn)
     if ttfa is None:
         raise AssertionError(
             f"time-to-first-audio: the caller heard no agent audio after {_turn_label(rec, turn)} "
-            f"(allowed {max_ms:.0f} ms) {_context(rec, turn)}"
+            f"(allowed {allowed:.0f} ms) {_context(rec, turn)}"
         )
     ms = float(to_ms(ttfa, digits=None) or 0.0)
-    if ms > max_ms:
+    if ms > allowed:
         raise AssertionError(
-            f"time-to-first-audio {ms:.0f} ms > {max_ms:.0f} ms allowed "
+            f"time-to-first-audio {ms:.0f} ms > {allowed:.0f} ms allowed "
             f"{_context(rec, turn)}"
         )
     return ms

@@ -45,7 +45,7 @@ from .substitution import (
     watch_room,
 )
 from .tokens import agent_token, caller_token
-from .worker import AgentWorker, DispatchedAgent
+from .worker import AgentWorker, DispatchedAgent, WorkerGroup
 
 #: Seconds the test's event loop (shared with an in-process agent) may stall before the call fails
 #: (s). livekit-agents warns from 0.1 s; 2 s stalls are a bug, not a slow machine.
@@ -105,7 +105,7 @@ class LivekitCall:
         words_per_minute: int = 140,
         join_timeout: float = DEFAULT_JOIN_TIMEOUT,
         audio_root: Path | None = None,
-        worker: AgentWorker | None = None,
+        worker: AgentWorker | WorkerGroup | None = None,
         conditions: Any = None,
         providers: str = "offline",
         offline_plan: OfflinePlan | None = None,
@@ -382,7 +382,7 @@ class LivekitCall:
         """``(reconnects made, reconnects after which the agent listened again)``."""
         return len(self.record.reconnects), sum(1 for r in self.record.reconnects if r["ok"])
 
-    async def _start_dispatched(self, worker: AgentWorker) -> None:
+    async def _start_dispatched(self, worker: AgentWorker | WorkerGroup) -> None:
         assert self.caller is not None
         http_url = self.url.replace("ws://", "http://").replace("wss://", "https://")
         agent = DispatchedAgent(

@@ -13,11 +13,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from .substitution import OfflinePlan
+    from .vocabulary import SuiteVocabulary
 
 #: Default seconds to wait for the agent to join and be listening.
 DEFAULT_JOIN_TIMEOUT = 30.0
@@ -337,7 +341,7 @@ class LivekitSettings:
     """How many livekit-server nodes the ``cluster`` server mode starts."""
     agent_workers: int = 1
     """Worker mode: how many worker processes register under the agent's name."""
-    vocabulary: Any = None
+    vocabulary: SuiteVocabulary | None = None
     """The run's offline STT vocabulary, collected once the tests are (see :mod:`pytest_livekit.vocabulary`)."""
 
     @property
@@ -790,7 +794,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
 
 def offline_plan_for(
     settings: LivekitSettings, call_type: Any, opts: MarkerOptions, *, fixture_rules: Any = ()
-) -> Any:
+) -> OfflinePlan:
     """The :class:`~pytest_livekit.substitution.OfflinePlan` of a test's call: the offline LLM's
     rules (the ``livekit_llm_rules`` fixture's first, then the marker's, the call type's and the
     run's), its default reply (the closest one set), and the run's STT vocabulary.

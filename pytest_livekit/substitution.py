@@ -415,7 +415,8 @@ def install() -> None:
             _wrap(AgentSession, "__init__", _session_init)
             _wrap(AgentSession, "start", _session_start)
             _wrap(Agent, "__init__", _agent_init)
-            _wrap(Agent, "update_options", _agent_update_options)
+            if hasattr(Agent, "update_options"):  # livekit-agents 1.6.6+
+                _wrap(Agent, "update_options", _agent_update_options)
             _installed = True
     _active.set()  # also after a deactivate(): the patches stay installed
 

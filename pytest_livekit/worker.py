@@ -637,8 +637,8 @@ class WorkerPool:
         self.startup_timeout = startup_timeout
         self.size = workers
         """Worker processes per agent name."""
-        self._workers: dict[tuple[str, str, str, str], Any] = {}
-        self._warm: dict[tuple[str, str, str], Any] = {}
+        self._workers: dict[tuple[str, str, str, str], AgentWorker | WorkerGroup] = {}
+        self._warm: dict[tuple[str, str, str], AgentWorker | WorkerGroup] = {}
         """Spawned by :meth:`prestart`, waiting for a server."""
         self._failures: dict[tuple[str, str, str], str] = {}
 
@@ -652,7 +652,7 @@ class WorkerPool:
 
     def get(
         self, spec: str, *, url: str, api_key: str, api_secret: str, providers: str = "offline"
-    ) -> Any:
+    ) -> AgentWorker | WorkerGroup:
         """The running worker for ``spec`` on the server at ``url`` with these ``providers``
         (``offline`` or ``real``: a different environment, so a different worker), started if
         needed (or the one :meth:`prestart` spawned). A ``real`` worker takes the environment as
@@ -678,7 +678,7 @@ class WorkerPool:
         return worker
 
     @property
-    def prestarted(self) -> list[Any]:
+    def prestarted(self) -> list[AgentWorker | WorkerGroup]:
         """Workers spawned by :meth:`prestart` that no call has used yet."""
         return list(self._warm.values())
 
@@ -691,7 +691,7 @@ class WorkerPool:
     def _spec_key(spec: str, providers: str) -> tuple[str, str, str]:
         return (spec, providers, _provider_settings_digest() if providers == "real" else "")
 
-    def _new_worker(self, spec: str, providers: str) -> Any:
+    def _new_worker(self, spec: str, providers: str) -> AgentWorker | WorkerGroup:
         name = f"pytest-livekit-{secrets.token_hex(4)}"
 
         def worker(log_name: str) -> AgentWorker:

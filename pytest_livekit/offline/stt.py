@@ -32,7 +32,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -296,6 +296,14 @@ def _write_dictionary_subset(words: frozenset[str], path: pathlib.Path) -> list[
                 found.add(word)
     return sorted(words - found)
 
+#: livekit-agents 1.8.9 added STTCapabilities.manual_flush (the session flushes the stream at
+#: the VAD's end of speech); before it, the stream finalises after endpoint_silence alone.
+_MANUAL_FLUSH: dict[str, Any] = (
+    {"manual_flush": True} if "manual_flush" in stt.STTCapabilities.__dataclass_fields__ else {}
+)
+#: livekit-agents 1.7.1 added SpeechEvent.speech_end_time (the turn is timed from it).
+_HAS_SPEECH_END_TIME = "speech_end_time" in stt.SpeechEvent.__dataclass_fields__
+
 
 class SphinxSTT(stt.STT[Literal["metrics_collected", "error"]]):
     """A ``livekit.agents`` STT plugin that transcribes offline with pocketsphinx.
@@ -356,7 +364,7 @@ class SphinxSTT(stt.STT[Literal["metrics_collected", "error"]]):
         """
         super().__init__(
             capabilities=stt.STTCapabilities(
-                streaming=True, interim_results=interim_results, manual_flush=True
+                streaming=True, interim_results=interim_results, **_MANUAL_FLUSH
             )
         )
         if endpoint_silence is not None and not endpoint_silence > 0:
@@ -1008,13 +1016,10 @@ class _LiveRecognizer:
         events.append(self._transcript_event(stt.SpeechEventType.FINAL_TRANSCRIPT, text, confidence))
         # The gate's last loud frame ended this long ago (wall clock, for turn timing).
         silent_for = (self._frame_index - 1 - utt.last_loud) * FRAME_SECONDS
-        events.append(
-            stt.SpeechEvent(
-                type=stt.SpeechEventType.END_OF_SPEECH,
-                request_id=utt.request_id,
-                speech_end_time=time.time() - silent_for,
-            )
-        )
+        end = stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, request_id=utt.request_id)
+        if _HAS_SPEECH_END_TIME:  # livekit-agents 1.7.1+ times the turn from it
+            end.speech_end_time = time.time() - silent_for
+        events.append(end)
         self._utt = None
         return events
 

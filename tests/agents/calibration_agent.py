@@ -100,7 +100,7 @@ async def working_entrypoint(ctx: JobContext) -> None:
 
 def _dbfs(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float64) / 32768.0
-    return 20 * np.log10(max(float(np.sqrt(np.mean(x * x))), 1e-6))
+    return 20 * float(np.log10(max(float(np.sqrt(np.mean(x * x))), 1e-6)))
 
 
 async def entrypoint(ctx: JobContext) -> None:

@@ -7,6 +7,8 @@ catch the first attempt to reach the vendor and fail the test, naming the compon
 
 from __future__ import annotations
 
+from typing import Literal
+
 import aiohttp
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
@@ -15,6 +17,7 @@ from livekit.agents import (
     AgentSession,
     APIConnectOptions,
     JobContext,
+    LanguageCode,
     stt,
 )
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
@@ -24,7 +27,7 @@ from livekit.agents.utils import AudioBuffer
 VENDOR_URL = "https://api.speech-vendor.example/v1/listen"
 
 
-class VendorSTT(stt.STT):
+class VendorSTT(stt.STT[Literal["metrics_collected", "error"]]):
     """A streaming STT that sends the caller's audio to a vendor over HTTPS."""
 
     def __init__(self) -> None:
@@ -41,7 +44,7 @@ class VendorSTT(stt.STT):
             text = await response.text()
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[stt.SpeechData(language="en", text=text)],
+            alternatives=[stt.SpeechData(language=LanguageCode("en"), text=text)],
         )
 
     def stream(
@@ -70,6 +73,8 @@ server = AgentServer()
 @server.rtc_session(agent_name="leaky-agent")
 async def entrypoint(ctx: JobContext) -> None:
     """A session whose STT is the vendor client; everything else is left to the defaults."""
-    session = AgentSession(stt=VendorSTT(), llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3")
+    session: AgentSession[None] = AgentSession(
+        stt=VendorSTT(), llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3"
+    )
     await session.start(agent=Agent(instructions="You are a helpful assistant."), room=ctx.room)
     await ctx.connect()

@@ -52,7 +52,7 @@ class OrderAgent(Agent):
 
     # The injected RunContext is not a tool argument, so the docstring leaves it out (D417).
     @function_tool
-    async def lookup_order(self, context: RunContext, order_id: str) -> str:  # noqa: D417
+    async def lookup_order(self, context: RunContext[None], order_id: str) -> str:  # noqa: D417
         """Look up an order by its id.
 
         Args:
@@ -79,7 +79,7 @@ server.setup_fnc = prewarm
 async def entrypoint(ctx: JobContext) -> None:
     """One call: the OpenAI plugin as the LLM, offline speech around it."""
     userdata: dict[str, Any] = ctx.proc.userdata
-    session: AgentSession = AgentSession(
+    session: AgentSession[None] = AgentSession(
         vad=userdata["vad"],
         stt=userdata["stt"],
         # Built per call, like production code: it reads OPENAI_API_KEY (and we read

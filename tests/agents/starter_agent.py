@@ -42,7 +42,7 @@ class Assistant(Agent):
         )
 
     @function_tool
-    async def check_order(self, context: RunContext, order_number: str) -> str:  # noqa: D417
+    async def check_order(self, context: RunContext[None], order_number: str) -> str:  # noqa: D417
         """Look up the status of an order.
 
         Args:
@@ -66,7 +66,7 @@ server.setup_fnc = prewarm
 async def my_agent(ctx: JobContext) -> None:
     """The call: a session with cloud STT, TTS and turn detection, then greet the caller."""
     ctx.log_context_fields = {"room": ctx.room.name}
-    session = AgentSession(
+    session: AgentSession[None] = AgentSession(
         stt=inference.STT(model="deepgram/nova-3", language="multi"),
         tts=inference.TTS(model="cartesia/sonic-3", voice="9626c31c-bec5-4cca-baa8-f8ba9e84c8bc"),
         turn_detection=MultilingualModel(),

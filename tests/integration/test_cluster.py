@@ -28,7 +28,7 @@ import pytest
 from pytest_livekit import assert_asr_accuracy, assert_tool_called
 from pytest_livekit.cluster import LivekitCluster, RedisServer
 from pytest_livekit.session import LivekitSession, ServerHandle
-from pytest_livekit.worker import AgentWorker, WorkerPool
+from pytest_livekit.worker import AgentWorker, WorkerGroup, WorkerPool
 
 pytestmark = [pytest.mark.integration]
 if shutil.which("redis-server") is None and not os.environ.get("CI"):
@@ -53,7 +53,7 @@ class _WorkersOnNode(WorkerPool):
 
     def get(
         self, spec: str, *, url: str, api_key: str, api_secret: str, providers: str = "offline"
-    ) -> AgentWorker:
+    ) -> AgentWorker | WorkerGroup:
         return super().get(
             spec, url=self.node_url, api_key=api_key, api_secret=api_secret, providers=providers
         )

@@ -65,7 +65,8 @@ def _call(server: LivekitServer, tmp_path: Path, name: str, **kwargs: Any) -> Li
 
 
 def _link(call: LivekitCall, who: str = "caller") -> dict[str, Any]:
-    return call.record.network["links"][f"{call.room_name}:{who}"]
+    link: dict[str, Any] = call.record.network["links"][f"{call.room_name}:{who}"]
+    return link
 
 
 def _loss(rtc: dict[str, float]) -> float:

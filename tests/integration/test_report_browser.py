@@ -146,18 +146,19 @@ def decode_png(data: bytes) -> np.ndarray:
     prev = np.zeros(stride, dtype=np.int32)
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], np.frombuffer(raw, np.uint8, stride, start + 1).astype(np.int32)
-        if kind == 1:  # sub: running sum per channel
+        # the row's filter type (a byte), then its filtered bytes
+        filt, line = raw[start], np.frombuffer(raw, np.uint8, stride, start + 1).astype(np.int32)
+        if filt == 1:  # sub: running sum per channel
             line = np.cumsum(line.reshape(width, channels), axis=0).reshape(-1) & 255
-        elif kind == 2:  # up
+        elif filt == 2:  # up
             line = (line + prev) & 255
-        elif kind in (3, 4):  # average, paeth: each byte depends on the one just decoded
+        elif filt in (3, 4):  # average, paeth: each byte depends on the one just decoded
             out = line.tolist()
             up = prev.tolist()
             for x in range(stride):
                 a = out[x - channels] if x >= channels else 0
                 b = up[x]
-                if kind == 3:
+                if filt == 3:
                     out[x] = (out[x] + (a + b) // 2) & 255
                 else:
                     c = up[x - channels] if x >= channels else 0

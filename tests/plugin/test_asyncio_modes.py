@@ -11,6 +11,7 @@ project without any pytest-asyncio setting.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ EXPECTED = {
 }
 
 
-def _collected(pytester: pytest.Pytester, *args: str) -> dict[str, tuple[bool, list[dict[str, Any]]]]:
+def _collected(pytester: pytest.Pytester, *args: str) -> dict[str, tuple[bool, list[Mapping[str, Any]]]]:
     """Test name -> (is it a pytest-asyncio item, the kwargs of each of its ``asyncio`` marks)."""
     items, _ = pytester.inline_genitems(*args)
     return {

@@ -3,6 +3,8 @@ summary, and kept with --livekit-keep-previous, --collect-only, or a run that st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 # The call fixture is overridden: the tests "use a call" without starting a server.
@@ -20,7 +22,7 @@ def test_uses_a_call(make_livekit_call):
 """
 
 
-def _earlier_run(pytester: pytest.Pytester) -> tuple:
+def _earlier_run(pytester: pytest.Pytester) -> tuple[Path, Path]:
     calls = pytester.path / ".livekit" / "calls"
     old = calls / "test_old.test_call"
     old.mkdir(parents=True)

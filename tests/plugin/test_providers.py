@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -19,6 +20,9 @@ import pytest_livekit.offline.llm  # noqa: F401
 import pytest_livekit.offline.stt  # noqa: F401
 from pytest_livekit.keys import SETTINGS_KEY
 from pytest_livekit.substitution import PLACEHOLDER
+
+if TYPE_CHECKING:
+    from pytest_livekit.config import LivekitSettings
 
 WARNING = "WARNING: calls use the agent's real, paid AI services and your keys"
 
@@ -248,7 +252,7 @@ script = ["Book a table for two"]
 """
 
 
-def _collect_settings(pytester: pytest.Pytester, *args: str) -> tuple[pytest.HookRecorder, object]:
+def _collect_settings(pytester: pytest.Pytester, *args: str) -> tuple[pytest.HookRecorder, LivekitSettings]:
     reprec = pytester.inline_run("--co", *args)
     session = reprec.getcall("pytest_collection_finish").session
     return reprec, session.config.stash[SETTINGS_KEY]
@@ -280,7 +284,8 @@ def test_vocabulary_has_scripts_ini_phrases_and_say_literals(pytester: pytest.Py
     )
     reprec, settings = _collect_settings(pytester)
     assert reprec.ret == pytest.ExitCode.OK
-    texts = settings.vocabulary.texts  # type: ignore[attr-defined]
+    assert settings.vocabulary is not None
+    texts = settings.vocabulary.texts
     assert texts == (
         "i want a refund please",
         "order one two three",
@@ -292,7 +297,7 @@ def test_vocabulary_has_scripts_ini_phrases_and_say_literals(pytester: pytest.Py
         "hello there",
         "is anyone there",
     )
-    sources = {p.text: p.sources for p in settings.vocabulary.phrases}  # type: ignore[attr-defined]
+    sources = {p.text: p.sources for p in settings.vocabulary.phrases}
     assert sources["i want a refund please"] == ("call type 'refund' script", "test_vocab_calls.py:6 say()")
     assert sources["where is my order"] == ("livekit_stt_phrases",)
     assert sources["thank you goodbye"] == ("phrases.txt:2 (livekit_stt_phrases)",)
@@ -304,8 +309,8 @@ def test_no_vocabulary_when_no_test_places_calls(pytester: pytest.Pytester) -> N
     pytester.makepyfile("def test_x(): pass")
     reprec, settings = _collect_settings(pytester)
     assert reprec.ret == pytest.ExitCode.OK
-    assert settings.vocabulary is None  # type: ignore[attr-defined]
-    assert settings.stt_phrases == ("Where is my order?", "phrases.txt")  # type: ignore[attr-defined]
+    assert settings.vocabulary is None
+    assert settings.stt_phrases == ("Where is my order?", "phrases.txt")
 
 
 def test_collected_llm_settings_reach_the_plan(pytester: pytest.Pytester) -> None:
@@ -346,8 +351,8 @@ def test_collected_llm_settings_reach_the_plan(pytester: pytest.Pytester) -> Non
     from pytest_livekit.config import marker_options, offline_plan_for
 
     (item,) = reprec.getcalls("pytest_collection_finish")[0].session.items
-    opts = marker_options(item, settings)  # type: ignore[arg-type]
-    plan = offline_plan_for(settings, settings.call_type_configs["refund"], opts)  # type: ignore[attr-defined]
+    opts = marker_options(item, settings)
+    plan = offline_plan_for(settings, settings.call_type_configs["refund"], opts)
     assert [r["when"] for r in plan.llm_rules] == ["human", "refund", "goodbye"]
     assert plan.default_reply == "Refund reply."
     assert plan.greeting == "Hello, how can I help?"

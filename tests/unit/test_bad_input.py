@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from pytest_livekit.agent_runner import AgentTarget
 from pytest_livekit.audio import (
     CALL_SAMPLE_RATE,
     MAX_CLIP_SECONDS,
@@ -274,10 +275,19 @@ def test_unsayable_characters(text: str, bad: list[str]) -> None:
     assert unsayable_characters(text) == bad
 
 
+
+async def _never_runs(ctx: object) -> None:
+    """The agent of calls that fail before anyone joins: it is never started."""
+    raise AssertionError("the call under test must fail before the agent starts")
+
+
+_UNUSED_AGENT = AgentTarget(entrypoint=_never_runs, spec="tests.unit.test_bad_input:_never_runs")
+
+
 def _call() -> object:
     from pytest_livekit.call import LivekitCall
 
-    return LivekitCall("ws://127.0.0.1:9", "key", "s" * 32, agent="tests.agents.starter_agent:server")
+    return LivekitCall("ws://127.0.0.1:9", "key", "s" * 32, agent=_UNUSED_AGENT)
 
 
 @pytest.mark.parametrize(
@@ -345,7 +355,7 @@ def test_play_of_a_missing_file_through_the_call_names_the_resolved_path(tmp_pat
     from pytest_livekit.call import LivekitCall
 
     call = LivekitCall(
-        "ws://127.0.0.1:9", "key", "s" * 32, agent="tests.agents.starter_agent:server", audio_root=tmp_path
+        "ws://127.0.0.1:9", "key", "s" * 32, agent=_UNUSED_AGENT, audio_root=tmp_path
     )
     with pytest.raises(AudioInputError) as excinfo:
         asyncio.run(call.play("audio/nope.wav"))

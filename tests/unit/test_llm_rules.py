@@ -12,7 +12,7 @@ import json
 from typing import Any, Literal
 
 import pytest
-from livekit.agents import Agent, AgentSession, RunContext, function_tool, llm
+from livekit.agents import Agent, AgentSession, RunContext, RunResult, function_tool, llm
 from pydantic import BaseModel
 
 from pytest_livekit.errors import ConfigError
@@ -363,13 +363,13 @@ async def test_agent_session_runs_the_agents_real_tool_with_arguments_from_the_w
     scripted.check_rules(agent.tools)
     async with AgentSession(llm=scripted) as session:
         await session.start(agent)
-        result = await session.run(user_input="I want a refund for order one two three four")
+        result: RunResult[None] = await session.run(user_input="I want a refund for order one two three four")
         result.expect.next_event().is_message(role="assistant")
         result.expect.next_event().is_function_call(name="lookup_order", arguments={"order_id": "1234"})
         result.expect.next_event().is_function_call_output(output="order 1234 shipped yesterday")
         reply = result.expect.next_event().is_message(role="assistant")
         assert reply.event().item.text_content == "Order 1234: order 1234 shipped yesterday."
-        other = await session.run(user_input="what is the weather")
+        other: RunResult[None] = await session.run(user_input="what is the weather")
         assert other.expect.next_event().is_message(role="assistant").event().item.text_content == "Okay."
     assert agent.calls == [("lookup_order", {"order_id": "1234"})]
 

@@ -265,7 +265,12 @@ def test_on_exit_reports_a_kill_but_not_a_stop(tmp_path: Path) -> None:
         proc = Child("print('ready'); import time; time.sleep(60)", tmp_path / "c.log").start()
         seen: list[str] = []
         done = threading.Event()
-        proc.on_exit(lambda how, seen=seen, done=done: (seen.append(how), done.set()))  # type: ignore[misc]
+
+        def record_exit(how: str, seen: list[str] = seen, done: threading.Event = done) -> None:
+            seen.append(how)
+            done.set()
+
+        proc.on_exit(record_exit)
         if kill:
             assert proc.pid is not None
             os.kill(proc.pid, signal.SIGKILL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment, ToolCall
 from pytest_livekit.run_summary import OutputOptions, RunSummary, render_lines, row_from_trace
@@ -13,7 +14,7 @@ from pytest_livekit.thresholds import parse_call_types
 from pytest_livekit.trace import build_trace
 
 
-def _trace(name: str, ttfa: float, outcome: str = "passed") -> dict:
+def _trace(name: str, ttfa: float, outcome: str = "passed") -> dict[str, Any]:
     rec = CallRecord(call_id=f"{name}-abcd", call_type="refund", started_at_epoch=1_800_000_000.0)
     rec.artifacts_dir = f"/runs/calls/{name}"
     rec.caller_turns = [CallerTurn(0, "tts", "I want a refund", 0.5, 2.0)]

@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from livekit.agents import (
@@ -31,6 +31,7 @@ from livekit.agents import (
     llm,
     stt,
     tts,
+    vad,
 )
 from livekit.agents.testing import fake_job_context
 from livekit.agents.types import NotGivenOr
@@ -74,7 +75,7 @@ from pytest_livekit.substitution import (
 ROOM = "fake-room"
 
 
-class HomeMadeSTT(stt.STT):
+class HomeMadeSTT(stt.STT[Literal["metrics_collected", "error"]]):
     """A team's own STT class (not from a provider package): offline mode keeps it."""
 
     def __init__(self) -> None:
@@ -160,7 +161,7 @@ async def offline(placeholder_env: dict[str, str], blocked: list[BlockedConnecti
 
 
 @pytest.fixture(scope="module")
-def silero_vad() -> silero.VAD:
+def silero_vad() -> vad.VAD:
     return silero.VAD.load()
 
 
@@ -182,7 +183,9 @@ def _applied() -> dict[str, Substitution]:
 
 
 async def test_livekit_inference_strings_become_the_doubles(offline: None) -> None:
-    session = AgentSession(stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3")
+    session: AgentSession[None] = AgentSession(
+        stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3"
+    )
 
     assert isinstance(session._stt, SphinxSTT)
     assert isinstance(session._llm, ScriptedLLM)
@@ -209,7 +212,7 @@ async def test_inference_strings_on_an_agent_become_the_doubles(offline: None) -
 
 
 async def test_livekit_inference_objects_become_the_doubles(offline: None) -> None:
-    session = AgentSession(
+    session: AgentSession[None] = AgentSession(
         stt=inference.STT(model="deepgram/nova-3", language="multi"),
         llm=inference.LLM(model="openai/gpt-4.1-mini"),
         tts=inference.TTS(model="cartesia/sonic-3", voice="9626c31c-bec5-4cca-baa8-f8ba9e84c8bc"),
@@ -242,12 +245,12 @@ DOUBLES = {"stt": SphinxSTT, "llm": ScriptedLLM, "tts": EspeakTTS}
 
 @pytest.mark.parametrize(("kind", "make", "name"), PLUGIN_PROVIDERS)
 async def test_provider_plugin_objects_become_the_doubles(
-    offline: None, silero_vad: silero.VAD, kind: str, make: Any, name: str
+    offline: None, silero_vad: vad.VAD, kind: str, make: Any, name: str
 ) -> None:
     on_session, on_agent = make(), make()
     assert substitution.is_cloud_part(on_session)
 
-    session = AgentSession(vad=silero_vad, **{kind: on_session})
+    session: AgentSession[None] = AgentSession(vad=silero_vad, **{kind: on_session})
     agent = Agent(instructions="hi", **{kind: on_agent})
 
     assert isinstance(getattr(session, f"_{kind}"), DOUBLES[kind])
@@ -271,7 +274,7 @@ async def test_a_realtime_model_becomes_a_pipeline_of_the_three_doubles(
 ) -> None:
     model = make_model()
 
-    session = AgentSession(llm=model, turn_detection="realtime_llm")
+    session: AgentSession[None] = AgentSession(llm=model, turn_detection="realtime_llm")
 
     assert isinstance(session._llm, ScriptedLLM)
     assert isinstance(session._stt, SphinxSTT)  # the speech-to-speech model heard by itself
@@ -289,7 +292,7 @@ async def test_a_realtime_model_becomes_a_pipeline_of_the_three_doubles(
 
 async def test_a_realtime_model_on_an_agent_gets_ears_and_a_voice_on_that_agent(offline: None) -> None:
     # the starter template's realtime variant: the session has no STT/TTS, the agent carries the model
-    session = AgentSession()
+    session: AgentSession[None] = AgentSession()
     agent = Agent(instructions="x", llm=openai.realtime.RealtimeModel())
 
     assert isinstance(agent._llm, ScriptedLLM)
@@ -300,14 +303,16 @@ async def test_a_realtime_model_on_an_agent_gets_ears_and_a_voice_on_that_agent(
 
 
 async def test_adapters_wrapping_cloud_providers_become_the_doubles(
-    offline: None, silero_vad: silero.VAD
+    offline: None, silero_vad: vad.VAD
 ) -> None:
     stt_fallback = stt.FallbackAdapter([deepgram.STT(), assemblyai.STT()])
     stt_stream = stt.StreamAdapter(stt=openai.STT(), vad=silero_vad)
     llm_fallback = llm.FallbackAdapter([openai.LLM(), google.LLM()])
     tts_fallback = tts.FallbackAdapter([cartesia.TTS(), elevenlabs.TTS()])
 
-    session = AgentSession(stt=stt_fallback, llm=llm_fallback, tts=tts_fallback, vad=silero_vad)
+    session: AgentSession[None] = AgentSession(
+        stt=stt_fallback, llm=llm_fallback, tts=tts_fallback, vad=silero_vad
+    )
     agent = Agent(instructions="hi", stt=stt_stream)
 
     assert isinstance(session._stt, SphinxSTT)
@@ -320,12 +325,14 @@ async def test_adapters_wrapping_cloud_providers_become_the_doubles(
     assert "StreamAdapter" in applied["Agent(stt=...)"].original
 
 
-async def test_local_parts_are_kept_as_they_are(offline: None, silero_vad: silero.VAD) -> None:
+async def test_local_parts_are_kept_as_they_are(offline: None, silero_vad: vad.VAD) -> None:
     own_stt, own_llm, own_tts = SphinxSTT(), ScriptedLLM([]), EspeakTTS()
     home_made = HomeMadeSTT()
     local_fallback = stt.FallbackAdapter([home_made, own_stt], vad=silero_vad)
 
-    session = AgentSession(stt=own_stt, llm=own_llm, tts=own_tts, vad=silero_vad, turn_detection="stt")
+    session: AgentSession[None] = AgentSession(
+        stt=own_stt, llm=own_llm, tts=own_tts, vad=silero_vad, turn_detection="stt"
+    )
     agent = Agent(instructions="hi", stt=home_made, vad=silero_vad)
     other = Agent(instructions="hi", stt=local_fallback)
 
@@ -376,9 +383,10 @@ async def test_local_parts_are_kept_as_they_are(offline: None, silero_vad: siler
     ],
 )
 async def test_turn_detector_models_become_vad_turns(
-    offline: None, silero_vad: silero.VAD, make_kwargs: Any, original: str
+    offline: None, silero_vad: vad.VAD, make_kwargs: Any, original: str
 ) -> None:
-    session = AgentSession(vad=silero_vad, **make_kwargs())  # detectors need the job context
+    # detectors need the job context
+    session: AgentSession[None] = AgentSession(vad=silero_vad, **make_kwargs())
 
     assert session._turn_detection == "vad"
     assert session._interruption_detection == "vad"
@@ -399,7 +407,7 @@ async def test_turn_detector_models_become_vad_turns(
 async def test_the_sessions_default_turn_detector_becomes_vad_turns(
     offline: None, kwargs: dict[str, Any]
 ) -> None:
-    session = AgentSession(**kwargs)
+    session: AgentSession[None] = AgentSession(**kwargs)
 
     assert session._turn_detection == "vad"
     assert session._interruption_detection == "vad"
@@ -409,7 +417,9 @@ async def test_the_sessions_default_turn_detector_becomes_vad_turns(
 
 
 async def test_adaptive_interruption_becomes_vad(offline: None) -> None:
-    session = AgentSession(turn_handling={"turn_detection": "vad", "interruption": {"mode": "adaptive"}})
+    session: AgentSession[None] = AgentSession(
+        turn_handling={"turn_detection": "vad", "interruption": {"mode": "adaptive"}}
+    )
     agent = Agent(instructions="hi", turn_handling={"interruption": {"mode": "adaptive", "enabled": True}})
 
     assert session._turn_detection == "vad"
@@ -425,7 +435,9 @@ async def test_adaptive_interruption_becomes_vad(offline: None) -> None:
 
 
 async def test_an_agent_handed_over_later_and_its_updates_get_the_doubles(offline: None) -> None:
-    session = AgentSession(stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3")
+    session: AgentSession[None] = AgentSession(
+        stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3"
+    )
     assert isinstance(session._llm, ScriptedLLM)
 
     billing = LaterDeskAgent()  # built later in the call, by a tool that hands over
@@ -457,7 +469,7 @@ async def test_the_doubles_follow_the_rooms_plan(offline: None) -> None:
     )
     register_plan(ROOM, plan)
 
-    session = AgentSession(stt="deepgram/nova-3", llm="openai/gpt-4.1-mini")
+    session: AgentSession[None] = AgentSession(stt="deepgram/nova-3", llm="openai/gpt-4.1-mini")
 
     assert isinstance(session._llm, ScriptedLLM)
     assert session._llm.fallback == "How can I help?"
@@ -477,6 +489,7 @@ async def test_without_noise_filter_removes_the_filter_from_a_copy(offline: None
     assert isinstance(cleaned.audio_input, AudioInputOptions)
     assert cleaned.audio_input.noise_cancellation is None
     assert cleaned.audio_input.sample_rate == 16000  # the rest of the options stay
+    assert isinstance(options.audio_input, AudioInputOptions)
     assert options.audio_input.noise_cancellation is bvc  # the agent's own object is untouched
     replaced = _applied()["session.start(room_options=...noise_cancellation)"]
     assert "NoiseCancellationOptions" in replaced.original  # what BVC() gives (a livekit.rtc object)
@@ -511,7 +524,9 @@ async def test_without_noise_filter_keeps_options_without_one(offline: None, opt
 
 async def test_session_start_hands_over_options_without_the_filter(offline: None) -> None:
     # The patched start, with livekit's start replaced by a recorder: no session really starts.
-    session = AgentSession(stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3")
+    session: AgentSession[None] = AgentSession(
+        stt="deepgram/nova-3", llm="openai/gpt-4.1-mini", tts="cartesia/sonic-3"
+    )
     agent = Agent(instructions="hi")
     options = RoomOptions(audio_input=AudioInputOptions(noise_cancellation=noise_cancellation.BVC()))
     handed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -532,7 +547,7 @@ async def test_session_start_hands_over_options_without_the_filter(offline: None
 
 
 async def test_nothing_is_substituted_when_deactivated(
-    placeholder_env: dict[str, str], blocked: list[BlockedConnection], silero_vad: silero.VAD
+    placeholder_env: dict[str, str], blocked: list[BlockedConnection], silero_vad: vad.VAD
 ) -> None:
     substitution.activate()
     substitution.deactivate()
@@ -542,7 +557,7 @@ async def test_nothing_is_substituted_when_deactivated(
     try:
         with _job():
             detector = MultilingualModel()
-            session = AgentSession(
+            session: AgentSession[None] = AgentSession(
                 stt="deepgram/nova-3",
                 tts=cloud_tts,
                 vad=silero_vad,
@@ -611,7 +626,7 @@ async def test_a_provider_package_that_is_not_installed_does_not_matter(
     finder.attempts.clear()
     plugins_before = {n for n in sys.modules if n.startswith("livekit.plugins.")}
 
-    session = AgentSession(
+    session: AgentSession[None] = AgentSession(
         stt="deepgram/nova-3", llm=openai.LLM(), tts=cartesia.TTS(), turn_detection=MultilingualModel()
     )
     agent = LaterDeskAgent()
@@ -765,7 +780,7 @@ async def test_a_rule_error_of_the_offline_llm_is_reported_as_a_violation(offlin
     heard: list[str] = []
     stop = watch_room(ROOM, heard.append)
     try:
-        session = AgentSession(llm="openai/gpt-4.1-mini")
+        session: AgentSession[None] = AgentSession(llm="openai/gpt-4.1-mini")
         scripted = session._llm
         assert isinstance(scripted, ScriptedLLM)
         errors: list[Any] = []
