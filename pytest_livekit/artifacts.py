@@ -151,6 +151,85 @@ def finish_call(
     return summary, dict(json.loads(text))
 
 
+class _CallSnapshot:
+    """What :func:`finish_call` reads of a call, copied from a call that is still running (its
+    record and recording keep growing on the event loop's thread while this one reads them).
+    """
+
+    def __init__(self, call: Any, record: Any, recording: Any) -> None:
+        self.record = record
+        self.caller = None if recording is None else _RecordingHolder(recording)
+        self.limits = dict(getattr(call, "limits", {}) or {})
+        self.timings = dict(getattr(call, "timings", {}) or {})
+        self.condition_kinds = tuple(getattr(call, "condition_kinds", ()) or ())
+        self.reconnects = (len(record.reconnects), sum(1 for r in record.reconnects if r.get("ok")))
+        self.artifacts_error: str | None = None
+
+
+class _RecordingHolder:
+    """Stands in for the caller: only its ``recording`` is read."""
+
+    def __init__(self, recording: Any) -> None:
+        self.recording = recording
+
+
+def _copy_record(record: Any, attempts: int = 5) -> Any:
+    """A deep copy of a record another thread may be appending to (a dict that changes size
+    while it is copied raises RuntimeError: try again, a few times).
+    """
+    import copy
+
+    for attempt in range(attempts):
+        try:
+            return copy.deepcopy(record)
+        except RuntimeError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def finish_interrupted_call(
+    call: Any,
+    *,
+    nodeid: str,
+    outcome: Mapping[str, Any],
+    secrets: Iterable[str] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write a call's artifacts when the test process is about to end under it (pytest-timeout's
+    thread method calls ``os._exit``): ``call.wav`` (and each channel) up to now, ``call.json``,
+    ``metrics.json`` and ``trace.json`` with ``outcome``.
+
+    Runs on another thread than the call's event loop, which may be stuck or still running: a
+    call that has not finished hanging up is read from a snapshot of its record and recording,
+    never through the loop. A call that already hung up wrote its recording; it gets its trace.
+
+    Returns:
+        ``(summary, trace)`` as :func:`finish_call`.
+    """
+    secrets = [s for s in secrets if s]
+    if "teardown" in getattr(call, "timings", {}):  # hung up: its recording and call.json are written
+        return finish_call(call, nodeid=nodeid, outcome=outcome, keep="all", secrets=secrets)
+    from .caller import Recording
+
+    record = _copy_record(call.record)
+    recording = None
+    if call.caller is not None:
+        live = call.caller.recording
+        # list() of a list is atomic under the GIL: batches appended meanwhile are simply not in it
+        recording = Recording(sent=list(live.sent), heard=list(live.heard))
+    snapshot = _CallSnapshot(call, record, recording)
+    if record.artifacts_dir:
+        folder = Path(record.artifacts_dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if recording is not None:
+                recording.write(folder)
+            record.save(folder / "call.json", secrets=secrets)
+        except (OSError, RuntimeError) as exc:  # disk full, read-only (soundfile: RuntimeError)
+            snapshot.artifacts_error = f"{type(exc).__name__}: {exc}"
+    return finish_call(snapshot, nodeid=nodeid, outcome=outcome, keep="all", secrets=secrets)
+
+
 def _first_ttfa_ms(metrics: Mapping[str, Any]) -> float | None:
     for turn in metrics.get("turns") or []:
         if turn.get("ttfa") is not None:

@@ -59,6 +59,7 @@ from .pytest_glue import (
     worker_pool,
 )
 from .run_summary import OutputOptions
+from .timeout_guard import PHASE_KEY, timed_out_in
 
 __all__ = [
     # the fixtures pytest registers from this module
@@ -222,6 +223,26 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[OUTCOME_KEY] = no_outcome()
     item.stash[CHECKED_KEY] = {}
     item.stash[IN_BODY_KEY] = False
+    item.stash[PHASE_KEY] = "setup"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The phase a pytest-timeout timeout fires in (see :mod:`pytest_livekit.timeout_guard`)."""
+    item.stash[PHASE_KEY] = "teardown"
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout on a test that places calls: the plugin's timer, so that a timeout ends it
+    with a clear failure and its calls' artifacts kept (both methods; see
+    :mod:`pytest_livekit.timeout_guard`). Other tests keep pytest-timeout's own.
+    """
+    if not uses_call(item):
+        return None
+    from .timeout_guard import set_timer
+
+    return set_timer(item, settings)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -232,12 +253,30 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     failure; an xfail test whose check fails stays xfailed.
     """
     item.stash[IN_BODY_KEY] = True
+    item.stash[PHASE_KEY] = "call"
     try:
         result = yield
+    except BaseException as exc:
+        _fail_if_timed_out(item, exc)
+        raise
     finally:
         item.stash[IN_BODY_KEY] = False
-    check_open_calls(item)
+    try:
+        check_open_calls(item)
+    except BaseException as exc:
+        _fail_if_timed_out(item, exc)
+        raise
+    _fail_if_timed_out(item, None)  # the test caught the timeout's cancellation and returned
     return result
+
+
+def _fail_if_timed_out(item: pytest.Item, exc: BaseException | None) -> None:
+    """pytest-timeout's signal method cancelled the test's task: fail with its message, not with
+    ``CancelledError`` (see :mod:`pytest_livekit.timeout_guard`).
+    """
+    message = timed_out_in(item, "call")
+    if message is not None and (exc is None or type(exc).__name__ == "CancelledError"):
+        raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -247,6 +286,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     """
     report: pytest.TestReport = yield
     exc = call.excinfo.value if call.excinfo is not None else None
+    timeout = timed_out_in(item, report.when) if report.when != "call" and report.failed else None
+    if timeout is not None and (exc is None or type(exc).__name__ == "CancelledError"):
+        # pytest-timeout's signal method cancelled a fixture's setup or teardown
+        report.longrepr = timeout
+        exc = pytest.fail.Exception(timeout, pytrace=False)
     if isinstance(exc, PytestLivekitError):
         # Our messages carry their evidence and a hint; the plugin's stack frames add nothing.
         report.longrepr = f"{type(exc).__name__}: {exc}"
