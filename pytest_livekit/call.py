@@ -903,7 +903,14 @@ class LivekitCall:
         finally:
             self._expecting_end = False
         if not ended or self.ended_by is None:
-            raise CallTimeoutError(f"the call was still up {timeout:.1f} s later: nothing ended it.")
+            raise CallTimeoutError(
+                f"the call was still up {timeout:.1f} s later: nothing ended it (the room was not "
+                "deleted and the caller not removed).\nHint: an agent ends a call by deleting the "
+                "room (its hang-up tool calls ctx.delete_room() or the DeleteRoom API) or by removing "
+                "the caller; check that the hang-up tool ran (call.record.tool_calls) and the agent's "
+                "log, or raise timeout= if the agent hangs up later.\n"
+                f"Timeline:\n{self.record.timeline()}"
+            )
         return self.ended_by
 
     async def wait_for_agent_state(self, state: str, *, timeout: float = 10.0) -> None:

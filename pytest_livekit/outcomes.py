@@ -47,6 +47,10 @@ def failure_text(report: pytest.TestReport, max_lines: int = 24) -> str:
     lines = text.splitlines()
     errors = [line[1:] for line in lines if line.startswith("E ")]
     if not errors:
-        return "\n".join(lines[-max_lines:])
+        if len(lines) <= max_lines:
+            return "\n".join(lines)
+        # our own errors have no "E" lines: keep their head (what broke) and their end (where)
+        head = max_lines // 2
+        return "\n".join([*lines[:head], "[...]", *lines[-(max_lines - head - 1):]])
     where = lines[-1] if not lines[-1].startswith("E ") else ""
     return (textwrap.dedent("\n".join(errors[:max_lines])) + "\n" + where).strip()

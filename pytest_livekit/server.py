@@ -386,7 +386,6 @@ class LivekitServer(ManagedProcess):
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pytest-livekit-server-")
             self._log_path = Path(self._tmpdir.name) / "livekit-server.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ)
         # The config (with the secret) travels in the environment, not argv: argv is world-readable
         # in /proc, the environment is not. Strip LIVEKIT_* so a developer's cloud project settings
@@ -396,9 +395,13 @@ class LivekitServer(ManagedProcess):
                 del env[name]
         env["LIVEKIT_CONFIG"] = json.dumps(self.config())
         self._last_answer = "no answer yet"
-        self._spawn(
-            [str(self.binary)], stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        proc = self._spawn(
+            [str(self.binary)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
+        # through a reader, not straight into the file: the server logs job tokens (and, on some
+        # errors, its key), and every log the plugin writes is redacted by the one rule
+        assert proc.stdout is not None
+        self._follow_output(proc.stdout, log_to=self._log_path, name="pytest-livekit-server-log")
         return self
 
     def _check_ready(self) -> bool:

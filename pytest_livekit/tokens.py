@@ -59,7 +59,13 @@ def caller_token(
     dispatch_agent: str | None = None,
     dispatch_metadata: str = "",
 ) -> str:
-    """Token for the scripted caller: join this one room, publish audio and data, subscribe.
+    """Token for the scripted caller: join this one room, publish a microphone, subscribe.
+
+    No data publishing: the caller only reads data (the agent's session events on
+    ``lk.agent.session``, its transcriptions) and sends none; LiveKit grants cannot limit data to
+    some topics, so with the grant a holder of this token could send on the agent's topics
+    (``lk.agent.session``, ``lk.chat``, RPC). The server drops data from a participant without
+    ``can_publish_data``.
 
     With ``dispatch_agent``, the room this join creates gets an explicit dispatch of that agent
     name (token dispatch: the server assigns the job as part of creating the room).
@@ -81,8 +87,7 @@ def caller_token(
                 room=room,
                 can_publish=True,
                 can_subscribe=True,
-                # data: RemoteSession requests (get_chat_history, ...) travel as byte streams
-                can_publish_data=True,
+                can_publish_data=False,  # explicit: VideoGrants defaults it to True
                 can_publish_sources=["microphone"],
             )
         )

@@ -666,6 +666,11 @@ class WorkerPool:
             # the same worker cannot start now either: every later test fails at once, same cause
             raise WorkerStartError(f"{failed}\n(The worker failed to start earlier in this session; not retried.)")
         worker = self._workers.get(key)
+        if worker is not None and worker.pid is not None and not worker.is_running():
+            # it died (killed, crashed) after an earlier call: the server dropped it, so a
+            # dispatch to its name would wait for nobody. Reap it; the next test gets a new one.
+            worker.stop()
+            worker = None
         if worker is None or worker.pid is None:
             worker = self._warm.pop(spec_key, None) or self._new_worker(spec, providers).spawn()
             self._workers[key] = worker

@@ -17,8 +17,10 @@ from pytest_livekit.offline import EspeakTTS, ScriptedLLM, SphinxSTT
 class ToolFailsAgent(support_agent.SupportAgent):
     """The support agent whose order lookup raises (the CRM is down)."""
 
+    # livekit's FunctionTool type names the class in its parameters, so an overriding tool never
+    # matches its base's type (the signature is the same)
     @function_tool
-    async def lookup_order(self, context: RunContext, order_id: str) -> dict[str, Any]:
+    async def lookup_order(self, context: RunContext[None], order_id: str) -> str:  # type: ignore[override]
         """Look up an order by its number."""
         raise RuntimeError("CRM unreachable: connection refused (crm.internal:443)")
 
@@ -47,7 +49,7 @@ class BrokenSTT(SphinxSTT):
         raise RuntimeError("STT provider outage: 503 Service Unavailable")
 
 
-def _session(ctx: JobContext, **parts: Any) -> AgentSession:
+def _session(ctx: JobContext, **parts: Any) -> AgentSession[None]:
     userdata: dict[str, Any] = ctx.proc.userdata
     defaults: dict[str, Any] = {
         "vad": userdata["vad"],

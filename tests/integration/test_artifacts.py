@@ -2,7 +2,9 @@
 xdist, the session JSONL, no secret anywhere, replay from a folder, the progress line.
 
 The inner suite runs against a server this test starts (external mode), so the test knows the
-API secret and can prove it appears in no artifact.
+API secret and can prove it appears in no artifact. A second inner run has the plugin start its
+own server and a worker whose agent logs its token and the secret on purpose: no file the run
+writes, no report section and no line of its output may show either.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -96,7 +99,8 @@ def inner_run(tmp_path_factory: pytest.TempPathFactory, server: Any) -> tuple[Pa
 
 
 def _trace(folder: Path, test: str) -> dict[str, Any]:
-    return json.loads((folder / ".livekit" / "calls" / f"test_inner.{test}" / "trace.json").read_text())
+    trace: dict[str, Any] = json.loads((folder / ".livekit" / "calls" / f"test_inner.{test}" / "trace.json").read_text())
+    return trace
 
 
 def test_every_outcome_leaves_a_trace(inner_run: tuple[Path, Any]) -> None:
@@ -141,7 +145,7 @@ def test_keep_failed_drops_only_passed_recordings(inner_run: tuple[Path, Any]) -
 def test_junit_properties_and_session_jsonl_under_xdist(inner_run: tuple[Path, Any]) -> None:
     folder, _ = inner_run
     cases = {c.get("name"): c for c in ET.parse(folder / "junit.xml").getroot().iter("testcase")}
-    props = {p.get("name"): p.get("value") for p in cases["test_fails_after_the_call"].iter("property")}
+    props = {p.get("name"): p.get("value") or "" for p in cases["test_fails_after_the_call"].iter("property")}
     assert float(props["livekit.ttfa_ms"]) > 100
     assert props["livekit.test_outcome"] == "failed"
     assert props["livekit.seed"] == "1234"
@@ -163,7 +167,122 @@ def test_no_secret_or_token_in_any_artifact(inner_run: tuple[Path, Any], server:
         data = path.read_bytes()
         assert secret not in data, path
         assert not JWT.search(data), path
-    assert server.api_secret not in result.stdout + result.stderr
+    # the terminal output (failure reports with their sections, the summary) too
+    output = result.stdout + result.stderr
+    assert server.api_secret not in output and not JWT.search(output.encode())
+
+
+#: An agent that leaks what redaction must catch: its job's access token and the server's API
+#: secret, in its own log lines and in a server API request (livekit-server logs the room name it
+#: was asked for), again and again, so the last lines of both logs hold them when the test fails.
+CARELESS_AGENT = """
+import asyncio
+import contextlib
+import logging
+import os
+
+from livekit import api
+from livekit.agents import AgentServer, JobContext
+
+from example_suite.support_agent import prewarm, run_support_session
+
+server = AgentServer()
+server.setup_fnc = prewarm
+logger = logging.getLogger("careless-agent")
+
+
+async def _leak(ctx: JobContext) -> None:
+    token, secret = ctx._info.token, os.environ["LIVEKIT_API_SECRET"]
+    while True:
+        logger.warning("debugging: token=%s secret=%s", token, secret)
+        print(f"debugging: token={token} secret={secret}", flush=True)
+        with contextlib.suppress(Exception):
+            await ctx.api.room.list_participants(api.ListParticipantsRequest(room=f"{token}:{secret}"))
+        await asyncio.sleep(0.3)  # a careless agent's heartbeat, not a synchronisation
+
+
+@server.rtc_session(agent_name="careless-agent")
+async def entrypoint(ctx: JobContext) -> None:
+    leak = asyncio.ensure_future(_leak(ctx))
+
+    async def stop_leaking() -> None:
+        leak.cancel()
+
+    ctx.add_shutdown_callback(stop_leaking)
+    await run_support_session(ctx, {"min_duration": 0.5})
+"""
+
+CARELESS_TEST = """
+import os
+from pathlib import Path
+
+
+async def test_fails_after_a_worker_call(livekit_call, livekit_server):
+    # the outer test learns the session's secret from here (a file outside the run's folder)
+    Path(os.environ["SECRET_PROBE"]).write_text(livekit_server.api_secret)
+    await livekit_call.say("Can I speak to a human please")
+    await livekit_call.wait_for_agent_reply()
+    assert False, "deliberate failure: the report gets the server's and the worker's log tails"
+"""
+
+
+def test_no_secret_or_token_in_a_managed_run_with_a_worker(tmp_path: Path, server_binary: Path) -> None:
+    """A run whose plugin starts livekit-server and an agent worker, with a failing worker call:
+    every file it writes (call folders, server and worker logs, report, JSONL, JUnit, anything left
+    in its temporary folder) and its whole terminal output, failure report sections included, hold
+    neither the secret nor a JWT; the leaks did happen and were redacted on their way.
+    """
+    from pytest_livekit.redaction import JWT as JWT_TEXT
+
+    jwt = re.compile(JWT_TEXT.pattern.encode())
+    folder, probe = tmp_path / "suite", tmp_path / "secret.txt"
+    folder.mkdir()
+    # the run's temporary folder, scanned too; short: the caller's AF_UNIX socket lives there
+    with tempfile.TemporaryDirectory(prefix="lk-sec-", dir="/tmp") as temp:
+        _leak_free_managed_run(folder, Path(temp), probe, server_binary, jwt)
+
+
+def _leak_free_managed_run(folder: Path, temp: Path, probe: Path, server_binary: Path, jwt: re.Pattern[bytes]) -> None:
+    """Run the careless suite in ``folder`` with ``temp`` as its TMPDIR and check what it left."""
+    from pytest_livekit.redaction import REDACTED
+
+    (folder / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "livekit_agent = careless_agent:server\n"
+    )
+    (folder / "careless_agent.py").write_text(CARELESS_AGENT)
+    (folder / "test_careless.py").write_text(CARELESS_TEST)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        TMPDIR=str(temp),  # the caller's log and anything else temporary: scanned below too
+        SECRET_PROBE=str(probe),
+    )
+    result = _pytest(
+        folder, env, "--livekit-server=binary", f"--livekit-server-binary={server_binary}",
+        "--livekit-agent-mode=worker", "--junitxml=junit.xml", "--livekit-report=report.html",
+    )
+    output = result.stdout + result.stderr
+    assert "1 failed" in result.stdout, output[-6000:]
+    secret = probe.read_text()
+    assert len(secret) >= 32
+    # the failure report has the log tails, and the leaks reached them redacted
+    for section in ("livekit-server log (", "livekit agent worker log (", "deliberate failure"):
+        assert section in result.stdout, (section, result.stdout[-6000:])
+    assert f"token={REDACTED} secret={REDACTED}" in result.stdout, result.stdout[-6000:]
+    assert secret not in output and not jwt.search(output.encode()), "the terminal output leaks"
+    logs = folder / ".livekit"
+    worker_logs = list(logs.glob("worker-*.log"))
+    assert worker_logs and all(f"token={REDACTED}" in p.read_text() for p in worker_logs), worker_logs
+    files = [p for root in (folder, temp) for p in root.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"junit.xml", "report.html", "calls.jsonl", "trace.json", "call.json"} <= names, sorted(names)
+    leaks = [p for p in files if secret.encode() in p.read_bytes() or jwt.search(p.read_bytes())]
+    server_log = logs / "livekit-server-main.log"
+    assert [str(p) for p in leaks if p != server_log] == []
+    # livekit-server's own log on disk: the API request's room name (token:secret) is logged
+    assert server_log not in leaks, f"{server_log} holds the secret or a token"
+    assert REDACTED in server_log.read_text()
 
 
 def test_replay_reruns_the_same_script_conditions_and_seed(inner_run: tuple[Path, Any], tmp_path: Path) -> None:
@@ -206,7 +325,8 @@ def test_replay_sends_a_spoken_clip_again(inner_run: tuple[Path, Any], tmp_path:
 
 
 def _trace_at(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "trace.json").read_text())
+    trace: dict[str, Any] = json.loads((folder / "trace.json").read_text())
+    return trace
 
 
 def _step(step: dict[str, Any]) -> dict[str, Any]:

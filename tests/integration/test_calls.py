@@ -113,7 +113,12 @@ async def test_room_is_deleted_and_artifacts_kept(
     assert livekit_server.api_secret not in text
 
 
-async def test_agent_exception_fails_fast_with_agent_traceback(make_livekit_call: Any) -> None:
+async def test_agent_exception_fails_fast_with_agent_traceback(make_livekit_call: Any, request: Any) -> None:
+    """The entrypoint raises before any session: the call fails at once with the agent's own
+    traceback, and its folder keeps the recording and the crash (test_faults.py's matrix checks
+    the trace.json a failing test leaves)."""
+    from pytest_livekit.keys import CALL_KEY
+
     started = time.monotonic()
     with pytest.raises(AgentCrashedError) as excinfo:
         async with make_livekit_call(agent="agents.crashing_agent:entrypoint"):
@@ -123,6 +128,11 @@ async def test_agent_exception_fails_fast_with_agent_traceback(make_livekit_call
     assert "boom: the agent could not load its config" in message
     assert "_load_config" in message  # the agent's own frame, from its traceback
     assert elapsed < 10, f"crash was reported after {elapsed:.1f} s: that is a timeout, not a crash"
+    (call,) = request.node.stash[CALL_KEY]  # failed while starting: the factory never handed it out
+    folder = Path(call.record.artifacts_dir)
+    assert sf.info(str(folder / "call.wav")).frames > 0
+    saved = json.loads((folder / "call.json").read_text())
+    assert any(e["source"] == "crash" and "_load_config" in e["message"] for e in saved["errors"])
 
 
 @pytest.mark.livekit(agent=EXAMPLE_AGENT)
@@ -204,13 +214,14 @@ async def test_an_agent_that_blocks_the_test_process_cannot_change_what_the_call
 
 async def test_an_in_process_agent_that_blocks_the_loop_fails_the_call_naming_the_line(make_livekit_call: Any) -> None:
     """A 5 s synchronous call in the agent: the call fails as soon as the loop runs again, not
-    after a 30 s timeout, and the trace keeps the stall."""
+    after a 30 s timeout, and the call's folder keeps the stall and the caller's speech up to it
+    (test_faults.py's matrix checks the trace.json a failing test leaves)."""
     from pytest_livekit.errors import EventLoopBlockedError
 
     started = None
     with pytest.raises(EventLoopBlockedError) as excinfo:
         async with make_livekit_call(agent="tests.agents.stalling_agent:server") as call:
-            started = time.monotonic()
+            started = time.monotonic()  # the agent blocks the loop 1 s after its session started
             await call.say("I want a refund for order one two three four")
             await call.wait_for_agent_reply()
             await call.say("Can I speak to a human please")
@@ -221,3 +232,11 @@ async def test_an_in_process_agent_that_blocks_the_loop_fails_the_call_naming_th
     assert "stalling_agent.py" in message and "_fetch_customer_record_synchronously" in message
     assert "--livekit-agent-mode=worker" in message
     assert any(e.source == "loop_blocked" for e in call.record.errors)  # the trace's "errors"
+    folder = Path(call.record.artifacts_dir)
+    saved = json.loads((folder / "call.json").read_text())
+    assert any(e["source"] == "loop_blocked" and "_fetch_customer" in e["message"] for e in saved["errors"])
+    # the caller (its own process) kept speaking while the loop was blocked: its turn is recorded
+    stereo, rate = sf.read(str(folder / "call.wav"), dtype="int16")
+    turn = call.record.caller_turns[0]
+    said = stereo[int(turn.started_at * rate) : int((turn.ended_at or len(stereo) / rate) * rate), 0]
+    assert said.size and np.abs(said).max() > 3000, "the caller's speech before the fault is not in call.wav"

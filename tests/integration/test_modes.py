@@ -33,25 +33,50 @@ async def test_worker_mode_refund_call(livekit_call: Any) -> None:
     assert {("agent", "speaking"), ("user", "speaking")} <= {(s.who, s.new) for s in rec.state_changes}
 
 
-async def test_worker_job_crash_fails_fast_with_traceback(make_livekit_call: Any) -> None:
+async def test_worker_job_crash_fails_fast_with_traceback(
+    make_livekit_call: Any, livekit_workers: Any, livekit_server: Any, request: Any
+) -> None:
+    """The job's entrypoint raises: the call fails within 10 s of the dispatch (the worker is
+    registered first: its start is not the fault's time) with the job's traceback, and the call's
+    folder keeps the recording and the crash (test_faults.py's matrix checks the trace.json a
+    failing test leaves)."""
+    import asyncio
+    import json
+
+    from pytest_livekit.keys import CALL_KEY
+
+    spec = "tests.agents.crashing_worker_agent:server"
+    await asyncio.to_thread(
+        livekit_workers.get, spec,
+        url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret,
+    )
     started = time.monotonic()
     with pytest.raises(AgentCrashedError) as excinfo:
-        async with make_livekit_call(agent="tests.agents.crashing_worker_agent:server", agent_mode="worker"):
+        async with make_livekit_call(agent=spec, agent_mode="worker"):
             pass
+    elapsed = time.monotonic() - started
+    print(f"the job's crash failed the call {elapsed:.2f} s after the dispatch")
     message = str(excinfo.value)
     assert "boom: CRM unreachable from the job" in message
     assert "_open_crm_connection" in message
-    assert time.monotonic() - started < 25
+    assert elapsed < 10, f"the job's crash failed the call {elapsed:.1f} s after the dispatch"
+    (call,) = request.node.stash[CALL_KEY]  # failed while starting: the factory never handed it out
+    folder = Path(call.record.artifacts_dir)
+    assert (folder / "call.wav").stat().st_size > 44  # more than a WAV header
+    saved = json.loads((folder / "call.json").read_text())
+    assert any(e["source"] == "crash" and "_open_crm_connection" in e["message"] for e in saved["errors"])
 
 
 def test_two_workers_get_distinct_health_ports(livekit_server: Any, tmp_path: Path) -> None:
-    from pytest_livekit.worker import WorkerPool
+    from pytest_livekit.worker import AgentWorker, WorkerPool
 
     pool = WorkerPool(cwd=ROOT, log_dir=tmp_path)
     try:
         kw = dict(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)
         first = pool.get(EXAMPLE_AGENT, **kw)
         second = pool.get("tests.agents.crashing_worker_agent:server", **kw)
+        # one worker per agent here (the pool's default): not a WorkerGroup
+        assert isinstance(first, AgentWorker) and isinstance(second, AgentWorker)
         assert first.health_port != second.health_port
         assert first.agent_name != second.agent_name
         assert livekit_server.api_secret not in first.log_path.read_text()
