@@ -310,6 +310,10 @@ class LivekitServer(ManagedProcess):
                 "tcp_port": 0,
                 "use_external_ip": False,
                 "enable_loopback_candidate": True,
+                # ICE-lite: the server answers checks and gathers nothing itself. Full ICE would
+                # gather server-reflexive candidates from stun_servers on a socket bound to
+                # 0.0.0.0, one per peer connection (measured), against "bind to loopback only".
+                "use_ice_lite": True,
                 # Clients get Google's STUN servers unless this is set; keep their STUN on loopback.
                 "stun_servers": [f"{self.host}:{self.ports.rtc_udp}"],
             },

@@ -101,9 +101,13 @@ async def test_a_clean_relay_changes_no_answers_timing(
     relayed_server: LivekitServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same call twice at once (so that both see the same machine), direct and through the
-    clean relay: per answer, TTFA minus the agent's real answer delay (from its send log, as
-    test_calibration scores it) agrees within the calibration test's guards (|difference| p50
-    <= 10 ms, p95 <= 30 ms, and no shift), and the raw TTFA within them plus two 10 ms frames.
+    clean relay. The relay itself adds under 1 ms (its own wire stats, every packet forwarded);
+    what the caller measures agrees: the floor of TTFA minus the agent's real answer delay (from
+    its send log, as test_calibration scores it) is the same within one 10 ms jitter-buffer step
+    and the calibration's 5 ms, per answer the two calls differ only by their receivers' own
+    jitter-buffer plateaus (p95 <= 40 ms: two independent 10-30 ms steps, seen on a loaded
+    2-core CI machine with and without the relay), and the raw TTFA's median agrees within the
+    floor's bound plus two 10 ms frames.
 
     Run one after the other, two calls' downlink floors differ by 20-50 ms whatever the relay
     does (the receiver's jitter buffer settles at 40 ms in one call and 70 ms in the next, with
@@ -130,9 +134,12 @@ async def test_a_clean_relay_changes_no_answers_timing(
         print(f"\n{name}: rtc {rec.rtc}; jitter buffer ms "
               f"{[round((jitter_buffer_delay(rec, k) or 0) * 1000, 1) for k in turns]}; "
               f"clock misses {len(rec.clock_misses)}")
-        if network is not None:  # it went through the relay, untouched
+        if network is not None:  # it went through the relay, untouched and not delayed
             wire = _link(call)
-            assert wire["uplink"]["packets_in"] > 300 and wire["uplink"]["forwarded"] == wire["uplink"]["packets_in"], wire
+            for direction in ("uplink", "downlink"):
+                stats = wire[direction]
+                assert stats["packets_in"] > 300 and stats["forwarded"] == stats["packets_in"], wire
+                assert stats["added_delay_p95_ms"] <= 1.0, wire  # the relay's own goal
         else:
             assert not rec.network.get("links"), rec.network
         return [time_to_first_audio(rec, k) for k in turns], answer_offsets(rec, t0, log)[WARMUP:]
@@ -164,20 +171,21 @@ async def test_a_clean_relay_changes_no_answers_timing(
           f"(difference {[round(d * 1000) for d in ttfa_diff]}); TTFA minus the real answer delay, ms: direct "
           f"{[round(o * 1000, 1) for o in offsets['direct']]}, relayed {[round(o * 1000, 1) for o in offsets['relayed']]} "
           f"(difference {[round(d * 1000, 1) for d in offset_diff]})")
-    # Per answer, TTFA minus the agent's real answer delay (what test_calibration scores: the
-    # agent's own timing, which differs between two rooms by its detection and its event loop,
-    # is taken out): the relayed and the direct call agree within the calibration's guards.
-    p50, p95 = p50_p95(offset_diff)
-    assert p50 <= 0.010, f"p50 |difference| {p50 * 1000:.1f} ms: {offset_diff}"
-    assert p95 <= 0.030, f"p95 |difference| {p95 * 1000:.1f} ms: {offset_diff}"
-    assert abs(statistics.median(offset_diff)) <= 0.010, offset_diff  # and no shift
+    # TTFA minus the agent's real answer delay (what test_calibration scores: the agent's own
+    # timing, which differs between two rooms by its detection and its event loop, is taken out).
+    # Each call's receiver settles its jitter buffer in 10 ms steps and re-settles mid-call, on its
+    # own (plateaus of 10-30 ms, seen in direct and relayed calls alike on a loaded machine), so
+    # the relay's effect is read off the floors: the best each path delivered.
+    floor_diff = min(offsets["relayed"]) - min(offsets["direct"])
+    assert abs(floor_diff) <= 0.015, f"floors differ by {floor_diff * 1000:.1f} ms: {offsets}"
+    p95 = p50_p95(offset_diff)[1]
+    assert p95 <= 0.040, f"p95 |difference| {p95 * 1000:.1f} ms: {offset_diff}"
     # The TTFA the caller measured has the uplink and the agent's own timing in it, read on two
     # 10 ms frame grids (the agent's ears and the caller's) that line up differently in each call:
     # a constant of -10, 0 or +10 ms per call whatever the relay does (seen: all of them, with
-    # the parts above agreeing to 1-5 ms). So: within the guards plus those two frames.
+    # the parts above agreeing to 1-5 ms). So: within the floor's bound plus those two frames.
     frames = 0.020 + 1e-6
-    assert abs(statistics.median(ttfa_diff)) <= frames, ttfa_diff
-    assert p50_p95(ttfa_diff)[1] <= 0.030 + frames, ttfa_diff
+    assert abs(statistics.median(ttfa_diff)) <= 0.015 + frames, ttfa_diff
 
 
 def _audio_stream(call: LivekitCall, direction: str) -> dict[str, int]:
@@ -316,9 +324,10 @@ async def test_reordering_reaches_the_receivers_as_jitter_without_loss(relayed_s
         assert audio["packets_in"] > 300 and audio["reordered"] >= 0.15 * audio["packets_in"], audio
         # the receiver took every one of them: none counted lost (a packet still delayed when the
         # stats are read counts as lost; the agent's are read while the caller still speaks, so
-        # the relay counts a few packets more than it had received then)
+        # the relay counts some packets more than it had received then: 8-12 on a busy machine,
+        # 20 ms each; the bound is half a second of them)
         assert rtc["packets_lost"] <= 2, (rtc, audio)
-        assert 0 <= audio["forwarded"] - rtc["packets_received"] <= 10, (rtc, audio)
+        assert 0 <= audio["forwarded"] - rtc["packets_received"] <= 25, (rtc, audio)
         # and measured their jitter: 13-18 ms (a clean call: 0-1 ms)
         assert rtc["jitter"] >= 0.005, rtc
     assert all(time_to_first_audio(call.record, k) is not None for k in range(4))

@@ -377,18 +377,10 @@ def _check_server(sockets: list[tuple[str, str, str, int]], ports: Any, what: st
     assert not _exposed(sockets), (what, _exposed(sockets))
 
 
-#: What livekit-server does with the plugin's config today (measured in the namespace: two such
-#: sockets, one per peer connection, while two participants publish): with ``node_ip`` unset and
-#: ``use_external_ip`` off it hands each peer connection the configured STUN server, and pion
-#: gathers server-reflexive candidates on a socket bound to 0.0.0.0. With ``rtc.use_ice_lite``
-#: (or a ``node_ip``) it gathers none and binds nothing but its ports. Strict: once the server's
-#: config is fixed these pass, and the marker must go.
-WILDCARD_DURING_CALLS = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # the socket check only: any other failure still fails
-    reason="livekit-server binds a wildcard UDP socket per peer connection (srflx gathering) unless "
-    "pytest_livekit/server.py sets rtc.use_ice_lite or a node_ip",
-)
+#: Why the server binds nothing but its ports during calls: with full ICE, livekit-server gathers
+#: server-reflexive candidates from its stun_servers on a socket bound to 0.0.0.0, one per peer
+#: connection (measured in the namespace: two sockets while two participants publish); the
+#: plugin's config runs it ICE-lite (rtc.use_ice_lite), which gathers nothing.
 
 
 @contextlib.asynccontextmanager
@@ -433,7 +425,6 @@ def test_the_server_listens_on_loopback_only(tmp_path: Path, livekit_server: Any
     assert os.environ.get("LIVEKIT_API_SECRET") != livekit_server.api_secret  # not leaked into our env
 
 
-@WILDCARD_DURING_CALLS
 async def test_the_server_listens_on_loopback_only_during_a_call(tmp_path: Path) -> None:
     """The same while participants are connected: a peer connection's sockets count too."""
     from pytest_livekit.server import LivekitServer, find_server_binary
@@ -467,7 +458,6 @@ async def test_the_docker_server_listens_on_loopback_only(tmp_path: Path) -> Non
 
 
 @pytest.mark.docker
-@WILDCARD_DURING_CALLS
 async def test_the_docker_server_listens_on_loopback_only_during_a_call(tmp_path: Path) -> None:
     """The same with two participants connected."""
     from pytest_livekit.docker import DockerLivekitServer
@@ -518,7 +508,6 @@ def test_the_cluster_listens_on_loopback_only(tmp_path: Path) -> None:
 
 
 @NO_REDIS
-@WILDCARD_DURING_CALLS
 async def test_the_cluster_listens_on_loopback_only_during_a_call(tmp_path: Path) -> None:
     """The same with two participants connected (their room on one of the nodes)."""
     with _cluster(tmp_path) as cluster:

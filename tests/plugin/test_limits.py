@@ -120,7 +120,7 @@ async def test_call(stand_in_call, ttfa):
 def _suite(pytester: pytest.Pytester, tests: str = TESTS, pyproject: str = PYPROJECT) -> None:
     pytester.makepyprojecttoml(pyproject)
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(test_calls=tests)
+    pytester.makepyfile(test_limited_calls=tests)
 
 
 def _traces(pytester: pytest.Pytester) -> dict[str, dict[str, object]]:
@@ -358,7 +358,7 @@ def test_a_bad_limit_in_pyproject_stops_the_session_naming_the_limit(
     pytester: pytest.Pytester, value: str, expected: str
 ) -> None:
     pytester.makepyprojecttoml(PYPROJECT.replace("ttfa_ms_max = 1500", f"ttfa_ms_max = {value}"))
-    pytester.makepyfile(test_calls="def test_plain():\n    pass\n")
+    pytester.makepyfile(test_limited_calls="def test_plain():\n    pass\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: [[]tool.pytest_livekit.call_types.refund[]]: {expected}"])
@@ -369,7 +369,7 @@ def test_a_bad_limit_in_a_marker_is_a_usage_error_at_collection_naming_test_and_
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyprojecttoml(PYPROJECT)
-    pytester.makepyfile(test_calls="""
+    pytester.makepyfile(test_limited_calls="""
 import pytest
 
 @pytest.mark.livekit(call_type="refund", ttfa_ms_max=-1)
