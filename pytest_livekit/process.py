@@ -225,6 +225,8 @@ class ManagedProcess:
         self.startup_timeout = startup_timeout
         self.startup_seconds: float | None = None
         """Seconds from spawn to ready, once ready."""
+        self.log_error: OSError | None = None
+        """Why the process's log file stopped being written (full or read-only disk), if it did."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self._changed = threading.Condition()
@@ -324,11 +326,20 @@ class ManagedProcess:
         def read() -> None:
             try:
                 with contextlib.ExitStack() as files:
-                    log = files.enter_context(open(log_to, "wb")) if log_to is not None else None
-                    for raw in stream:
+                    log: IO[bytes] | None = None
+                    if log_to is not None:
+                        try:
+                            # unbuffered: a write the disk refused is not retried by close()
+                            log = files.enter_context(open(log_to, "wb", buffering=0))
+                        except OSError as exc:  # read-only or full: the process runs on unlogged
+                            self.log_error = exc
+                    for raw in stream:  # drained to the end whatever happens to the log: a
+                        # process whose pipe is no longer read blocks on its next log line
                         if log is not None:
-                            log.write(redact_bytes(raw, self._secrets()))
-                            log.flush()
+                            try:
+                                log.write(redact_bytes(raw, self._secrets()))
+                            except OSError as exc:  # the disk filled up: stop logging, keep reading
+                                self.log_error, log = exc, None
                         if on_line is not None:
                             on_line(raw)
             finally:
