@@ -143,7 +143,7 @@ def test_a_breach_fails_the_test_with_measured_and_allowed(
         "Hint: *--livekit-limits=warn*",
     ])
     result.stdout.fnmatch_lines([
-        "FAILED test_calls.py::test_call[[]slow[]] - LimitBreachError: time-to-first-audio 1840 ms > 1500 ms "
+        "FAILED test_limited_calls.py::test_call[[]slow[]] - LimitBreachError: time-to-first-audio 1840 ms > 1500 ms "
         "allowed (ttfa_ms_max, turn 1)",
     ])
     traces = _traces(pytester)
@@ -159,7 +159,7 @@ def test_warn_mode_passes_with_a_warning_and_the_failure_rate_slo_still_counts_i
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines([
         "*warnings summary*",
-        "test_calls.py::test_call[[]slow[]]",
+        "test_limited_calls.py::test_call[[]slow[]]",
         "*LimitBreachWarning: time-to-first-audio 1840 ms > 1500 ms*",
     ])
     # the tests passed, the run did not: a breached call is a failed call for the SLO and the table
@@ -243,7 +243,7 @@ async def test_allowed_more(stand_in_call, ttfa):
 """)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=2, warnings=1)
-    result.stdout.fnmatch_lines(["test_calls.py::test_warned[[]1.84[]]", "*LimitBreachWarning*1840 ms > 1500 ms*"])
+    result.stdout.fnmatch_lines(["test_limited_calls.py::test_warned[[]1.84[]]", "*LimitBreachWarning*1840 ms > 1500 ms*"])
 
 
 def test_bad_marker_mode_and_unknown_keys_are_usage_errors(pytester: pytest.Pytester) -> None:
@@ -292,7 +292,7 @@ async def test_breach_handled_by_the_test(stand_in_factory):
     # the breach the test expected (and passed on) is still a failed call for the SLO
     result.stdout.fnmatch_lines([
         "refund * 3 *  3  *",
-        "test_calls.py::test_breach_handled_by_the_test ?refund? passed: * · breached ttfa_ms_max",
+        "test_limited_calls.py::test_breach_handled_by_the_test ?refund? passed: * · breached ttfa_ms_max",
     ])
 
 
@@ -392,8 +392,8 @@ def test_fine(make_livekit_call):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([
         "ERROR: pytest-livekit:",
-        "test_calls.py::test_negative: @pytest.mark.livekit: ttfa_ms_max = -1 must be >= 0.",
-        "test_calls.py::test_string: @pytest.mark.livekit: wer_max = '0.2' is not a number.",
-        "test_calls.py::test_bool: @pytest.mark.livekit: ttfa_ms_max = True is not a number.",
+        "test_limited_calls.py::test_negative: @pytest.mark.livekit: ttfa_ms_max = -1 must be >= 0.",
+        "test_limited_calls.py::test_string: @pytest.mark.livekit: wer_max = '0.2' is not a number.",
+        "test_limited_calls.py::test_bool: @pytest.mark.livekit: ttfa_ms_max = True is not a number.",
     ])
     assert "test_fine" not in result.stderr.str()
