@@ -273,7 +273,10 @@ def test_a_fault_fails_its_test_at_once_keeps_the_artifacts_and_spares_the_next_
         assert kind in trace["test"]["message"] and what in trace["test"]["message"], trace["test"]["message"]
         assert any(what in e["message"] for e in trace["errors"]), trace["errors"]
         stereo, rate = sf.read(str(folder / "call.wav"), dtype="int16")
-        assert rate == 48000 and stereo.ndim == 2 and len(stereo) > 0, f"{name}: empty call.wav"
+        # kept in every case; an entrypoint that raises at once may leave it empty (it can fail
+        # before the caller's first frame: seen in a loaded CI run), the other faults come later
+        assert rate == 48000 and stereo.ndim == 2, f"{name}: call.wav is not the stereo recording"
+        assert len(stereo) > 0 or fault == "entrypoint_raises", f"{name}: empty call.wav"
         if fault in SPOKE_BEFORE_THE_FAULT:  # the caller's turn before the fault is on the left
             turn = next(t for t in trace["turns"] if t["who"] == "caller")
             end = turn["end"] if turn["end"] is not None else len(stereo) / rate  # cut by the fault
