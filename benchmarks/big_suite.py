@@ -82,7 +82,7 @@ def main() -> int:
     args = parser.parse_args()
     shard_counts = [int(n) for n in args.shards.split(",")]
     sys.path.insert(0, str(ROOT))
-    from pytest_livekit.run_summary import RunSummary
+    from pytest_livekit.outputs.run_summary import RunSummary
 
     with tempfile.TemporaryDirectory(prefix="big-suite-") as tmp:
         base = Path(tmp)

@@ -72,12 +72,12 @@ if str(ROOT / "benchmarks") not in sys.path:  # imported as benchmarks.calibrati
 
 from _table import print_grid  # noqa: E402
 
-from pytest_livekit.agent_runner import AgentTarget, resolve_agent_target  # noqa: E402
+from pytest_livekit.agent.in_process import AgentTarget, resolve_agent_target  # noqa: E402
+from pytest_livekit.agent.worker import AgentWorker  # noqa: E402
 from pytest_livekit.audio import CALL_SAMPLE_RATE, CallerAudio  # noqa: E402
-from pytest_livekit.call import LivekitCall  # noqa: E402
-from pytest_livekit.caller import stop_caller_host  # noqa: E402
-from pytest_livekit.server import LivekitServer, find_server_binary  # noqa: E402
-from pytest_livekit.worker import AgentWorker  # noqa: E402
+from pytest_livekit.call.caller import stop_caller_host  # noqa: E402
+from pytest_livekit.call.livekit_call import LivekitCall  # noqa: E402
+from pytest_livekit.server.binary import LivekitServer, find_server_binary  # noqa: E402
 
 IDLE_AGENT = "tests.agents.calibration_agent:entrypoint"
 WORKING_AGENT = "tests.agents.calibration_agent:working_entrypoint"

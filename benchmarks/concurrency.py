@@ -103,12 +103,12 @@ from calibration import (  # noqa: E402
     tone_clip,
 )
 
-from pytest_livekit.agent_runner import AgentTarget  # noqa: E402
-from pytest_livekit.call import LivekitCall  # noqa: E402
-from pytest_livekit.caller import caller_host, stop_caller_host  # noqa: E402
-from pytest_livekit.metrics import time_to_first_audio, user_transcript, word_error_rate  # noqa: E402
-from pytest_livekit.server import LivekitServer, find_server_binary  # noqa: E402
-from pytest_livekit.worker import AgentWorker  # noqa: E402
+from pytest_livekit.agent.in_process import AgentTarget  # noqa: E402
+from pytest_livekit.agent.worker import AgentWorker  # noqa: E402
+from pytest_livekit.call.caller import caller_host, stop_caller_host  # noqa: E402
+from pytest_livekit.call.livekit_call import LivekitCall  # noqa: E402
+from pytest_livekit.metrics.turns import time_to_first_audio, user_transcript, word_error_rate  # noqa: E402
+from pytest_livekit.server.binary import LivekitServer, find_server_binary  # noqa: E402
 
 AGENT = "example_suite.support_agent:server"
 SCRIPT = ("I want a refund for order one two three four", "Yes please refund it")

@@ -1,4 +1,4 @@
-"""Benchmark :func:`pytest_livekit.call_metrics.compute_metrics` on a realistic 60 s call.
+"""Benchmark :func:`pytest_livekit.metrics.call_metrics.compute_metrics` on a realistic 60 s call.
 
 The call is built offline: 10 caller turns and 10 agent replies spoken by espeak-ng (or, with
 ``--synthetic``, tone bursts), laid on a 48 kHz stereo recording with a noise floor, plus STT
@@ -29,7 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pytest_livekit.audio import CALL_SAMPLE_RATE, float_to_pcm16, resample  # noqa: E402
-from pytest_livekit.call_metrics import (  # noqa: E402
+from pytest_livekit.call.record import (  # noqa: E402
+    CallerTurn,
+    CallRecord,
+    ConversationItem,
+    HeardSegment,
+    ToolCall,
+    Transcript,
+)
+from pytest_livekit.metrics.call_metrics import (  # noqa: E402
     audio_gaps,
     audio_quality,
     call_outcome,
@@ -38,14 +46,6 @@ from pytest_livekit.call_metrics import (  # noqa: E402
     rtc_summary,
     tool_selection,
     turn_metrics,
-)
-from pytest_livekit.record import (  # noqa: E402
-    CallerTurn,
-    CallRecord,
-    ConversationItem,
-    HeardSegment,
-    ToolCall,
-    Transcript,
 )
 
 BUDGET_S = 0.050

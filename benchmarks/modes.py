@@ -21,11 +21,11 @@ sys.path.insert(0, str(ROOT))
 
 from _table import print_table  # noqa: E402  (benchmarks/ is sys.path[0])
 
-from pytest_livekit.agent_runner import resolve_agent_target  # noqa: E402
-from pytest_livekit.call import LivekitCall  # noqa: E402
-from pytest_livekit.metrics import time_to_first_audio  # noqa: E402
-from pytest_livekit.server import LivekitServer, check_reachable, find_server_binary  # noqa: E402
-from pytest_livekit.worker import AgentWorker  # noqa: E402
+from pytest_livekit.agent.in_process import resolve_agent_target  # noqa: E402
+from pytest_livekit.agent.worker import AgentWorker  # noqa: E402
+from pytest_livekit.call.livekit_call import LivekitCall  # noqa: E402
+from pytest_livekit.metrics.turns import time_to_first_audio  # noqa: E402
+from pytest_livekit.server.binary import LivekitServer, check_reachable, find_server_binary  # noqa: E402
 
 AGENT = "example_suite.support_agent:server"
 UTTERANCE = "I want a refund for order one two three four"
@@ -56,7 +56,7 @@ def server_starts(n: int) -> list[float]:
 
 def docker_starts(n: int) -> list[float]:
     """Seconds from docker run to GET / = 200 (needs a Docker engine with the image)."""
-    from pytest_livekit.docker import DEFAULT_IMAGE, DockerLivekitServer, docker_image_available
+    from pytest_livekit.server.docker import DEFAULT_IMAGE, DockerLivekitServer, docker_image_available
 
     if not docker_image_available(DEFAULT_IMAGE):
         return []

@@ -4,7 +4,7 @@ relay's own cost.
 Table 1 runs the example agent (``example_suite.support_agent:server``, in-process, the refund
 script: "I want a refund for order one two three four", "Yes please refund it", each ``say`` +
 ``wait_for_agent_reply``) with the caller's link shaped by the packet relay
-(``pytest_livekit.packet_relay``; relay-only ICE through the server's embedded TURN): a direct
+(``pytest_livekit.conditions.packet_relay``; relay-only ICE through the server's embedded TURN): a direct
 row (no relay), a clean relay, uplink loss 5/10/20 % (random), and uplink bandwidth 64/32/16/8
 kbit/s (300 ms queue, tail drop). ``--calls`` calls per row, pooled.
 
@@ -60,13 +60,13 @@ if str(ROOT / "benchmarks") not in sys.path:
 from _table import print_grid  # noqa: E402
 from calibration import bounded, percentile, short_error  # noqa: E402
 
-from pytest_livekit.agent_runner import resolve_agent_target  # noqa: E402
-from pytest_livekit.call import LivekitCall  # noqa: E402
-from pytest_livekit.caller import caller_host, stop_caller_host  # noqa: E402
-from pytest_livekit.metrics import time_to_first_audio, user_transcript, word_error_rate  # noqa: E402
-from pytest_livekit.netem import Bandwidth, NetworkPath, PacketLoss  # noqa: E402
-from pytest_livekit.packet_relay import PacketRelay  # noqa: E402
-from pytest_livekit.server import LivekitServer, find_server_binary  # noqa: E402
+from pytest_livekit.agent.in_process import resolve_agent_target  # noqa: E402
+from pytest_livekit.call.caller import caller_host, stop_caller_host  # noqa: E402
+from pytest_livekit.call.livekit_call import LivekitCall  # noqa: E402
+from pytest_livekit.conditions.network import Bandwidth, NetworkPath, PacketLoss  # noqa: E402
+from pytest_livekit.conditions.packet_relay import PacketRelay  # noqa: E402
+from pytest_livekit.metrics.turns import time_to_first_audio, user_transcript, word_error_rate  # noqa: E402
+from pytest_livekit.server.binary import LivekitServer, find_server_binary  # noqa: E402
 from pytest_livekit.session import relay_addresses  # noqa: E402
 
 AGENT = "example_suite.support_agent:server"

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from _table import print_table  # noqa: E402  (benchmarks/ is sys.path[0])
 
-from pytest_livekit.artifacts import read_session_jsonl  # noqa: E402
-from pytest_livekit.report import write_report  # noqa: E402
-from pytest_livekit.trace import TRACE_FILE, load_trace  # noqa: E402
+from pytest_livekit.outputs.artifacts import read_session_jsonl  # noqa: E402
+from pytest_livekit.outputs.report import write_report  # noqa: E402
+from pytest_livekit.outputs.trace import TRACE_FILE, load_trace  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -1,11 +1,11 @@
 """Offline STT word error rate on the example suite: the suite's domain model vs the generic one.
 
 What it measures: the caller phrases of the example suite (``example_suite/``), gathered exactly
-as the plugin gathers a run's vocabulary (:class:`pytest_livekit.vocabulary.SuiteVocabulary`:
+as the plugin gathers a run's vocabulary (:class:`pytest_livekit.agent.vocabulary.SuiteVocabulary`:
 the call types' ``script`` lines plus the literals the tests pass to ``say()``, ``barge_in()``,
 ``backchannel()`` and ``play(text=)``), are spoken with the offline espeak-ng TTS through the
 caller's audio path (48 kHz, as ``LivekitCall.synthesize``), mixed with white or pink noise at
-10 dB SNR by the plugin's own :class:`~pytest_livekit.conditions.Noise` (applied to the clip,
+10 dB SNR by the plugin's own :class:`~pytest_livekit.conditions.media.Noise` (applied to the clip,
 as a call applies it per turn), framed into 10 ms frames with silence around them, and
 recognised by :class:`~pytest_livekit.offline.stt.SphinxSTT` with
 
@@ -14,7 +14,7 @@ recognised by :class:`~pytest_livekit.offline.stt.SphinxSTT` with
 
 Each utterance is decoded twice: streamed (``SphinxSTT.stream()``, as the agent's pipeline
 uses it) and in one batch (``transcribe_pcm``). WER is the plugin's own
-:func:`~pytest_livekit.metrics.word_error_rate` per utterance, pooled over the cell:
+:func:`~pytest_livekit.metrics.turns.word_error_rate` per utterance, pooled over the cell:
 (substitutions + deletions + insertions) / reference words. There is no livekit-server here,
 so no Opus, WebRTC or VAD; it isolates the recogniser and the signal conditions.
 
@@ -47,13 +47,13 @@ from _table import print_grid  # noqa: E402  (benchmarks/ is sys.path[0])
 from livekit import rtc  # noqa: E402
 from livekit.agents import stt as lk_stt  # noqa: E402
 
+from pytest_livekit.agent.vocabulary import DOMAIN_MODEL, GENERIC_MODEL, SuiteVocabulary  # noqa: E402
 from pytest_livekit.audio import CALL_SAMPLE_RATE, float_to_pcm16, resample, to_mono_float  # noqa: E402
-from pytest_livekit.conditions import Conditions, Noise  # noqa: E402
-from pytest_livekit.metrics import WordErrors, word_error_rate  # noqa: E402
+from pytest_livekit.conditions.media import Conditions, Noise  # noqa: E402
+from pytest_livekit.metrics.thresholds import load_call_types  # noqa: E402
+from pytest_livekit.metrics.turns import WordErrors, word_error_rate  # noqa: E402
 from pytest_livekit.offline.stt import SphinxSTT  # noqa: E402
 from pytest_livekit.offline.tts import synthesize_speech  # noqa: E402
-from pytest_livekit.thresholds import load_call_types  # noqa: E402
-from pytest_livekit.vocabulary import DOMAIN_MODEL, GENERIC_MODEL, SuiteVocabulary  # noqa: E402
 
 SUITE = ROOT / "example_suite"
 CONDITIONS: list[tuple[str, Noise | None]] = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_livekit import LivekitCall, assert_no_duplicated_turns, assert_within_limits
-from pytest_livekit.thresholds import CallType
+from pytest_livekit.metrics.thresholds import CallType
 
 
 # the call types with a fixed script (verified_refund is played from scenario files instead)

@@ -20,8 +20,8 @@ from pytest_livekit import (
     assert_time_to_first_audio,
     assert_tool_called,
 )
-from pytest_livekit import strategies as lks
-from pytest_livekit.conditions import Conditions, Noise, Pause
+from pytest_livekit.conditions import strategies as lks
+from pytest_livekit.conditions.media import Conditions, Noise, Pause
 from pytest_livekit.errors import CallTimeoutError
 
 REFUND = "I want a refund for order one two three four"

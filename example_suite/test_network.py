@@ -9,8 +9,8 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 
 from pytest_livekit import LivekitCall, assert_asr_accuracy, assert_tool_called, time_to_first_audio
-from pytest_livekit.conditions import Bitrate, Conditions
-from pytest_livekit.netem import Bandwidth, BurstLoss, Latency, NetworkPath
+from pytest_livekit.conditions.media import Bitrate, Conditions
+from pytest_livekit.conditions.network import Bandwidth, BurstLoss, Latency, NetworkPath
 
 REFUND = "I want a refund for order one two three four"
 

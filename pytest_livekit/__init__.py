@@ -2,9 +2,6 @@
 
 Public names are imported lazily so that loading the plugin in a pytest run that uses no LiveKit
 fixture imports nothing heavy (no livekit, numpy or jiwer).
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -16,6 +13,10 @@ import pytest
 
 # Must run before anything imports the module, so pytest rewrites its asserts.
 pytest.register_assert_rewrite("pytest_livekit.assertions")
+
+from pytest_livekit import _moved  # noqa: E402 - after the rewrite registration
+
+_moved.install()  # old flat module paths (pytest_livekit.scenarios, ...) keep working
 
 __version__ = "0.1.0"
 
@@ -34,28 +35,28 @@ _EXPORTS = {
     "assert_reply_after_reconnect": "pytest_livekit.assertions",
     "assert_backchannel_ignored": "pytest_livekit.assertions",
     "assert_task_completed": "pytest_livekit.assertions",
-    "Scenario": "pytest_livekit.scenarios",
-    "load_scenarios": "pytest_livekit.scenarios",
-    "compute_metrics": "pytest_livekit.call_metrics",
-    "LivekitServer": "pytest_livekit.server",
-    "find_server_binary": "pytest_livekit.server",
-    "LivekitCall": "pytest_livekit.call",
+    "Scenario": "pytest_livekit.call.scenarios",
+    "load_scenarios": "pytest_livekit.call.scenarios",
+    "compute_metrics": "pytest_livekit.metrics.call_metrics",
+    "LivekitServer": "pytest_livekit.server.binary",
+    "find_server_binary": "pytest_livekit.server.binary",
+    "LivekitCall": "pytest_livekit.call.livekit_call",
     "LivekitSession": "pytest_livekit.session",
-    "ScriptedCaller": "pytest_livekit.caller",
-    "InProcessAgent": "pytest_livekit.agent_runner",
-    "AgentTarget": "pytest_livekit.agent_runner",
-    "resolve_agent_target": "pytest_livekit.agent_runner",
-    "CallRecord": "pytest_livekit.record",
-    "time_to_first_audio": "pytest_livekit.metrics",
-    "word_error_rate": "pytest_livekit.metrics",
-    "user_transcript": "pytest_livekit.metrics",
+    "ScriptedCaller": "pytest_livekit.call.caller",
+    "InProcessAgent": "pytest_livekit.agent.in_process",
+    "AgentTarget": "pytest_livekit.agent.in_process",
+    "resolve_agent_target": "pytest_livekit.agent.in_process",
+    "CallRecord": "pytest_livekit.call.record",
+    "time_to_first_audio": "pytest_livekit.metrics.turns",
+    "word_error_rate": "pytest_livekit.metrics.turns",
+    "user_transcript": "pytest_livekit.metrics.turns",
     "PytestLivekitError": "pytest_livekit.errors",
-    "CallReplay": "pytest_livekit.replay",
-    "build_trace": "pytest_livekit.trace",
-    "load_trace": "pytest_livekit.trace",
-    "write_report": "pytest_livekit.report",
-    "voice_run_result": "pytest_livekit.expect",
-    "OfflinePlan": "pytest_livekit.substitution",
+    "CallReplay": "pytest_livekit.outputs.replay",
+    "build_trace": "pytest_livekit.outputs.trace",
+    "load_trace": "pytest_livekit.outputs.trace",
+    "write_report": "pytest_livekit.outputs.report",
+    "voice_run_result": "pytest_livekit.call.expect",
+    "OfflinePlan": "pytest_livekit.agent.substitution",
 }
 
 # written out (not computed from _EXPORTS) so type checkers see the exports; a unit test keeps
@@ -101,8 +102,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .agent_runner import AgentTarget, InProcessAgent, resolve_agent_target
-    from .assertions import (
+    from pytest_livekit.agent.in_process import AgentTarget, InProcessAgent, resolve_agent_target
+    from pytest_livekit.agent.substitution import OfflinePlan
+    from pytest_livekit.assertions import (
         assert_answers_interruption,
         assert_asr_accuracy,
         assert_backchannel_ignored,
@@ -118,20 +120,19 @@ if TYPE_CHECKING:
         assert_tools_called_in_order,
         assert_within_limits,
     )
-    from .call import LivekitCall
-    from .call_metrics import compute_metrics
-    from .caller import ScriptedCaller
-    from .errors import PytestLivekitError
-    from .expect import voice_run_result
-    from .metrics import time_to_first_audio, user_transcript, word_error_rate
-    from .record import CallRecord
-    from .replay import CallReplay
-    from .report import write_report
-    from .scenarios import Scenario, load_scenarios
-    from .server import LivekitServer, find_server_binary
-    from .session import LivekitSession
-    from .substitution import OfflinePlan
-    from .trace import build_trace, load_trace
+    from pytest_livekit.call.caller import ScriptedCaller
+    from pytest_livekit.call.expect import voice_run_result
+    from pytest_livekit.call.livekit_call import LivekitCall
+    from pytest_livekit.call.record import CallRecord
+    from pytest_livekit.call.scenarios import Scenario, load_scenarios
+    from pytest_livekit.errors import PytestLivekitError
+    from pytest_livekit.metrics.call_metrics import compute_metrics
+    from pytest_livekit.metrics.turns import time_to_first_audio, user_transcript, word_error_rate
+    from pytest_livekit.outputs.replay import CallReplay
+    from pytest_livekit.outputs.report import write_report
+    from pytest_livekit.outputs.trace import build_trace, load_trace
+    from pytest_livekit.server.binary import LivekitServer, find_server_binary
+    from pytest_livekit.session import LivekitSession
 
 
 def __getattr__(name: str) -> Any:

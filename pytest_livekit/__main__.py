@@ -4,8 +4,6 @@
 - ``python -m pytest_livekit replay FOLDER [--agent module:attr] [--server-binary PATH] [--out DIR]``
 - ``python -m pytest_livekit merge DIR... [--out DIR] [--pyproject FILE] [--report FILE]
   [--baseline-save NAME] [--baseline-compare NAME] [--strict-versions]``
-
-PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
 """
 
 from __future__ import annotations
@@ -14,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._install import install_server
-from .errors import PytestLivekitError
-from .server import DEFAULT_SERVER_VERSION
+from pytest_livekit.errors import PytestLivekitError
+from pytest_livekit.server.binary import DEFAULT_SERVER_VERSION
+from pytest_livekit.server.install import install_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def _replay(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .replay import replay_with_server
+    from pytest_livekit.outputs.replay import replay_with_server
 
     result = asyncio.run(
         replay_with_server(args.folder, agent=args.agent, server_binary=args.server_binary, out_dir=args.out)
@@ -79,7 +77,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .merge import merge_shards
+    from pytest_livekit.outputs.merge import merge_shards
 
     pyproject = args.pyproject
     if pyproject is None and Path("pyproject.toml").is_file():

@@ -1,7 +1,4 @@
-"""Atomic file writes: every artifact, report and baseline is written through here.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
-"""
+"""Atomic file writes: every artifact, report and baseline is written through here."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Assertion helpers over a call. Each failure shows measured vs allowed, the conversation around
 the turn, and where the recording is.
 
-They accept a :class:`~pytest_livekit.call.LivekitCall` or a bare
-:class:`~pytest_livekit.record.CallRecord` (so they also work on a saved ``call.json``).
+They accept a :class:`~pytest_livekit.call.livekit_call.LivekitCall` or a bare
+:class:`~pytest_livekit.call.record.CallRecord` (so they also work on a saved ``call.json``).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from numbers import Real
 from typing import Any, SupportsFloat
 
-from .metrics import time_to_first_audio, user_transcript, word_error_rate
-from .record import CallRecord, ToolCall
-from .units import ms_to_seconds, to_ms
+from pytest_livekit.call.record import CallRecord, ToolCall
+from pytest_livekit.metrics.turns import time_to_first_audio, user_transcript, word_error_rate
+from pytest_livekit.units import ms_to_seconds, to_ms
 
 __all__ = [
     "assert_answers_interruption",
@@ -90,7 +90,7 @@ def _turn_label(rec: CallRecord, turn: int) -> str:
 def assert_time_to_first_audio(call: Any, *, max_ms: SupportsFloat, turn: int = -1) -> float:
     """Assert the caller heard the agent within ``max_ms`` milliseconds after it stopped speaking.
 
-    Measured at the caller (see :func:`~pytest_livekit.metrics.time_to_first_audio`).
+    Measured at the caller (see :func:`~pytest_livekit.metrics.turns.time_to_first_audio`).
     Returns the measured value in milliseconds.
     """
     __tracebackhide__ = True
@@ -202,11 +202,11 @@ def assert_within_limits(call: Any, **overrides: Any) -> None:
     """Assert a call meets every limit of its call type (``[tool.pytest_livekit.call_types.*]``,
     after marker overrides, then ``overrides``), reporting every breach at once.
 
-    Needs a :class:`~pytest_livekit.call.LivekitCall` (the limits and the audio live on it).
+    Needs a :class:`~pytest_livekit.call.livekit_call.LivekitCall` (the limits and the audio live on it).
     """
     __tracebackhide__ = True
-    from .call_metrics import compute_metrics
-    from .thresholds import CALL_LIMITS, check_call, validate_limits
+    from pytest_livekit.metrics.call_metrics import compute_metrics
+    from pytest_livekit.metrics.thresholds import CALL_LIMITS, check_call, validate_limits
 
     rec = _record(call)
     limits = {**getattr(call, "limits", {}), **validate_limits("assert_within_limits", overrides, CALL_LIMITS)}
@@ -224,14 +224,14 @@ def assert_within_limits(call: Any, **overrides: Any) -> None:
 
 
 def limits_breached_message(call: Any, breaches: Sequence[Any], *, hint: str = "", timeline: bool = True) -> str:
-    """The failure message for a call's breached limits (:class:`~pytest_livekit.thresholds.Breach`
+    """The failure message for a call's breached limits (:class:`~pytest_livekit.metrics.thresholds.Breach`
     list): the first breach, measured vs allowed, on the first line (pytest's short summary shows
     it), every breach below, then the call type, the conversation around the first breached turn
     and the recording.
 
     Args:
         call: the call or its record.
-        breaches: what :func:`~pytest_livekit.thresholds.check_call` returned (not empty).
+        breaches: what :func:`~pytest_livekit.metrics.thresholds.check_call` returned (not empty).
         hint: a last line (how to change the limit or the mode).
         timeline: include the conversation around the turn (warnings leave it out).
     """
@@ -285,7 +285,7 @@ def assert_tools_called_in_order(call: Any, *names: str) -> None:
 def assert_no_duplicated_turns(call: Any) -> None:
     """Assert the agent never answered one caller turn twice with the same words."""
     __tracebackhide__ = True
-    from .call_metrics import turn_metrics
+    from pytest_livekit.metrics.call_metrics import turn_metrics
 
     rec = _record(call)
     dups = [t for t in turn_metrics(rec) if t.duplicated]
@@ -300,8 +300,8 @@ def assert_outcome(call: Any, expected: str, *, completion_tools: tuple[str, ...
                    transfer_tools: tuple[str, ...] = ("transfer_to_human",)) -> None:
     """Assert the call ended as ``expected``: completed, transferred, hung_up or incomplete."""
     __tracebackhide__ = True
-    from .call_metrics import call_outcome
-    from .thresholds import OUTCOMES
+    from pytest_livekit.metrics.call_metrics import call_outcome
+    from pytest_livekit.metrics.thresholds import OUTCOMES
 
     if expected not in OUTCOMES:
         raise ValueError(f"{expected!r} is not an outcome. Valid outcomes: {', '.join(OUTCOMES)}.")
@@ -315,7 +315,7 @@ def assert_task_completed(result: Any) -> None:
     """Assert a scenario's task was done, judged from what happened: the goal phrase was said,
     every expected tool ran with its arguments, the outcome matches (and the LLM judge agreed,
     where one ran). ``result`` is what :meth:`LivekitCall.run_scenario
-    <pytest_livekit.call.LivekitCall.run_scenario>` returned; the failure shows the
+    <pytest_livekit.call.livekit_call.LivekitCall.run_scenario>` returned; the failure shows the
     conversation, the table row and how to re-run this one alone.
     """
     __tracebackhide__ = True
@@ -327,10 +327,10 @@ def assert_task_completed(result: Any) -> None:
 
 def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> float:
     """Assert the agent stopped speaking within ``max_ms`` after the caller talked over it
-    (caller's vantage point, see :func:`~pytest_livekit.metrics.barge_in_stop_latency`).
+    (caller's vantage point, see :func:`~pytest_livekit.metrics.turns.barge_in_stop_latency`).
     """
     __tracebackhide__ = True
-    from .metrics import barge_in_stop_latency
+    from pytest_livekit.metrics.turns import barge_in_stop_latency
 
     _check_max_ms(max_ms)
     rec = _record(call)
@@ -354,7 +354,7 @@ def assert_answers_interruption(call: Any, *, turn: int = -1) -> None:
     ended, and added a reply).
     """
     __tracebackhide__ = True
-    from .metrics import time_to_first_audio
+    from pytest_livekit.metrics.turns import time_to_first_audio
 
     rec = _record(call)
     t = rec.turn(turn)
@@ -389,7 +389,7 @@ def assert_reply_after_reconnect(call: Any, *, max_s: float, reconnect: int = -1
     ``max_s`` seconds (caller's time-to-first-audio).
     """
     __tracebackhide__ = True
-    from .metrics import reply_after_reconnect
+    from pytest_livekit.metrics.turns import reply_after_reconnect
 
     rec = _record(call)
     if not rec.reconnects:

@@ -2,9 +2,6 @@
 
 All PCM inside pytest-livekit is mono ``int16`` at :data:`CALL_SAMPLE_RATE` unless a name says
 otherwise.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from .errors import AudioInputError, ConfigError, PytestLivekitError
+from pytest_livekit.errors import AudioInputError, ConfigError, PytestLivekitError
 
 #: Sample rate of everything the caller sends and records, in Hz (WebRTC's native Opus rate).
 CALL_SAMPLE_RATE = 48_000
@@ -163,15 +160,17 @@ def caller_text_problem(text: str) -> PytestLivekitError | None:
     The checks that need no speech synthesis: empty text, and characters an English espeak-ng
     voice cannot say (other scripts, emoji, invisible characters). Text of punctuation only is
     found only once synthesised (it yields no audible speech). Shared by
-    :meth:`~pytest_livekit.call.LivekitCall.synthesize` and the collection-time scan of
-    ``say()`` literals (:mod:`pytest_livekit.vocabulary`), so both say the same.
+    :meth:`~pytest_livekit.call.livekit_call.LivekitCall.synthesize` and the collection-time scan of
+    ``say()`` literals (:mod:`pytest_livekit.agent.vocabulary`), so both say the same.
     """
     if not text or not text.strip():
         return ConfigError(
             "say() needs some text to speak; got an empty string.\n"
             "Hint: for a caller who says nothing, use 'await call.stay_silent(seconds)'."
         )
-    from .offline.tts import unsayable_characters  # loads livekit-agents: only when text is checked
+    from pytest_livekit.offline.tts import (
+        unsayable_characters,  # loads livekit-agents: only when text is checked
+    )
 
     bad = unsayable_characters(text)
     if bad:

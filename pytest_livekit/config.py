@@ -2,9 +2,6 @@
 
 Every setting remembers where its value came from (``cli``, ``ini``, ``env``, ``default``) so the
 pytest header can show it. Light imports only: this module is loaded with the plugin.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -17,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .errors import ConfigError, did_you_mean
+from pytest_livekit.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
-    from .substitution import OfflinePlan
-    from .vocabulary import SuiteVocabulary
+    from pytest_livekit.agent.substitution import OfflinePlan
+    from pytest_livekit.agent.vocabulary import SuiteVocabulary
 
 #: Default seconds to wait for the agent to join and be listening.
 DEFAULT_JOIN_TIMEOUT = 30.0
@@ -307,7 +304,7 @@ class LivekitSettings:
     call_types: tuple[str, ...] = ()
     """Allowed call types (empty: any)."""
     call_type_configs: dict[str, Any] = field(default_factory=dict)
-    """``[tool.pytest_livekit.call_types.*]`` as :class:`pytest_livekit.thresholds.CallType`."""
+    """``[tool.pytest_livekit.call_types.*]`` as :class:`pytest_livekit.metrics.thresholds.CallType`."""
     rootdir: Path = field(default_factory=Path.cwd)
     """pytest rootdir (agent modules are imported relative to it)."""
     keep: str = "all"
@@ -321,13 +318,13 @@ class LivekitSettings:
     baseline_compare: str | None = None
     """Compare this run against this baseline name or path."""
     tolerances: dict[str, Any] = field(default_factory=dict)
-    """Baseline tolerances (:class:`pytest_livekit.baseline.Tolerance` per metric)."""
+    """Baseline tolerances (:class:`pytest_livekit.outputs.baseline.Tolerance` per metric)."""
     progress: str = "auto"
     """``auto``, ``on`` or ``off``."""
     limits_mode: Setting = field(default_factory=lambda: Setting("fail", "default"))
     """``fail``: a call that breaches a per-call limit fails its test; ``warn``: it warns."""
     packet_relay: Setting = field(default_factory=lambda: Setting("off", "default"))
-    """``on``: the managed server runs behind :class:`~pytest_livekit.packet_relay.PacketRelay`
+    """``on``: the managed server runs behind :class:`~pytest_livekit.conditions.packet_relay.PacketRelay`
     (calls can pass ``network=``); ``off``: media goes straight to the server."""
     providers: Setting = field(default_factory=lambda: Setting("offline", "default"))
     """``offline``: the agent's cloud providers are replaced by doubles; ``real``: kept."""
@@ -342,7 +339,7 @@ class LivekitSettings:
     agent_workers: int = 1
     """Worker mode: how many worker processes register under the agent's name."""
     vocabulary: SuiteVocabulary | None = None
-    """The run's offline STT vocabulary, collected once the tests are (see :mod:`pytest_livekit.vocabulary`)."""
+    """The run's offline STT vocabulary, collected once the tests are (see :mod:`pytest_livekit.agent.vocabulary`)."""
 
     @property
     def session_dir(self) -> Path:
@@ -364,7 +361,7 @@ class LivekitSettings:
     def agent_target(self) -> Any:
         """Import and cache the configured agent target."""
         if self._target is None:
-            from .agent_runner import resolve_agent_target
+            from pytest_livekit.agent.in_process import resolve_agent_target
 
             if self.agent is None:
                 raise ConfigError(
@@ -480,7 +477,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     artifacts_dir = Path(artifacts.value) if artifacts.value else Path(".livekit") / "calls"
     if not artifacts_dir.is_absolute():
         artifacts_dir = rootdir / artifacts_dir
-    from .thresholds import load_call_types
+    from pytest_livekit.metrics.thresholds import load_call_types
 
     inipath = Path(str(config.inipath)) if config.inipath else None
     pyproject = inipath if inipath is not None and inipath.name == "pyproject.toml" else rootdir / "pyproject.toml"
@@ -489,7 +486,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     call_types = tuple(dict.fromkeys([*listed, *call_type_configs]))
     docker_image = _pick(config, "livekit_docker_image", "livekit_docker_image")
     if docker_image.value is None:
-        from .docker import DEFAULT_IMAGE
+        from pytest_livekit.server.docker import DEFAULT_IMAGE
 
         docker_image = Setting(DEFAULT_IMAGE, "default")
     agent_mode = _pick(config, "livekit_agent_mode", "livekit_agent_mode")
@@ -529,13 +526,13 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         raise ConfigError(
             f"livekit_providers = {providers.value!r} is not valid. Valid values: {', '.join(PROVIDER_MODES)}."
         )
-    from .thresholds import plugin_table
+    from pytest_livekit.metrics.thresholds import plugin_table
 
     llm_table = plugin_table(pyproject).get("llm", {})
     if not isinstance(llm_table, dict):
         raise ConfigError("[tool.pytest_livekit.llm] must be a table (rules, default_reply).")
     if llm_table or any(c.llm for c in call_type_configs.values()):
-        from .llm_rules import parse_llm_settings
+        from pytest_livekit.agent.llm_rules import parse_llm_settings
 
         # a wrong rule is said at start, with where it is, not when a call needs it
         parse_llm_settings(llm_table, "tool.pytest_livekit.llm")
@@ -555,7 +552,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
     save = config.getoption("livekit_baseline_save")
     tolerances = _tolerances(config, pyproject) if (compare or save) else {}
     if save:
-        from .baseline import check_baseline_name
+        from pytest_livekit.outputs.baseline import check_baseline_name
 
         try:
             check_baseline_name(save)
@@ -567,7 +564,7 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
         if path is not None and path.is_dir():
             raise ConfigError(f"{label} {str(path)!r} is a folder; give a file name (e.g. report.html).")
     if compare:
-        from .baseline import load_baseline
+        from pytest_livekit.outputs.baseline import load_baseline
 
         try:  # a typo in the name is said now, not after a long run
             load_baseline(compare, (artifacts_dir.parent / "baselines"))
@@ -608,8 +605,8 @@ def resolve_settings(config: pytest.Config) -> LivekitSettings:
 
 def _tolerances(config: pytest.Config, pyproject: Path) -> dict[str, Any]:
     """Baseline tolerances: ``[tool.pytest_livekit.baseline.tolerances]``, then the CLI's."""
-    from .baseline import DEFAULT_TOLERANCES, parse_tolerance
-    from .thresholds import plugin_table
+    from pytest_livekit.metrics.thresholds import plugin_table
+    from pytest_livekit.outputs.baseline import DEFAULT_TOLERANCES, parse_tolerance
 
     out: dict[str, Any] = dict(DEFAULT_TOLERANCES)
     table = dict(plugin_table(pyproject).get("baseline", {}).get("tolerances", {}))
@@ -657,7 +654,7 @@ class MarkerOptions:
     """``domain`` (the suite's vocabulary, default) or ``generic`` (open vocabulary)."""
     scenarios: tuple[str, ...] = ()
     """Scenario files (relative to the test file) to run the test once per scenario of
-    (:mod:`pytest_livekit.scenarios`; the ``livekit_scenario`` fixture)."""
+    (:mod:`pytest_livekit.call.scenarios`; the ``livekit_scenario`` fixture)."""
 
 
 # limits_mode is the marker key limits= (the field named limits holds the per-limit overrides)
@@ -679,7 +676,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
                 f"@pytest.mark.livekit takes keyword arguments only, got positional {mark.args!r}. "
                 f"Valid keys: {', '.join(_MARKER_KEYS)}."
             )
-        from .thresholds import CALL_LIMITS
+        from pytest_livekit.metrics.thresholds import CALL_LIMITS
 
         unknown = sorted(set(mark.kwargs) - set(_MARKER_KEYS) - set(CALL_LIMITS))
         if unknown:
@@ -698,7 +695,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
             f"{', '.join(settings.call_types)}.{did_you_mean(call_type, settings.call_types)}\n"
             "Hint: add it to livekit_call_types in your ini."
         )
-    from .thresholds import CALL_LIMITS, validate_limits
+    from pytest_livekit.metrics.thresholds import CALL_LIMITS, validate_limits
 
     limits = validate_limits(
         "@pytest.mark.livekit", {k: v for k, v in merged.items() if k in CALL_LIMITS}, CALL_LIMITS
@@ -728,7 +725,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
     if agent is not None and not isinstance(agent, str):
         raise ConfigError(f"agent must be a 'package.module:attribute' string, got {agent!r}.")
     if agent is not None:
-        from .agent_runner import resolve_agent_target
+        from pytest_livekit.agent.in_process import resolve_agent_target
 
         resolve_agent_target(agent, rootdir=settings.rootdir)  # fail at collection on a typo
     agent_mode = merged.get("agent_mode")
@@ -757,7 +754,7 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
     if llm_rules is not None:
         if not isinstance(llm_rules, (list, tuple)):
             raise ConfigError(f"llm_rules must be a list of rules (dicts or Rule objects), got {llm_rules!r}.")
-        from .llm_rules import parse_rules
+        from pytest_livekit.agent.llm_rules import parse_rules
 
         parse_rules(list(llm_rules), "@pytest.mark.livekit(llm_rules=...)")  # fail at collection
         llm_rules = tuple(llm_rules)
@@ -795,18 +792,18 @@ def marker_options(item: pytest.Item, settings: LivekitSettings) -> MarkerOption
 def offline_plan_for(
     settings: LivekitSettings, call_type: Any, opts: MarkerOptions, *, fixture_rules: Any = ()
 ) -> OfflinePlan:
-    """The :class:`~pytest_livekit.substitution.OfflinePlan` of a test's call: the offline LLM's
+    """The :class:`~pytest_livekit.agent.substitution.OfflinePlan` of a test's call: the offline LLM's
     rules (the ``livekit_llm_rules`` fixture's first, then the marker's, the call type's and the
     run's), its default reply (the closest one set), and the run's STT vocabulary.
 
     Raises:
         ConfigError: one of the fixture's rules is wrong (the message says which and why).
     """
-    from .substitution import OfflinePlan
+    from pytest_livekit.agent.substitution import OfflinePlan
 
     fixture_rules = list(fixture_rules or ())
     if fixture_rules:
-        from .llm_rules import parse_rules
+        from pytest_livekit.agent.llm_rules import parse_rules
 
         parse_rules(fixture_rules, "the livekit_llm_rules fixture")  # say what is wrong, and where
     type_llm = dict(getattr(call_type, "llm", None) or {})
@@ -852,12 +849,12 @@ def collect_vocabulary(
     ``extra`` ``(phrase, source)`` pairs (the collected scenarios' caller lines).
 
     Returns:
-        The :class:`~pytest_livekit.vocabulary.SuiteVocabulary` (also stored on ``settings``).
+        The :class:`~pytest_livekit.agent.vocabulary.SuiteVocabulary` (also stored on ``settings``).
 
     Raises:
         ConfigError: a phrase has a word the recogniser's dictionary lacks (with where it came from).
     """
-    from .vocabulary import SuiteVocabulary
+    from pytest_livekit.agent.vocabulary import SuiteVocabulary
 
     vocabulary = SuiteVocabulary.collect(
         call_types=list(settings.call_type_configs.values()),

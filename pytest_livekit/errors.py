@@ -2,9 +2,6 @@
 
 Every error says what went wrong, shows the evidence it has (log tail, exit code, path) and ends
 with a ``Hint:`` that names the fix. Catch :class:`PytestLivekitError` to catch them all.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """The plugin's fixtures. Each one is a thin wrapper over a library object that works without
 pytest: :class:`~pytest_livekit.session.LivekitSession` (the server, the worker pool and the
-call factory) and :class:`~pytest_livekit.call.LivekitCall`.
-
-PYTEST_DONT_REWRITE (only ``assertions`` is rewritten).
+call factory) and :class:`~pytest_livekit.call.livekit_call.LivekitCall`.
 """
 
 from __future__ import annotations
@@ -16,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 
-from .call_limits import call_ended
-from .keys import CALL_KEY, LOOP_KEY, SERVER_KEY, SETTINGS_KEY, WORKER_KEY
-from .pytest_glue import progress_for, session_for, worker_pool
-from .session import ServerHandle
+from pytest_livekit.pytest_run.glue import progress_for, session_for, worker_pool
+from pytest_livekit.pytest_run.keys import CALL_KEY, LOOP_KEY, SERVER_KEY, SETTINGS_KEY, WORKER_KEY
+from pytest_livekit.pytest_run.limits import call_ended
+from pytest_livekit.session import ServerHandle
 
 if TYPE_CHECKING:
-    from .call import LivekitCall
-    from .config import LivekitSettings
-    from .worker import WorkerPool
+    from pytest_livekit.agent.worker import WorkerPool
+    from pytest_livekit.call.livekit_call import LivekitCall
+    from pytest_livekit.config import LivekitSettings
 
 __all__ = [
     "ServerHandle",
@@ -50,7 +48,7 @@ def livekit_settings(pytestconfig: pytest.Config) -> LivekitSettings:
 def livekit_server(pytestconfig: pytest.Config, livekit_settings: LivekitSettings) -> Iterator[ServerHandle]:
     """A livekit-server for the whole session (one per xdist worker), stopped at session end.
 
-    Binary mode starts :class:`pytest_livekit.server.LivekitServer` on free loopback ports with a
+    Binary mode starts :class:`pytest_livekit.server.binary.LivekitServer` on free loopback ports with a
     random secret; docker mode the official image; external mode (``--livekit-url``) checks the
     given server answers. See :meth:`pytest_livekit.session.LivekitSession.start`.
     """
@@ -68,7 +66,7 @@ def livekit_server(pytestconfig: pytest.Config, livekit_settings: LivekitSetting
 
 @pytest.fixture(scope="session")
 def livekit_workers(pytestconfig: pytest.Config) -> Iterator[WorkerPool]:
-    """Agent worker processes for worker mode (:class:`pytest_livekit.worker.WorkerPool`), one per
+    """Agent worker processes for worker mode (:class:`pytest_livekit.agent.worker.WorkerPool`), one per
     agent spec, started on first use (the configured agent's at session start) and stopped at
     session end.
     """
@@ -81,16 +79,16 @@ def livekit_workers(pytestconfig: pytest.Config) -> Iterator[WorkerPool]:
 
 @pytest.fixture
 def livekit_agent(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> Any:
-    """The agent under test (:class:`pytest_livekit.agent_runner.AgentTarget`).
+    """The agent under test (:class:`pytest_livekit.agent.in_process.AgentTarget`).
 
     From ``@pytest.mark.livekit(agent=...)``, else ``--livekit-agent`` / ini ``livekit_agent``.
     Override this fixture to return your own ``AgentTarget`` or ``'module:attribute'`` string.
     """
-    from .config import marker_options
+    from pytest_livekit.config import marker_options
 
     opts = marker_options(request.node, livekit_settings)
     if opts.agent is not None:
-        from .agent_runner import resolve_agent_target
+        from pytest_livekit.agent.in_process import resolve_agent_target
 
         return resolve_agent_target(opts.agent, rootdir=livekit_settings.rootdir)
     return livekit_settings.agent_target()
@@ -112,13 +110,13 @@ def livekit_llm_rules() -> list[Any]:
 
 @pytest.fixture
 def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> Any:
-    """The test's call type (:class:`pytest_livekit.thresholds.CallType`) with its limits, SLOs and
+    """The test's call type (:class:`pytest_livekit.metrics.thresholds.CallType`) with its limits, SLOs and
     script, after the marker's limit overrides; ``None`` when the test has no call type.
 
     Tests marked ``@pytest.mark.livekit(call_types="all")`` (or a list) run once per call type,
     with this fixture set to each in turn.
     """
-    from .config import marker_options
+    from pytest_livekit.config import marker_options
 
     opts = marker_options(request.node, livekit_settings)
     name = getattr(request, "param", None) or opts.call_type
@@ -130,7 +128,7 @@ def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitS
 
 @pytest.fixture
 def livekit_scenario(request: pytest.FixtureRequest) -> Any:
-    """The :class:`~pytest_livekit.scenarios.Scenario` this test id plays.
+    """The :class:`~pytest_livekit.call.scenarios.Scenario` this test id plays.
 
     From ``@pytest.mark.livekit(scenarios="file.toml")``: one test id per scenario or table row::
 
@@ -151,7 +149,7 @@ def _call_folder(settings: LivekitSettings, request: pytest.FixtureRequest, suff
     """``<artifacts>/<module path>.<test name>``: tests with the same name in two files (or
     folders) never share a folder, e.g. ``voice.test_refund.test_happy_path[refund]``.
     """
-    from .call import sanitize
+    from pytest_livekit.call.livekit_call import sanitize
 
     module, _, name = request.node.nodeid.partition("::")
     module = module.removesuffix(".py").replace("/", ".").replace("\\", ".")
@@ -169,11 +167,11 @@ def make_livekit_call(
 
     Keyword arguments override the marker (``call_type=``, ``join_timeout=``, ``agent=``,
     ``agent_mode=``, ``providers=``, ``offline_plan=``) or go to
-    :class:`~pytest_livekit.call.LivekitCall` (``conditions=``, ...). When the block ends in the
+    :class:`~pytest_livekit.call.livekit_call.LivekitCall` (``conditions=``, ...). When the block ends in the
     test body, the call is checked against its call type's limits (a breach fails the test
     there, or warns under ``--livekit-limits=warn``).
     """
-    from .config import marker_options
+    from pytest_livekit.config import marker_options
 
     session = session_for(request.config)
     opts = marker_options(request.node, livekit_settings)
@@ -218,7 +216,7 @@ def make_livekit_call(
 @pytest_asyncio.fixture(loop_scope="function")
 async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[LivekitCall]:
     """A call to the agent under test in a fresh room: the caller is connected and the agent is
-    listening (:class:`pytest_livekit.call.LivekitCall`). Artifacts are written at teardown.
+    listening (:class:`pytest_livekit.call.livekit_call.LivekitCall`). Artifacts are written at teardown.
 
     If the call type has limits, the plugin hangs up when the test body returns (if it passed)
     and checks them: a breach fails the test (or warns under ``--livekit-limits=warn``).

@@ -1,13 +1,10 @@
 """pytest hooks: options, the ``livekit`` marker, header, report sections, summary, cleanup.
 
 Hooks only: each one hands pytest's objects to the library (:mod:`pytest_livekit.session`,
-:mod:`pytest_livekit.run_summary`, ...) or to the glue that connects them
-(:mod:`pytest_livekit.pytest_glue`, :mod:`pytest_livekit.call_limits`,
-:mod:`pytest_livekit.outcomes`). Nothing heavy is imported at module level, because pytest loads
+:mod:`pytest_livekit.outputs.run_summary`, ...) or to the glue that connects them
+(:mod:`pytest_livekit.pytest_run.glue`, :mod:`pytest_livekit.pytest_run.limits`,
+:mod:`pytest_livekit.pytest_run.outcomes`). Nothing heavy is imported at module level, because pytest loads
 this plugin in every run of every project that has it installed.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -16,11 +13,9 @@ from typing import Any
 
 import pytest
 
-from .call_limits import call_ended, check_open_calls, limits_at_teardown
-from .call_results import finish_test_call, note_outcome
-from .config import MARKER_HELP, add_options, marker_options, resolve_settings
-from .errors import PytestLivekitError
-from .fixtures import (
+from pytest_livekit.config import MARKER_HELP, add_options, marker_options, resolve_settings
+from pytest_livekit.errors import PytestLivekitError
+from pytest_livekit.fixtures import (
     livekit_agent,
     livekit_call,
     livekit_call_type,
@@ -31,7 +26,23 @@ from .fixtures import (
     livekit_workers,
     make_livekit_call,
 )
-from .keys import (
+from pytest_livekit.outputs.run_summary import OutputOptions
+from pytest_livekit.pytest_run.call_results import finish_test_call, note_outcome
+from pytest_livekit.pytest_run.glue import (
+    call_sections,
+    check_collected,
+    clear_previous_calls,
+    mark_asyncio,
+    parametrize_scenarios,
+    progress_for,
+    run_collector,
+    session_for,
+    stop_everything_started,
+    stop_unneeded_workers,
+    uses_call,
+    worker_pool,
+)
+from pytest_livekit.pytest_run.keys import (
     CALL_KEY,
     CHECKED_KEY,
     CLEARED_KEY,
@@ -44,22 +55,9 @@ from .keys import (
     SETTINGS_KEY,
     WORKER_KEY,
 )
-from .outcomes import no_outcome
-from .pytest_glue import (
-    call_sections,
-    check_collected,
-    clear_previous_calls,
-    mark_asyncio,
-    parametrize_scenarios,
-    progress_for,
-    run_collector,
-    session_for,
-    stop_unneeded_workers,
-    uses_call,
-    worker_pool,
-)
-from .run_summary import OutputOptions
-from .timeout_guard import PHASE_KEY, timed_out_in
+from pytest_livekit.pytest_run.limits import call_ended, check_open_calls, limits_at_teardown
+from pytest_livekit.pytest_run.outcomes import no_outcome
+from pytest_livekit.pytest_run.timeout_guard import PHASE_KEY, fail_if_timed_out, timed_out_in
 
 __all__ = [
     # the fixtures pytest registers from this module
@@ -105,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config.stash[SETTINGS_KEY] = settings = resolve_settings(config)
         if settings.otel_path is not None:
-            from .otel import require_otel
+            from pytest_livekit.outputs.otel import require_otel
 
             require_otel()  # a missing extra is said now, not after a long run
     except PytestLivekitError as exc:
@@ -228,7 +226,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
-    """The phase a pytest-timeout timeout fires in (see :mod:`pytest_livekit.timeout_guard`)."""
+    """The phase a pytest-timeout timeout fires in (see :mod:`pytest_livekit.pytest_run.timeout_guard`)."""
     item.stash[PHASE_KEY] = "teardown"
 
 
@@ -236,11 +234,11 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
     """pytest-timeout on a test that places calls: the plugin's timer, so that a timeout ends it
     with a clear failure and its calls' artifacts kept (both methods; see
-    :mod:`pytest_livekit.timeout_guard`). Other tests keep pytest-timeout's own.
+    :mod:`pytest_livekit.pytest_run.timeout_guard`). Other tests keep pytest-timeout's own.
     """
     if not uses_call(item):
         return None
-    from .timeout_guard import set_timer
+    from pytest_livekit.pytest_run.timeout_guard import set_timer
 
     return set_timer(item, settings)
 
@@ -257,26 +255,17 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         result = yield
     except BaseException as exc:
-        _fail_if_timed_out(item, exc)
+        fail_if_timed_out(item, exc)
         raise
     finally:
         item.stash[IN_BODY_KEY] = False
     try:
         check_open_calls(item)
     except BaseException as exc:
-        _fail_if_timed_out(item, exc)
+        fail_if_timed_out(item, exc)
         raise
-    _fail_if_timed_out(item, None)  # the test caught the timeout's cancellation and returned
+    fail_if_timed_out(item, None)  # the test caught the timeout's cancellation and returned
     return result
-
-
-def _fail_if_timed_out(item: pytest.Item, exc: BaseException | None) -> None:
-    """pytest-timeout's signal method cancelled the test's task: fail with its message, not with
-    ``CancelledError`` (see :mod:`pytest_livekit.timeout_guard`).
-    """
-    message = timed_out_in(item, "call")
-    if message is not None and (exc is None or type(exc).__name__ == "CancelledError"):
-        raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -345,29 +334,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 
 
 def pytest_keyboard_interrupt(excinfo: Any) -> None:
-    """Ctrl-C: stop every worker and server we started before pytest exits."""
-    import sys
-
-    worker_mod = sys.modules.get("pytest_livekit.worker")
-    if worker_mod is not None:
-        worker_mod.stop_all_workers()
-    caller_mod = sys.modules.get("pytest_livekit.caller")
-    if caller_mod is not None:
-        caller_mod.stop_caller_host()
-    from .server import stop_all_servers
-
-    stop_all_servers()
+    """Ctrl-C: stop every worker, caller process and server we started before pytest exits."""
+    stop_everything_started()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Safety net: nothing we started outlives the session."""
-    import sys
-
-    for name, stop in (
-        ("pytest_livekit.worker", "stop_all_workers"),
-        ("pytest_livekit.caller", "stop_caller_host"),
-        ("pytest_livekit.server", "stop_all_servers"),
-    ):
-        mod = sys.modules.get(name)
-        if mod is not None:
-            getattr(mod, stop)()
+    stop_everything_started()

@@ -1,13 +1,11 @@
 """One redaction rule for everything the plugin writes or shows: artifacts, traces, reports, the
 worker's and the Docker server's logs on disk, and every log tail attached to a failure (server,
-Docker, worker, caller: :func:`pytest_livekit.process.tail_lines`).
+Docker, worker, caller: :func:`pytest_livekit.server.process.tail_lines`).
 
 Every given secret of 8 characters or more (longest first, so a secret that starts another leaves
 no tail; shorter strings would blank out ordinary words, and the plugin's secrets are 64 random
 characters) and every JWT-shaped string (what a LiveKit access token looks like) becomes
 ``[redacted]``.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
 """
 
 from __future__ import annotations

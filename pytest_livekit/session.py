@@ -10,8 +10,6 @@ LLM's plan, the worker) and the same artifacts (``call.wav``, ``trace.json``, ``
         async with session.call("refund", call_type="refund") as call:
             await call.say("I want a refund for order one two three four")
             await call.wait_for_agent_reply()
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting.
 """
 
 from __future__ import annotations
@@ -25,19 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import AGENT_MODES, PACKET_RELAY_MODES, PROVIDER_MODES, LivekitSettings, MarkerOptions, Setting
-from .errors import ConfigError
+from pytest_livekit.config import (
+    AGENT_MODES,
+    PACKET_RELAY_MODES,
+    PROVIDER_MODES,
+    LivekitSettings,
+    MarkerOptions,
+    Setting,
+)
+from pytest_livekit.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .call import LivekitCall
-    from .run_summary import RunSummary
-    from .worker import WorkerPool
+    from pytest_livekit.agent.worker import WorkerPool
+    from pytest_livekit.call.livekit_call import LivekitCall
+    from pytest_livekit.outputs.run_summary import RunSummary
 
 __all__ = ["SERVER_MODES", "LivekitSession", "ServerHandle", "managed_server"]
 
 #: How the session gets its server: ``auto`` (``external`` when a URL is given, else a binary,
 #: else the Docker image), ``binary``, ``docker``, ``external`` or ``cluster`` (a Redis and
-#: several livekit-server nodes, :class:`~pytest_livekit.cluster.LivekitCluster`).
+#: several livekit-server nodes, :class:`~pytest_livekit.server.cluster.LivekitCluster`).
 SERVER_MODES = ("auto", "binary", "docker", "external", "cluster")
 
 
@@ -85,15 +90,15 @@ def managed_server(settings: LivekitSettings, log_path: Path) -> Any:
     """The (not yet started) server for binary or docker mode; in auto mode docker is the
     fallback when no binary is found and a Docker engine with the image is available.
     """
-    from .errors import ServerBinaryNotFoundError
-    from .server import LivekitServer, find_server_binary
+    from pytest_livekit.errors import ServerBinaryNotFoundError
+    from pytest_livekit.server.binary import LivekitServer, find_server_binary
 
     s = settings
     common: dict[str, Any] = dict(port=s.port, startup_timeout=s.startup_timeout, log_path=log_path)
     if s.packet_relay.value == "on":
         common["node_ip"], common["relay_ip"] = relay_addresses()
     if s.server_mode.value == "docker":
-        from .docker import DockerLivekitServer
+        from pytest_livekit.server.docker import DockerLivekitServer
 
         return DockerLivekitServer(str(s.docker_image.value), **common)
     try:
@@ -101,7 +106,7 @@ def managed_server(settings: LivekitSettings, log_path: Path) -> Any:
     except ServerBinaryNotFoundError:
         if s.server_mode.source != "auto" or s.server_binary.value:
             raise
-        from .docker import DockerLivekitServer, docker_image_available
+        from pytest_livekit.server.docker import DockerLivekitServer, docker_image_available
 
         if docker_image_available(str(s.docker_image.value)):
             return DockerLivekitServer(str(s.docker_image.value), **common)
@@ -133,7 +138,7 @@ def _settings_from_arguments(
     """Settings as the plugin would resolve them, from a script's arguments; the call types and
     the offline LLM's table come from ``<rootdir>/pyproject.toml`` as in a pytest run there.
     """
-    from .thresholds import load_call_types, plugin_table
+    from pytest_livekit.metrics.thresholds import load_call_types, plugin_table
 
     root = Path(rootdir).resolve() if rootdir is not None else Path.cwd()
     if server not in SERVER_MODES:
@@ -156,7 +161,7 @@ def _settings_from_arguments(
             f"packet_relay={packet_relay!r} is not valid. Valid values: {', '.join(PACKET_RELAY_MODES)}."
         )
     if docker_image is None:
-        from .docker import DEFAULT_IMAGE
+        from pytest_livekit.server.docker import DEFAULT_IMAGE
 
         docker_image = DEFAULT_IMAGE
     folder = Path(artifacts_dir)
@@ -201,7 +206,7 @@ class LivekitSession:
         server: ``auto`` (default: ``external`` when ``url`` is given, else the binary, else the
             Docker image), ``binary``, ``docker``, ``external`` or ``cluster`` (a Redis and
             ``cluster_nodes`` livekit-server nodes; each call is spread over them, see
-            :func:`~pytest_livekit.cluster.call_nodes`).
+            :func:`~pytest_livekit.server.cluster.call_nodes`).
         server_binary: the livekit-server binary (default: searched as the plugin does).
         docker_image: the image for ``docker`` mode (default: the tested version).
         url: an existing server's URL (``external`` mode), with ``api_key`` and ``api_secret``.
@@ -261,7 +266,7 @@ class LivekitSession:
         """The resolved settings (a pytest run's, or built from the arguments)."""
         self.server: Any = None
         """The managed server object (binary or docker mode; the
-        :class:`~pytest_livekit.cluster.LivekitCluster` in cluster mode), set before it starts."""
+        :class:`~pytest_livekit.server.cluster.LivekitCluster` in cluster mode), set before it starts."""
         self.handle: ServerHandle | None = None
         """Where the running server is (None until :meth:`start`)."""
         self._workers: WorkerPool | None = None
@@ -298,24 +303,24 @@ class LivekitSession:
             return self.handle
         if self.settings.server_mode.value == "cluster":
             self._check_cluster_settings()  # before anything starts
-        from .caller import caller_host
+        from pytest_livekit.call.caller import caller_host
 
         caller_host().start()
         # what a call's script imports (scipy's signal module: ~1.2 s) loads while the server
         # starts, which mostly waits on a subprocess: the first call does not pay it
         import threading
 
-        from .audio import warm_imports
+        from pytest_livekit.audio import warm_imports
 
         threading.Thread(target=warm_imports, name="pytest-livekit-warm-imports", daemon=True).start()
         s = self.settings
         if self._standalone and s.vocabulary is None:
-            from .config import collect_vocabulary
+            from pytest_livekit.config import collect_vocabulary
 
             # the offline STT's model, as a pytest run builds it at collection (minus the tests)
             collect_vocabulary(s, [])
         if s.server_mode.value == "external":
-            from .server import check_reachable
+            from pytest_livekit.server.binary import check_reachable
 
             url = str(s.url.value)
             if s.packet_relay.value == "on":
@@ -357,7 +362,7 @@ class LivekitSession:
             ConfigError: the packet relay or a fixed port asked for.
             ServerStartError: no redis-server (the message says how to install it).
         """
-        from .cluster import find_redis_binary
+        from pytest_livekit.server.cluster import find_redis_binary
 
         s = self.settings
         if s.packet_relay.value == "on":
@@ -374,8 +379,8 @@ class LivekitSession:
 
     def _start_cluster(self, log_dir: Path) -> ServerHandle:
         """Cluster mode: a Redis and ``cluster_nodes`` nodes, their logs in ``log_dir``."""
-        from .cluster import LivekitCluster
-        from .server import find_server_binary
+        from pytest_livekit.server.binary import find_server_binary
+        from pytest_livekit.server.cluster import LivekitCluster
 
         s = self.settings
         binary = find_server_binary(s.server_binary.value, root=s.rootdir)
@@ -432,7 +437,7 @@ class LivekitSession:
         (a clear session error; the session does not restart the server, whose port, rooms and
         registered workers would all be new).
         """
-        from .errors import ServerDiedError
+        from pytest_livekit.errors import ServerDiedError
 
         server = process if process is not None else self.server
         log = getattr(server, "log_path", None)
@@ -467,7 +472,7 @@ class LivekitSession:
     def workers(self) -> WorkerPool:
         """The agent worker processes of worker mode, one per agent spec (created on first use)."""
         if self._workers is None:
-            from .worker import WorkerPool
+            from pytest_livekit.agent.worker import WorkerPool
 
             s = self.settings
             self._workers = WorkerPool(
@@ -495,12 +500,12 @@ class LivekitSession:
     # -- calls --------------------------------------------------------------------------------
 
     def call_type(self, name: str | Any) -> Any:
-        """The :class:`~pytest_livekit.thresholds.CallType` named ``name`` (configured, or a bare
+        """The :class:`~pytest_livekit.metrics.thresholds.CallType` named ``name`` (configured, or a bare
         one without limits); a ``CallType`` or None is returned as is.
         """
         if name is None or not isinstance(name, str):
             return name
-        from .thresholds import CallType
+        from pytest_livekit.metrics.thresholds import CallType
 
         return self.settings.call_type_configs.get(name) or CallType(name)
 
@@ -527,7 +532,7 @@ class LivekitSession:
 
         Args:
             name: the call's name (its room name and, by default, its folder derive from it).
-            call_type: a call type name or :class:`~pytest_livekit.thresholds.CallType`: its
+            call_type: a call type name or :class:`~pytest_livekit.metrics.thresholds.CallType`: its
                 limits are checked on the call, its offline LLM rules apply.
             agent: the agent under test (``module:attribute`` or an ``AgentTarget``; default:
                 the session's).
@@ -541,21 +546,21 @@ class LivekitSession:
             artifacts_dir: the call's folder (default: ``<artifacts>/<name>``, ``-2``... when a
                 name repeats).
             audio_root: folder relative WAV paths resolve against (default: the rootdir).
-            **call_arguments: passed on to :class:`~pytest_livekit.call.LivekitCall`
+            **call_arguments: passed on to :class:`~pytest_livekit.call.livekit_call.LivekitCall`
                 (``conditions=``, ``voice=``, ...).
 
         Raises:
             ConfigError: worker mode with an agent that is not a ``module:attribute`` string.
         """
-        from . import call_metrics  # noqa: F401 - imported now, not first when the call ends
-        from .agent_runner import resolve_agent_target
-        from .call import LivekitCall, sanitize
-        from .config import offline_plan_for
+        from pytest_livekit.agent.in_process import resolve_agent_target
+        from pytest_livekit.call.livekit_call import LivekitCall, sanitize
+        from pytest_livekit.config import offline_plan_for
+        from pytest_livekit.metrics import call_metrics  # noqa: F401 - imported now, not first when the call ends
 
         s = self.settings
         opts = options or MarkerOptions()
         if self.server_death is not None:
-            from .errors import ServerDiedError
+            from pytest_livekit.errors import ServerDiedError
 
             raise ServerDiedError(f"no call can be placed: {self.server_death}")
         server = self.start()
@@ -570,7 +575,7 @@ class LivekitSession:
         placement: tuple[int, int, int] | None = None
         url = server.url
         if cluster is not None:
-            from .cluster import call_nodes
+            from pytest_livekit.server.cluster import call_nodes
 
             placement = call_nodes(self._cluster_calls, cluster.size)
             self._cluster_calls += 1
@@ -649,7 +654,7 @@ class LivekitSession:
 
     def _finish(self, call: LivekitCall, name: str, outcome: dict[str, Any], started: float, *, raising: bool) -> None:
         """Write the call's trace and keep it for the session's files."""
-        from .artifacts import finish_call
+        from pytest_livekit.outputs.artifacts import finish_call
 
         outcome["duration_s"] = time.monotonic() - started
         try:
@@ -669,7 +674,7 @@ class LivekitSession:
     def summary(self) -> RunSummary:
         """The calls placed with :meth:`call` (their rows and traces)."""
         if self._summary is None:
-            from .run_summary import OutputOptions, RunSummary
+            from pytest_livekit.outputs.run_summary import OutputOptions, RunSummary
 
             self._summary = RunSummary(options=OutputOptions.from_settings(self.settings))
         return self._summary
@@ -688,7 +693,7 @@ class LivekitSession:
                 self._workers.stop_all()
             self.stop_server()
             if self._standalone:  # under pytest, the plugin stops it with the run
-                from .caller import stop_caller_host
+                from pytest_livekit.call.caller import stop_caller_host
 
                 stop_caller_host()
 

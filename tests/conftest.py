@@ -16,9 +16,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Integration tests need a livekit-server binary, Docker tests a Docker engine with the
     image: skip them locally when missing, but never in CI, where that is a failure (.ci/run
     installs and starts both)."""
-    from pytest_livekit.docker import DEFAULT_IMAGE, docker_image_available
     from pytest_livekit.errors import ServerBinaryNotFoundError
-    from pytest_livekit.server import find_server_binary
+    from pytest_livekit.server.binary import find_server_binary
+    from pytest_livekit.server.docker import DEFAULT_IMAGE, docker_image_available
 
     missing: dict[str, str] = {}
     try:
@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def server_binary() -> Path:
     """Path of the livekit-server binary used by the tests."""
-    from pytest_livekit.server import find_server_binary
+    from pytest_livekit.server.binary import find_server_binary
 
     return find_server_binary(root=ROOT)
 

@@ -10,9 +10,6 @@ leaves the machine and nothing is downloaded: the models ship inside the Python 
 
 Names are imported lazily: importing this package loads none of livekit, numpy, espeak-ng or
 pocketsphinx until one of the names is used.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -49,9 +46,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .llm import Rule, ScriptedLLM, ToolCallSpec, tool
-    from .stt import SphinxSpeechStream, SphinxSTT, build_domain_lm, normalize_phrase
-    from .tts import EspeakTTS, SpeechSynthesisError, synthesize_speech
+    from pytest_livekit.offline.llm import Rule, ScriptedLLM, ToolCallSpec, tool
+    from pytest_livekit.offline.stt import SphinxSpeechStream, SphinxSTT, build_domain_lm, normalize_phrase
+    from pytest_livekit.offline.tts import EspeakTTS, SpeechSynthesisError, synthesize_speech
 
 
 def __getattr__(name: str) -> Any:

@@ -44,8 +44,6 @@ one; ``"{order_id:digits}"`` is sent as ``1234`` to an ``int`` parameter. In rep
 
 Tool calls are checked against the agent's real function-tool schemas (:func:`check_rules`
 up front, or each time a rule fires): a mismatch raises :class:`ToolSchemaError`.
-
-PYTEST_DONT_REWRITE (only ``pytest_livekit.assertions`` is rewritten).
 """
 
 from __future__ import annotations
@@ -609,7 +607,7 @@ class Rule:
         return f"Rule(pattern={self.pattern!r}){where}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The rule in the declarative form of :mod:`pytest_livekit.llm_rules` (JSON-serialisable).
+        """The rule in the declarative form of :mod:`pytest_livekit.agent.llm_rules` (JSON-serialisable).
 
         ``parse_rule(rule.to_dict(), where)`` gives an equal rule, e.g. in an agent worker
         process that receives the rules as JSON.

@@ -10,9 +10,6 @@ audio, which is what an offline double of a cloud STT needs.
 * :class:`SphinxSTT` is a ``livekit.agents.stt.STT`` plugin around pocketsphinx: a *streaming*
   recogniser (``stream()``) that decodes while the caller speaks, as cloud STTs do, plus the
   batch ``recognize()`` / :meth:`SphinxSTT.transcribe_pcm`.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations
@@ -1124,7 +1121,7 @@ def _resample(pcm: npt.NDArray[np.int16], rate: int, target: int) -> npt.NDArray
     """
     if rate == target:
         return pcm
-    from ..audio import float_to_pcm16, resample
+    from pytest_livekit.audio import float_to_pcm16, resample
 
     return float_to_pcm16(resample(pcm.astype(np.float64) / 32768.0, rate, target))
 

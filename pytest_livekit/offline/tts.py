@@ -15,9 +15,6 @@ index that is a static variable inside the library, never reset (not even by re-
 Its phase therefore depends on how much audio the process synthesised before, and repeated
 calls with the same text differ by a few samples in length and slightly in waveform. What is
 said, and how it is recognised, does not change.
-
-PYTEST_DONT_REWRITE: only ``assertions`` needs pytest's assert rewriting; skipping it for
-the rest keeps imports fast (and avoids a CPython 3.11 ast.parse bug seen under deep stacks).
 """
 
 from __future__ import annotations

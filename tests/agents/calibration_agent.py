@@ -184,7 +184,7 @@ def answer_offsets(record: object, t0: float, log_path: str | os.PathLike[str]) 
     downlink (agent's WebRTC send to the caller's ears) plus the measuring error; ``None`` where
     the turn got no answer or no TTFA.
     """
-    from pytest_livekit.metrics import time_to_first_audio
+    from pytest_livekit.metrics.turns import time_to_first_audio
 
     rec: Any = record
     answers = []

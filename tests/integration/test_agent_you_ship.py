@@ -71,7 +71,7 @@ async def test_an_unsubstituted_provider_fails_the_call_naming_it(
     assert "STT" in message
     assert time.monotonic() - started < 25
     # the failed call's artifacts are kept, with the violation in its record
-    from pytest_livekit.call import sanitize
+    from pytest_livekit.call.livekit_call import sanitize
 
     folder = next(livekit_settings.artifacts_dir.glob(f"*{sanitize(request.node.name)}"))
     saved = (folder / "call.json").read_text()

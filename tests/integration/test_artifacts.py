@@ -29,7 +29,7 @@ JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
 
 INNER = """
 import pytest
-from pytest_livekit.conditions import Conditions, Noise
+from pytest_livekit.conditions.media import Conditions, Noise
 
 NOISY = Conditions(items=(Noise(snr_db=15.0, color="pink"),), seed=1234)
 
@@ -75,7 +75,7 @@ def _pytest(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from pytest_livekit.server import LivekitServer, find_server_binary
+    from pytest_livekit.server.binary import LivekitServer, find_server_binary
 
     log = tmp_path_factory.mktemp("server") / "server.log"
     with LivekitServer(find_server_binary(root=ROOT), log_path=log) as srv:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pytest_livekit.audio import CALL_SAMPLE_RATE, CallerAudio
-from pytest_livekit.metrics import jitter_buffer_delay
+from pytest_livekit.metrics.turns import jitter_buffer_delay
 
 pytestmark = pytest.mark.integration
 

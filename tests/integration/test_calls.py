@@ -117,7 +117,7 @@ async def test_agent_exception_fails_fast_with_agent_traceback(make_livekit_call
     """The entrypoint raises before any session: the call fails at once with the agent's own
     traceback, and its folder keeps the recording and the crash (test_faults.py's matrix checks
     the trace.json a failing test leaves)."""
-    from pytest_livekit.keys import CALL_KEY
+    from pytest_livekit.pytest_run.keys import CALL_KEY
 
     started = time.monotonic()
     with pytest.raises(AgentCrashedError) as excinfo:
@@ -156,7 +156,7 @@ async def test_calls_at_once_each_have_their_own_room_recording_and_artifacts(
 ) -> None:
     import asyncio
 
-    from pytest_livekit.metrics import time_to_first_audio
+    from pytest_livekit.metrics.turns import time_to_first_audio
 
     async def one(text: str) -> Any:
         async with make_livekit_call(agent=EXAMPLE_AGENT) as call:

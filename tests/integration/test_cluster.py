@@ -1,6 +1,6 @@
 """Integration: calls through a local LiveKit cluster (issue 15, item 1).
 
-A Redis and three livekit-server nodes (:class:`pytest_livekit.cluster.LivekitCluster`). The
+A Redis and three livekit-server nodes (:class:`pytest_livekit.server.cluster.LivekitCluster`). The
 agent's worker registers with node 2; each call's caller signals to one node while its room is
 placed on another (``CreateRoomRequest.node_id`` before the caller joins), so the caller's
 signalling is relayed between nodes over Redis, its media goes to the room's node, and the
@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from pytest_livekit import assert_asr_accuracy, assert_tool_called
-from pytest_livekit.cluster import LivekitCluster, RedisServer
+from pytest_livekit.agent.worker import AgentWorker, WorkerGroup, WorkerPool
+from pytest_livekit.server.cluster import LivekitCluster, RedisServer
 from pytest_livekit.session import LivekitSession, ServerHandle
-from pytest_livekit.worker import AgentWorker, WorkerGroup, WorkerPool
 
 pytestmark = [pytest.mark.integration]
 if shutil.which("redis-server") is None and not os.environ.get("CI"):
@@ -91,7 +91,7 @@ class ClusterSession(LivekitSession):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivekitCluster]:
-    from pytest_livekit.server import find_server_binary
+    from pytest_livekit.server.binary import find_server_binary
 
     logs = tmp_path_factory.mktemp("cluster-logs")
     cluster = LivekitCluster(find_server_binary(root=ROOT), nodes=3, log_dir=logs)
@@ -143,7 +143,7 @@ async def test_calls_relayed_across_nodes_pass(cluster: LivekitCluster, tmp_path
     """The caller signals to one node, the room lives on another, the agent's worker is
     registered with a third: the agent hears the caller and answers, in every placement.
     """
-    from pytest_livekit.artifacts import finish_call
+    from pytest_livekit.outputs.artifacts import finish_call
 
     assert len(set(cluster.node_ids)) == 3 and len(set(cluster.urls)) == 3
     assert sorted(cluster.registered_nodes()) == sorted(cluster.node_ids)  # all in Redis

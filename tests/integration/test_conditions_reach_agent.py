@@ -62,7 +62,7 @@ async def _send(make_livekit_call: Any, conditions: Any) -> dict[str, float]:
 
 
 async def test_bitrate_limits_the_published_encoder(make_livekit_call: Any) -> None:
-    from pytest_livekit.conditions import Bitrate, Conditions
+    from pytest_livekit.conditions.media import Bitrate, Conditions
 
     clean = await _send(make_livekit_call, None)
     low = await _send(make_livekit_call, Conditions((Bitrate(max_bitrate_bps=8_000),), seed=1))
@@ -71,7 +71,7 @@ async def test_bitrate_limits_the_published_encoder(make_livekit_call: Any) -> N
 
 
 async def test_frame_loss_is_concealed_at_the_agent(make_livekit_call: Any) -> None:
-    from pytest_livekit.conditions import Conditions, FrameLoss
+    from pytest_livekit.conditions.media import Conditions, FrameLoss
 
     clean = await _send(make_livekit_call, None)
     lossy = await _send(make_livekit_call, Conditions((FrameLoss(rate=0.2, model="random"),), seed=3))
@@ -81,7 +81,7 @@ async def test_frame_loss_is_concealed_at_the_agent(make_livekit_call: Any) -> N
 
 async def test_noise_reaches_the_agent(make_livekit_call: Any) -> None:
     """The audio the agent decoded carries the added noise: more energy than the clean clip."""
-    from pytest_livekit.conditions import Conditions, Noise
+    from pytest_livekit.conditions.media import Conditions, Noise
     from tests.agents import listener_agent
 
     energies = []
@@ -120,7 +120,7 @@ def _band_share(x: np.ndarray, lo_hz: float) -> float:
 
 
 async def test_level_reaches_the_agent(make_livekit_call: Any) -> None:
-    from pytest_livekit.conditions import Conditions, Level
+    from pytest_livekit.conditions.media import Conditions, Level
 
     loud = await _received(make_livekit_call, None, _speechlike())
     quiet = await _received(make_livekit_call, Conditions((Level(gain_db=-20.0),), seed=1), _speechlike())
@@ -129,7 +129,7 @@ async def test_level_reaches_the_agent(make_livekit_call: Any) -> None:
 
 
 async def test_telephony_band_reaches_the_agent(make_livekit_call: Any) -> None:
-    from pytest_livekit.conditions import Conditions, Telephony
+    from pytest_livekit.conditions.media import Conditions, Telephony
 
     wide = await _received(make_livekit_call, None, _wideband())
     phone = await _received(make_livekit_call, Conditions((Telephony(),), seed=1), _wideband())
@@ -138,7 +138,7 @@ async def test_telephony_band_reaches_the_agent(make_livekit_call: Any) -> None:
 
 
 async def test_jitter_reaches_the_agent(make_livekit_call: Any) -> None:
-    from pytest_livekit.conditions import Conditions, Jitter
+    from pytest_livekit.conditions.media import Conditions, Jitter
 
     clean = await _send(make_livekit_call, None)
     jittery = await _send(make_livekit_call, Conditions((Jitter(std_ms=40.0),), seed=2))

@@ -64,7 +64,7 @@ def test_containers_of_a_dead_run_are_reaped(tmp_path: Path) -> None:
     namespace (its pids cannot be looked up here). The end-to-end case: test_docker_kill.py."""
     import tempfile
 
-    from pytest_livekit.docker import (
+    from pytest_livekit.server.docker import (
         CONFIG_DIR_PREFIX,
         DEFAULT_IMAGE,
         DockerLivekitServer,
@@ -113,8 +113,8 @@ def test_containers_of_a_dead_run_are_reaped(tmp_path: Path) -> None:
 
 
 def test_docker_server_that_exits_shows_its_log(tmp_path: Path) -> None:
-    from pytest_livekit.docker import DockerLivekitServer
     from pytest_livekit.errors import ServerStartError
+    from pytest_livekit.server.docker import DockerLivekitServer
 
     bad = DockerLivekitServer(log_path=tmp_path / "server.log", extra_config={"no_such_key": 1})
     with pytest.raises(ServerStartError, match="exited before it was ready"):

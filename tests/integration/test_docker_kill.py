@@ -42,8 +42,8 @@ import asyncio
 
 
 async def test_hold_a_call(make_livekit_call, pytestconfig):
-    from pytest_livekit.caller import caller_host
-    from pytest_livekit.keys import SESSION_KEY
+    from pytest_livekit.call.caller import caller_host
+    from pytest_livekit.pytest_run.keys import SESSION_KEY
 
     async with make_livekit_call(agent_mode="worker") as call:
         await call.say("Hello")
@@ -62,7 +62,7 @@ MID_CALL_LINE = re.compile(
 
 NEXT_SESSION = '''
 def test_next_session_starts(livekit_server, pytestconfig):
-    from pytest_livekit.keys import SESSION_KEY
+    from pytest_livekit.pytest_run.keys import SESSION_KEY
 
     assert livekit_server.mode == "docker"
     print("REAPED=" + ",".join(pytestconfig.stash[SESSION_KEY].server.reaped) + ";", flush=True)

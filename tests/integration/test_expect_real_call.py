@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_livekit.expect import voice_run_result
+from pytest_livekit.call.expect import voice_run_result
 
 pytestmark = pytest.mark.integration
 

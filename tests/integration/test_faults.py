@@ -352,7 +352,7 @@ import os
 import signal
 import time
 
-from pytest_livekit.keys import SESSION_KEY
+from pytest_livekit.pytest_run.keys import SESSION_KEY
 
 
 async def test_a_killed_server_fails_the_call(livekit_call, pytestconfig):
@@ -423,8 +423,8 @@ import os
 
 
 async def test_hold_a_call(make_livekit_call, livekit_server, pytestconfig):
-    from pytest_livekit.caller import caller_host
-    from pytest_livekit.keys import SESSION_KEY
+    from pytest_livekit.call.caller import caller_host
+    from pytest_livekit.pytest_run.keys import SESSION_KEY
 
     async with make_livekit_call(agent_mode="worker") as call:
         await call.say("Hello")

@@ -43,7 +43,7 @@ async def test_worker_job_crash_fails_fast_with_traceback(
     import asyncio
     import json
 
-    from pytest_livekit.keys import CALL_KEY
+    from pytest_livekit.pytest_run.keys import CALL_KEY
 
     spec = "tests.agents.crashing_worker_agent:server"
     await asyncio.to_thread(
@@ -68,7 +68,7 @@ async def test_worker_job_crash_fails_fast_with_traceback(
 
 
 def test_two_workers_get_distinct_health_ports(livekit_server: Any, tmp_path: Path) -> None:
-    from pytest_livekit.worker import AgentWorker, WorkerPool
+    from pytest_livekit.agent.worker import AgentWorker, WorkerPool
 
     pool = WorkerPool(cwd=ROOT, log_dir=tmp_path)
     try:
@@ -87,7 +87,7 @@ def test_two_workers_get_distinct_health_ports(livekit_server: Any, tmp_path: Pa
 
 def test_external_server_mode(pytester: pytest.Pytester, server_binary: Path, tmp_path: Path) -> None:
     """--livekit-url against a server this test starts; the example call passes unchanged."""
-    from pytest_livekit.server import LivekitServer
+    from pytest_livekit.server.binary import LivekitServer
 
     pytester.makeini(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
@@ -131,7 +131,7 @@ def _run(pytester: pytest.Pytester, url: str, env: dict[str, str]) -> pytest.Run
 
 
 def test_a_worker_that_cannot_start_fails_once_then_at_once(livekit_server: Any, tmp_path: Path) -> None:
-    from pytest_livekit.worker import WorkerPool, WorkerStartError
+    from pytest_livekit.agent.worker import WorkerPool, WorkerStartError
 
     pool = WorkerPool(cwd=tmp_path, log_dir=tmp_path, startup_timeout=60)
     kw = dict(url=livekit_server.url, api_key=livekit_server.api_key, api_secret=livekit_server.api_secret)
@@ -153,7 +153,7 @@ def test_the_worker_imports_what_the_test_process_imports(
     livekit_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A folder only this process has on sys.path (a conftest put it there) reaches the worker."""
-    from pytest_livekit.worker import WorkerPool
+    from pytest_livekit.agent.worker import WorkerPool
 
     agents = tmp_path / "private_agents"
     agents.mkdir()
@@ -172,8 +172,8 @@ def test_a_prestarted_worker_imports_before_the_server_exists(server_binary: Pat
     """The session spawns its worker before its server is up; the server's URL and keys reach it
     later on stdin, never in its environment.
     """
-    from pytest_livekit.server import LivekitServer
-    from pytest_livekit.worker import WorkerPool
+    from pytest_livekit.agent.worker import WorkerPool
+    from pytest_livekit.server.binary import LivekitServer
 
     pool = WorkerPool(cwd=ROOT, log_dir=tmp_path)
     try:
@@ -193,7 +193,7 @@ def test_a_prestarted_worker_imports_before_the_server_exists(server_binary: Pat
 
 
 def test_a_prestarted_worker_that_cannot_import_fails_with_its_log(livekit_server: Any, tmp_path: Path) -> None:
-    from pytest_livekit.worker import WorkerPool, WorkerStartError
+    from pytest_livekit.agent.worker import WorkerPool, WorkerStartError
 
     pool = WorkerPool(cwd=tmp_path, log_dir=tmp_path)
     try:

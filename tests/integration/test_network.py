@@ -1,5 +1,5 @@
 """Real network conditions: calls through the packet relay, which shapes the RTP between a
-participant and a real livekit-server (see :mod:`pytest_livekit.packet_relay`).
+participant and a real livekit-server (see :mod:`pytest_livekit.conditions.packet_relay`).
 
 The module runs its own server behind the relay (the session's server runs without one), inside
 the test network namespace's two private addresses. Every check reads what the receiving end's
@@ -21,13 +21,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_livekit.agent_runner import resolve_agent_target
+from pytest_livekit.agent.in_process import resolve_agent_target
 from pytest_livekit.audio import CALL_SAMPLE_RATE, CallerAudio
-from pytest_livekit.call import LivekitCall
-from pytest_livekit.caller import caller_host
-from pytest_livekit.metrics import jitter_buffer_delay, time_to_first_audio
-from pytest_livekit.netem import Bandwidth, Duplicate, Latency, NetworkPath, PacketJitter, PacketLoss
-from pytest_livekit.server import LivekitServer, find_server_binary
+from pytest_livekit.call.caller import caller_host
+from pytest_livekit.call.livekit_call import LivekitCall
+from pytest_livekit.conditions.network import (
+    Bandwidth,
+    Duplicate,
+    Latency,
+    NetworkPath,
+    PacketJitter,
+    PacketLoss,
+)
+from pytest_livekit.metrics.turns import jitter_buffer_delay, time_to_first_audio
+from pytest_livekit.server.binary import LivekitServer, find_server_binary
 from pytest_livekit.session import relay_addresses
 
 pytestmark = pytest.mark.integration
@@ -331,7 +338,7 @@ async def test_reordering_reaches_the_receivers_as_jitter_without_loss(relayed_s
 
 
 _SHAPED_TEST = """
-from pytest_livekit.netem import NetworkPath, PacketLoss
+from pytest_livekit.conditions.network import NetworkPath, PacketLoss
 
 async def test_shaped(make_livekit_call, livekit_server):
     assert livekit_server.mode == "{mode}"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_livekit.report import AGENT_COLOUR, CALLER_COLOUR
+from pytest_livekit.outputs.report import AGENT_COLOUR, CALLER_COLOUR
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_livekit import assert_task_completed
-from pytest_livekit.scenarios import Persona, Response, Scenario
+from pytest_livekit.call.scenarios import Persona, Response, Scenario
 from tests.support.openai_compatible_server import OpenAICompatibleServer, Rule
 
 pytestmark = pytest.mark.integration

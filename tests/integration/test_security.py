@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pytest_livekit.tokens import agent_token, caller_token
+from pytest_livekit.server.tokens import agent_token, caller_token
 
 pytestmark = pytest.mark.integration
 
@@ -417,7 +417,7 @@ def test_the_server_listens_on_loopback_only(tmp_path: Path, livekit_server: Any
     A server of its own (the plugin's config, as binary mode starts it), idle: the session's
     server may still hold the peer connections of earlier calls (see the test below).
     """
-    from pytest_livekit.server import LivekitServer, find_server_binary
+    from pytest_livekit.server.binary import LivekitServer, find_server_binary
 
     with LivekitServer(find_server_binary(root=ROOT), log_path=tmp_path / "server.log") as server:
         assert server.pid is not None
@@ -427,7 +427,7 @@ def test_the_server_listens_on_loopback_only(tmp_path: Path, livekit_server: Any
 
 async def test_the_server_listens_on_loopback_only_during_a_call(tmp_path: Path) -> None:
     """The same while participants are connected: a peer connection's sockets count too."""
-    from pytest_livekit.server import LivekitServer, find_server_binary
+    from pytest_livekit.server.binary import LivekitServer, find_server_binary
 
     with LivekitServer(find_server_binary(root=ROOT), log_path=tmp_path / "server.log") as server:
         assert server.pid is not None
@@ -449,7 +449,7 @@ def _container_pid(container_id: str) -> int:
 async def test_the_docker_server_listens_on_loopback_only(tmp_path: Path) -> None:
     """The container runs with host networking (in the test's namespace under scripts/netns-run):
     its livekit-server binds what the binary server binds, idle."""
-    from pytest_livekit.docker import DockerLivekitServer
+    from pytest_livekit.server.docker import DockerLivekitServer
 
     with DockerLivekitServer(log_path=tmp_path / "server.log") as server:
         assert server.container_id is not None
@@ -460,7 +460,7 @@ async def test_the_docker_server_listens_on_loopback_only(tmp_path: Path) -> Non
 @pytest.mark.docker
 async def test_the_docker_server_listens_on_loopback_only_during_a_call(tmp_path: Path) -> None:
     """The same with two participants connected."""
-    from pytest_livekit.docker import DockerLivekitServer
+    from pytest_livekit.server.docker import DockerLivekitServer
 
     with DockerLivekitServer(log_path=tmp_path / "server.log") as server:
         assert server.container_id is not None
@@ -477,8 +477,8 @@ NO_REDIS = pytest.mark.skipif(
 
 @contextlib.contextmanager
 def _cluster(tmp_path: Path) -> Any:
-    from pytest_livekit.cluster import LivekitCluster
-    from pytest_livekit.server import find_server_binary
+    from pytest_livekit.server.binary import find_server_binary
+    from pytest_livekit.server.cluster import LivekitCluster
 
     cluster = LivekitCluster(find_server_binary(root=ROOT), nodes=3, log_dir=tmp_path)
     try:

@@ -1,7 +1,7 @@
 """A livekit-server stopped right after its start stops at once (issue 15).
 
 livekit-server answers ``GET /`` about 100 ms before it counts itself as running and ignores a
-SIGTERM in that window; :class:`~pytest_livekit.server.LivekitServer` sends SIGTERM again every
+SIGTERM in that window; :class:`~pytest_livekit.server.binary.LivekitServer` sends SIGTERM again every
 0.2 s (``term_repeat``), so the stop does not wait its whole timeout for the SIGKILL.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.server import LivekitServer
+from pytest_livekit.server.binary import LivekitServer
 
 pytestmark = pytest.mark.integration
 

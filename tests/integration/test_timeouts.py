@@ -33,8 +33,8 @@ import pytest
 
 @pytest.mark.timeout(20, method="thread", func_only=True)
 async def test_times_out_mid_call(make_livekit_call, pytestconfig):
-    from pytest_livekit.caller import caller_host
-    from pytest_livekit.keys import SESSION_KEY
+    from pytest_livekit.call.caller import caller_host
+    from pytest_livekit.pytest_run.keys import SESSION_KEY
 
     async with make_livekit_call(agent_mode="worker") as call:
         await call.say("Hello")
@@ -49,8 +49,8 @@ import pytest
 
 
 def _print_pids(call, pytestconfig):
-    from pytest_livekit.caller import caller_host
-    from pytest_livekit.keys import SESSION_KEY
+    from pytest_livekit.call.caller import caller_host
+    from pytest_livekit.pytest_run.keys import SESSION_KEY
 
     pids = [pytestconfig.stash[SESSION_KEY].server.pid, caller_host().pid]
     if call.worker is not None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from pytest_livekit import assert_tool_called
+from pytest_livekit.agent.worker import AgentWorker, WorkerGroup
 from pytest_livekit.errors import AgentCrashedError
 from pytest_livekit.session import LivekitSession
-from pytest_livekit.worker import AgentWorker, WorkerGroup
 
 pytestmark = [pytest.mark.integration]
 

@@ -4,7 +4,7 @@ truncated or silent. Each is named with its ``file:line`` and the message the ca
 raise; the run stops once, before any server starts, with every problem in one message.
 
 No inner run places a real call: the conftest below replaces ``livekit_call`` with an unstarted
-:class:`~pytest_livekit.call.LivekitCall` (its ``say``/``play`` check their input before they
+:class:`~pytest_livekit.call.livekit_call.LivekitCall` (its ``say``/``play`` check their input before they
 need a caller), so a check that failed to stop a run could not start a server either.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.call import LivekitCall
+from pytest_livekit.call.livekit_call import LivekitCall
 
 
 @pytest.fixture

@@ -37,9 +37,9 @@ import contextlib
 import pytest
 import pytest_asyncio
 
-from pytest_livekit.call_limits import call_ended
-from pytest_livekit.keys import CALL_KEY, LOOP_KEY
-from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment, Transcript
+from pytest_livekit.pytest_run.limits import call_ended
+from pytest_livekit.pytest_run.keys import CALL_KEY, LOOP_KEY
+from pytest_livekit.call.record import CallerTurn, CallRecord, HeardSegment, Transcript
 
 
 class StandInCall:

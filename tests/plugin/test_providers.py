@@ -18,8 +18,8 @@ import pytest
 # cannot be imported twice in one process.
 import pytest_livekit.offline.llm  # noqa: F401
 import pytest_livekit.offline.stt  # noqa: F401
-from pytest_livekit.keys import SETTINGS_KEY
-from pytest_livekit.substitution import PLACEHOLDER
+from pytest_livekit.agent.substitution import PLACEHOLDER
+from pytest_livekit.pytest_run.keys import SETTINGS_KEY
 
 if TYPE_CHECKING:
     from pytest_livekit.config import LivekitSettings
@@ -381,9 +381,9 @@ def test_a_run_without_offline_calls_leaves_the_environment_alone(
 
 
 def test_placeholders_only_while_an_offline_call_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_livekit import substitution
-    from pytest_livekit.call import _OfflineInProcess
-    from pytest_livekit.netguard import guard
+    from pytest_livekit.agent import substitution
+    from pytest_livekit.agent.netguard import guard
+    from pytest_livekit.call.livekit_call import _OfflineInProcess
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-user-own-key")

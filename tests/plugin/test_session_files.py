@@ -16,8 +16,8 @@ import pytest
 CONFTEST = """
 import json
 import pytest
-from pytest_livekit.record import CallRecord
-from pytest_livekit.trace import build_trace
+from pytest_livekit.call.record import CallRecord
+from pytest_livekit.outputs.trace import build_trace
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):

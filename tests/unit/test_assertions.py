@@ -17,7 +17,7 @@ from pytest_livekit.assertions import (
     assert_within_limits,
     limits_breached_message,
 )
-from pytest_livekit.record import (
+from pytest_livekit.call.record import (
     CallerTurn,
     CallRecord,
     HeardSegment,
@@ -320,7 +320,7 @@ def test_within_limits_message_leads_with_the_first_breach_in_words() -> None:
 
 
 def test_limits_message_without_timeline_and_with_a_hint() -> None:
-    from pytest_livekit.thresholds import Breach
+    from pytest_livekit.metrics.thresholds import Breach
 
     text = limits_breached_message(
         _record(), [Breach("ttfa_ms_max", "no reply", 1500.0, "turn 2")], hint="Hint: x", timeline=False
@@ -339,7 +339,7 @@ def test_limits_message_without_timeline_and_with_a_hint() -> None:
 )
 def test_the_assertion_and_the_report_score_the_same_wer(heard: tuple[str, str]) -> None:
     """assert_asr_accuracy and the report's per-turn metrics compute the same number."""
-    from pytest_livekit.call_metrics import ScoringOptions, turn_metrics
+    from pytest_livekit.metrics.call_metrics import ScoringOptions, turn_metrics
 
     rec = _record(heard_text=heard)
     turns = turn_metrics(rec, ScoringOptions())

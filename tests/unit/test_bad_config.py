@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_livekit.errors import ConfigError, did_you_mean
-from pytest_livekit.thresholds import CALL_LIMITS, plugin_table, validate_limits
+from pytest_livekit.metrics.thresholds import CALL_LIMITS, plugin_table, validate_limits
 
 WHERE = "[tool.pytest_livekit.call_types.refund]"
 

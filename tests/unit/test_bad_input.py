@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pytest_livekit.agent_runner import AgentTarget
+from pytest_livekit.agent.in_process import AgentTarget
 from pytest_livekit.audio import (
     CALL_SAMPLE_RATE,
     MAX_CLIP_SECONDS,
@@ -285,7 +285,7 @@ _UNUSED_AGENT = AgentTarget(entrypoint=_never_runs, spec="tests.unit.test_bad_in
 
 
 def _call() -> object:
-    from pytest_livekit.call import LivekitCall
+    from pytest_livekit.call.livekit_call import LivekitCall
 
     return LivekitCall("ws://127.0.0.1:9", "key", "s" * 32, agent=_UNUSED_AGENT)
 
@@ -352,7 +352,7 @@ def test_unsayable_text_through_the_call_fails_before_anything_is_sent() -> None
 def test_play_of_a_missing_file_through_the_call_names_the_resolved_path(tmp_path: Path) -> None:
     import asyncio
 
-    from pytest_livekit.call import LivekitCall
+    from pytest_livekit.call.livekit_call import LivekitCall
 
     call = LivekitCall(
         "ws://127.0.0.1:9", "key", "s" * 32, agent=_UNUSED_AGENT, audio_root=tmp_path

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_livekit.baseline import (
+from pytest_livekit.outputs.baseline import (
     BASELINE_SCHEMA,
     BASELINE_SCHEMA_VERSION,
     DEFAULT_CALL_TOLERANCES,

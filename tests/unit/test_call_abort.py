@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pytest_livekit.agent_runner import AgentTarget
-from pytest_livekit.call import LivekitCall
+from pytest_livekit.agent.in_process import AgentTarget
+from pytest_livekit.call.livekit_call import LivekitCall
 from pytest_livekit.errors import CallLostError, CallTimeoutError, ServerDiedError
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`pytest_livekit.call_metrics` on hand-built call records and synthetic audio
+"""Unit tests of :mod:`pytest_livekit.metrics.call_metrics` on hand-built call records and synthetic audio
 (sines, noise at known levels, clipped signals, silence): every metric is shown to pass on good
 input and to fail on bad input."""
 
@@ -16,7 +16,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pytest_livekit.call_metrics import (
+from pytest_livekit.call.record import (
+    CallerTurn,
+    CallRecord,
+    ConversationItem,
+    HeardSegment,
+    ToolCall,
+    Transcript,
+)
+from pytest_livekit.metrics.call_metrics import (
     AudioQuality,
     CallMetrics,
     ScoringOptions,
@@ -34,15 +42,7 @@ from pytest_livekit.call_metrics import (
     transcript_drift,
     turn_metrics,
 )
-from pytest_livekit.metrics import normalize_text
-from pytest_livekit.record import (
-    CallerTurn,
-    CallRecord,
-    ConversationItem,
-    HeardSegment,
-    ToolCall,
-    Transcript,
-)
+from pytest_livekit.metrics.turns import normalize_text
 
 SR = 48_000
 
@@ -588,7 +588,7 @@ def test_load_call_errors(tmp_path: Path) -> None:
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, pytest_livekit.call_metrics\n"
+        "import sys, pytest_livekit.metrics.call_metrics\n"
         "heavy = ('jiwer', 'pyloudnorm', 'scipy', 'speechmos', 'soundfile', 'livekit', 'pocketsphinx')\n"
         "print([m for m in heavy if m in sys.modules])"
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pytest_livekit._caller_wire import FRAME_SAMPLES, SlotClock
-from pytest_livekit.caller import Recording
+from pytest_livekit.call._caller_wire import FRAME_SAMPLES, SlotClock
+from pytest_livekit.call.caller import Recording
 
 
 def test_frames_on_time_fill_consecutive_slots() -> None:

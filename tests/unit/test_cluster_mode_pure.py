@@ -1,5 +1,5 @@
 """Cluster mode and worker groups without processes: where each call runs, the session's
-argument checks, a missing redis-server, and :class:`~pytest_livekit.worker.WorkerGroup`."""
+argument checks, a missing redis-server, and :class:`~pytest_livekit.agent.worker.WorkerGroup`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.cluster import call_nodes
+from pytest_livekit.agent.worker import AgentWorker, WorkerGroup, WorkerPool
 from pytest_livekit.errors import ConfigError, ServerStartError
+from pytest_livekit.server.cluster import call_nodes
 from pytest_livekit.session import SERVER_MODES, LivekitSession
-from pytest_livekit.worker import AgentWorker, WorkerGroup, WorkerPool
 
 
 def test_call_i_signals_to_node_i_its_room_is_on_the_next_and_workers_on_the_last() -> None:
@@ -106,8 +106,8 @@ def test_a_pool_of_several_workers_per_agent_makes_groups(tmp_path: Path) -> Non
 
 
 def test_where_a_call_ran_is_kept_in_the_record_and_the_trace() -> None:
-    from pytest_livekit.record import CallRecord
-    from pytest_livekit.trace import build_trace
+    from pytest_livekit.call.record import CallRecord
+    from pytest_livekit.outputs.trace import build_trace
 
     where = {"signal_node_id": "ND_a", "room_node_id": "ND_b", "agent_node_id": "ND_c", "nodes": ["ND_a", "ND_b", "ND_c"]}
     record = CallRecord(call_id="c-1", call_type=None, started_at_epoch=0.0, server=dict(where))

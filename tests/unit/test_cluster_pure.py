@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of :mod:`pytest_livekit.cluster`: the Redis config, the Redis
+"""Unit tests of the pure parts of :mod:`pytest_livekit.server.cluster`: the Redis config, the Redis
 wire protocol, node ids from a server log, and each node's config. No process is started."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.cluster import (
+from pytest_livekit.errors import ServerStartError
+from pytest_livekit.server.binary import LivekitServer, ServerPorts
+from pytest_livekit.server.cluster import (
     LivekitCluster,
     RedisError,
     RedisServer,
@@ -18,8 +20,6 @@ from pytest_livekit.cluster import (
     node_id_from_log,
     redis_config_text,
 )
-from pytest_livekit.errors import ServerStartError
-from pytest_livekit.server import LivekitServer, ServerPorts
 
 _START_LINE = (
     '2026-12-01T10:20:53.030Z\tINFO\tlivekit\tservice/server.go:292\tstarting LiveKit server\t'

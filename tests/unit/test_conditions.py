@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`pytest_livekit.conditions`: every call condition on real espeak speech.
+"""Unit tests of :mod:`pytest_livekit.conditions.media`: every call condition on real espeak speech.
 
 Pure numpy/PyAV, no server, no network. Acceptance numbers checked here: SNR within 0.5 dB of
 the target for every noise source at 0/10/20/30 dB, loss rates within 10 % of the target over a
@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from pytest_livekit.audio import CALL_SAMPLE_RATE, resample, to_mono_float
-from pytest_livekit.conditions import (
+from pytest_livekit.conditions.media import (
     SIGNAL_ORDER,
     Backchannel,
     BargeIn,

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`pytest_livekit.expect`: livekit-agents' own ``RunResult.expect`` over a
+"""Unit tests of :mod:`pytest_livekit.call.expect`: livekit-agents' own ``RunResult.expect`` over a
 call's record (no server), and the observer's additions it relies on (conversation order,
 handoffs) fed with the agent session's real event encoding."""
 
@@ -23,10 +23,10 @@ from livekit.agents.voice.run_result import (
     RunResult,
 )
 
-from pytest_livekit.expect import RemoteAgent, voice_run_events, voice_run_result
-from pytest_livekit.observer import SessionObserver
+from pytest_livekit.call.expect import RemoteAgent, voice_run_events, voice_run_result
+from pytest_livekit.call.observer import SessionObserver
+from pytest_livekit.call.record import CallRecord, ConversationItem, Handoff, ToolCall
 from pytest_livekit.offline import Rule, ScriptedLLM, tool
-from pytest_livekit.record import CallRecord, ConversationItem, Handoff, ToolCall
 
 START = 1_800_000_000.0
 

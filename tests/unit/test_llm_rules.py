@@ -15,14 +15,14 @@ import pytest
 from livekit.agents import Agent, AgentSession, RunContext, RunResult, function_tool, llm
 from pydantic import BaseModel
 
-from pytest_livekit.errors import ConfigError
-from pytest_livekit.llm_rules import (
+from pytest_livekit.agent.llm_rules import (
     LLMSettings,
     merge_llm_settings,
     parse_llm_settings,
     parse_rule,
     parse_rules,
 )
+from pytest_livekit.errors import ConfigError
 from pytest_livekit.offline.llm import (
     CONVERTERS,
     Rule,

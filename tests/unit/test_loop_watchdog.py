@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from pytest_livekit.loop_watchdog import LoopBlock, LoopWatchdog
+from pytest_livekit.agent.loop_watchdog import LoopBlock, LoopWatchdog
 
 
 def _block_the_loop_for(seconds: float) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pytest_livekit.__main__ import main
-from pytest_livekit.artifacts import write_session_jsonl
 from pytest_livekit.errors import ConfigError
-from pytest_livekit.merge import load_shard, merge_shards
-from pytest_livekit.run_summary import OutputOptions, RunSummary, render_lines
-from pytest_livekit.thresholds import parse_call_types
+from pytest_livekit.metrics.thresholds import parse_call_types
+from pytest_livekit.outputs.artifacts import write_session_jsonl
+from pytest_livekit.outputs.merge import load_shard, merge_shards
+from pytest_livekit.outputs.run_summary import OutputOptions, RunSummary, render_lines
 from tests.unit.test_run_summary import _trace
 
 PYPROJECT = """

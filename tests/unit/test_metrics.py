@@ -1,11 +1,12 @@
-"""Unit tests of :mod:`pytest_livekit.metrics` on hand-built call records: time to first audio,
+"""Unit tests of :mod:`pytest_livekit.metrics.turns` on hand-built call records: time to first audio,
 the agent's raw user transcript per turn, WER text normalisation and word error rate."""
 
 from __future__ import annotations
 
 import pytest
 
-from pytest_livekit.metrics import (
+from pytest_livekit.call.record import CallerTurn, CallRecord, HeardSegment, Transcript
+from pytest_livekit.metrics.turns import (
     jitter_buffer_delay,
     normalize_text,
     spell_out_digits,
@@ -13,7 +14,6 @@ from pytest_livekit.metrics import (
     user_transcript,
     word_error_rate,
 )
-from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment, Transcript
 
 
 def _record(

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`pytest_livekit.netem`: network specs, paths and the per-direction shaper."""
+"""Unit tests of :mod:`pytest_livekit.conditions.network`: network specs, paths and the per-direction shaper."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_livekit import conditions
-from pytest_livekit.netem import (
+from pytest_livekit.conditions import media as conditions
+from pytest_livekit.conditions.network import (
     APPLICATION_ORDER,
     Bandwidth,
     BurstLoss,

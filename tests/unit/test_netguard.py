@@ -29,8 +29,8 @@ from livekit.agents.testing import fake_job_context
 from livekit.agents.types import NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
-from pytest_livekit import substitution
-from pytest_livekit.netguard import (
+from pytest_livekit.agent import substitution
+from pytest_livekit.agent.netguard import (
     BlockedConnection,
     NetworkGuard,
     component_of_host,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from pytest_livekit.agent.substitution import OfflinePlan
+from pytest_livekit.agent.vocabulary import SuiteVocabulary
 from pytest_livekit.config import LivekitSettings, MarkerOptions, Setting, offline_plan_for
-from pytest_livekit.substitution import OfflinePlan
-from pytest_livekit.thresholds import CallType
-from pytest_livekit.vocabulary import SuiteVocabulary
+from pytest_livekit.metrics.thresholds import CallType
 
 MARKER_RULE = {"when": "human", "say": "Transferring you."}
 TYPE_RULE = {"when": "refund", "say": "Let me check your order."}

@@ -12,13 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_livekit.otel import (
-    OTEL_INSTALL_HINT,
-    OtelUnavailableError,
-    traces_to_otlp,
-    write_otlp_json,
-)
-from pytest_livekit.record import (
+from pytest_livekit.call.record import (
     AgentError,
     CallerTurn,
     CallRecord,
@@ -28,7 +22,13 @@ from pytest_livekit.record import (
     ToolCall,
     Transcript,
 )
-from pytest_livekit.trace import build_trace
+from pytest_livekit.outputs.otel import (
+    OTEL_INSTALL_HINT,
+    OtelUnavailableError,
+    traces_to_otlp,
+    write_otlp_json,
+)
+from pytest_livekit.outputs.trace import build_trace
 
 START = 1795658748.2729573
 HEX32 = re.compile(r"^[0-9a-f]{32}$")

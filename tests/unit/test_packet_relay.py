@@ -12,9 +12,22 @@ from typing import Any, cast
 
 import pytest
 
-from pytest_livekit.netem import Duplicate, Latency, NetworkPath, Outage, PacketJitter, PacketLoss
-from pytest_livekit.packet_relay import PacketRelay, RtpCounts, rtp_header, stun_username, turn_payload
-from pytest_livekit.turn_credentials import base62_encode, turn_credentials
+from pytest_livekit.conditions.network import (
+    Duplicate,
+    Latency,
+    NetworkPath,
+    Outage,
+    PacketJitter,
+    PacketLoss,
+)
+from pytest_livekit.conditions.packet_relay import (
+    PacketRelay,
+    RtpCounts,
+    rtp_header,
+    stun_username,
+    turn_payload,
+)
+from pytest_livekit.conditions.turn_credentials import base62_encode, turn_credentials
 
 
 class _Echo(asyncio.DatagramProtocol):

@@ -1,4 +1,4 @@
-"""The process lifecycle (:mod:`pytest_livekit.process`) with a tiny ``python -c`` child: ready
+"""The process lifecycle (:mod:`pytest_livekit.server.process`) with a tiny ``python -c`` child: ready
 line, death before ready, timeout, stop escalating to SIGKILL, the registry and the log tail."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.process import ManagedProcess, live_processes, spawn, stop_all, tail_lines
+from pytest_livekit.server.process import ManagedProcess, live_processes, spawn, stop_all, tail_lines
 
 SECRET = "s3cr3t-value-0123456789"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIifQ.c2lnbmF0dXJlLXZhbHVl"
@@ -227,7 +227,7 @@ def test_parent_death_signal_kills_the_child_with_its_parent(tmp_path: Path) -> 
     # the "parent" spawns through spawn() and is then SIGKILLed, as a crashed pytest would be
     pid_file = tmp_path / "child.pid"
     parent_code = (
-        "import sys, time; from pytest_livekit.process import spawn;"
+        "import sys, time; from pytest_livekit.server.process import spawn;"
         " p = spawn([sys.executable, '-c', 'import time; time.sleep(60)']);"
         f" open({str(pid_file)!r}, 'w').write(str(p.pid)); print('ready', flush=True); time.sleep(60)"
     )
@@ -257,7 +257,7 @@ def test_tail_lines_cuts_long_lines_and_reads_only_the_end(tmp_path: Path) -> No
 def test_on_exit_reports_a_kill_but_not_a_stop(tmp_path: Path) -> None:
     import threading
 
-    from pytest_livekit.process import describe_exit
+    from pytest_livekit.server.process import describe_exit
 
     assert describe_exit(-9) == "was killed by signal 9 (SIGKILL)"
     assert describe_exit(3) == "exited with code 3"

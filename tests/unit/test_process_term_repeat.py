@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from pytest_livekit.process import spawn, stop_process_group
+from pytest_livekit.server.process import spawn, stop_process_group
 
 # ignores the first SIGTERM, exits 0 on the second; prints "ready" once its handler is set
 CHILD = """

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`pytest_livekit.record`: the call record's JSON round trip (dict and
+"""Unit tests of :mod:`pytest_livekit.call.record`: the call record's JSON round trip (dict and
 ``call.json`` file), its format version, the human-readable timeline and turn windows."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.record import (
+from pytest_livekit.call.record import (
     RECORD_FORMAT_VERSION,
     AgentError,
     CallerTurn,

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pytest_livekit import report
-from pytest_livekit.record import (
+from pytest_livekit.call.record import (
     AgentError,
     CallerTurn,
     CallRecord,
@@ -24,7 +23,9 @@ from pytest_livekit.record import (
     ToolCall,
     Transcript,
 )
-from pytest_livekit.report import (
+from pytest_livekit.metrics.thresholds import CallType
+from pytest_livekit.outputs import report
+from pytest_livekit.outputs.report import (
     AGENT_COLOUR,
     CALLER_COLOUR,
     PLAYER_SAMPLE_RATE,
@@ -32,8 +33,7 @@ from pytest_livekit.report import (
     waveform_envelope,
     write_report,
 )
-from pytest_livekit.thresholds import CallType
-from pytest_livekit.trace import build_trace
+from pytest_livekit.outputs.trace import build_trace
 
 RATE = 48000
 DURATION_S = 7.0

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment, ToolCall
-from pytest_livekit.run_summary import OutputOptions, RunSummary, render_lines, row_from_trace
-from pytest_livekit.thresholds import parse_call_types
-from pytest_livekit.trace import build_trace
+from pytest_livekit.call.record import CallerTurn, CallRecord, HeardSegment, ToolCall
+from pytest_livekit.metrics.thresholds import parse_call_types
+from pytest_livekit.outputs.run_summary import OutputOptions, RunSummary, render_lines, row_from_trace
+from pytest_livekit.outputs.trace import build_trace
 
 
 def _trace(name: str, ttfa: float, outcome: str = "passed") -> dict[str, Any]:

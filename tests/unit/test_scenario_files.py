@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_livekit.run_summary import RunSummary
-from pytest_livekit.scenarios import (
+from pytest_livekit.call.scenarios import (
     ScenarioError,
     ScenarioResult,
     ScenarioStep,
@@ -19,6 +18,7 @@ from pytest_livekit.scenarios import (
     match_tools,
     render,
 )
+from pytest_livekit.outputs.run_summary import RunSummary
 
 BASE = """
 [defaults]

@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of :mod:`pytest_livekit.server`: binary discovery, secret
+"""Unit tests of the pure parts of :mod:`pytest_livekit.server.binary`: binary discovery, secret
 redaction, free-port handling and the generated server config. No server process is started."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_livekit.errors import PortInUseError, ServerBinaryNotFoundError
-from pytest_livekit.server import (
+from pytest_livekit.server.binary import (
     BINARY_ENV_VAR,
     CACHE_ENV_VAR,
     DEFAULT_SERVER_VERSION,

@@ -1,4 +1,4 @@
-"""Unit tests of :mod:`pytest_livekit.strategies`: specs drawn, bounds validated eagerly, and
+"""Unit tests of :mod:`pytest_livekit.conditions.strategies`: specs drawn, bounds validated eagerly, and
 shrinking towards the clean (mildest) condition."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from pytest_livekit import strategies as lks
-from pytest_livekit.conditions import (
+from pytest_livekit.conditions import strategies as lks
+from pytest_livekit.conditions.media import (
     BargeIn,
     Bitrate,
     CodecRoundTrip,
@@ -24,7 +24,7 @@ from pytest_livekit.conditions import (
     Pause,
     Telephony,
 )
-from pytest_livekit.netem import (
+from pytest_livekit.conditions.network import (
     Bandwidth,
     BurstLoss,
     Duplicate,

@@ -50,10 +50,9 @@ from livekit.plugins import (
 )
 from livekit.plugins.turn_detector.multilingual import MultilingualModel
 
-from pytest_livekit import substitution
-from pytest_livekit.netguard import BlockedConnection, guard
-from pytest_livekit.offline import EspeakTTS, Rule, ScriptedLLM, SphinxSTT
-from pytest_livekit.substitution import (
+from pytest_livekit.agent import substitution
+from pytest_livekit.agent.netguard import BlockedConnection, guard
+from pytest_livekit.agent.substitution import (
     OFFLINE_DIR_ENV,
     PLACEHOLDER,
     PLACEHOLDER_EOT_URL,
@@ -70,6 +69,7 @@ from pytest_livekit.substitution import (
     unregister_plan,
     watch_room,
 )
+from pytest_livekit.offline import EspeakTTS, Rule, ScriptedLLM, SphinxSTT
 
 #: ``fake_job_context()`` builds an unconnected ``rtc.Room`` (no name): its job's room is this.
 ROOM = "fake-room"
@@ -751,7 +751,7 @@ def test_violations_reach_the_rooms_watchers(caplog: pytest.LogCaptureFixture) -
     stop_a = watch_room("room-a", heard_a.append)
     stop_b = watch_room("room-b", heard_b.append)
     try:
-        with caplog.at_level(logging.ERROR, logger="pytest_livekit.substitution"):
+        with caplog.at_level(logging.ERROR, logger="pytest_livekit.agent.substitution"):
             report_violation("STT tried api.deepgram.com", "room-a")
         assert heard_a == ["STT tried api.deepgram.com"]
         assert heard_b == []

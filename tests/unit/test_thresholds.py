@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_livekit.errors import ConfigError
-from pytest_livekit.thresholds import CallTypeSummary, check_call, parse_call_types, percentile
+from pytest_livekit.metrics.thresholds import CallTypeSummary, check_call, parse_call_types, percentile
 
 
 def _metrics(ttfas: list[float | None], **extra: object) -> dict[str, object]:
@@ -84,8 +84,8 @@ def test_interruption_recovery_rate_from_rows() -> None:
 
 
 def test_interruption_recovery_from_a_record() -> None:
-    from pytest_livekit.call_metrics import interruption_recovery
-    from pytest_livekit.record import CallerTurn, CallRecord, HeardSegment
+    from pytest_livekit.call.record import CallerTurn, CallRecord, HeardSegment
+    from pytest_livekit.metrics.call_metrics import interruption_recovery
 
     rec = CallRecord(call_id="c", call_type=None, started_at_epoch=0.0)
     rec.caller_turns = [
@@ -98,7 +98,7 @@ def test_interruption_recovery_from_a_record() -> None:
 
 
 def test_breached_calls_count_as_failed_whatever_the_test_outcome() -> None:
-    from pytest_livekit.thresholds import counts_as_failed
+    from pytest_livekit.metrics.thresholds import counts_as_failed
 
     assert counts_as_failed("passed", ["wer_max: 0.3 > 0.2 allowed"])
     assert counts_as_failed("failed", [])
@@ -113,7 +113,7 @@ def test_breached_calls_count_as_failed_whatever_the_test_outcome() -> None:
 
 
 def test_breach_in_words() -> None:
-    from pytest_livekit.thresholds import Breach
+    from pytest_livekit.metrics.thresholds import Breach
 
     assert Breach("ttfa_ms_max", 1840.0, 1500.0, "turn 1").describe() == (
         "time-to-first-audio 1840 ms > 1500 ms allowed (ttfa_ms_max, turn 1)"

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.artifacts import junit_properties, read_session_jsonl, write_session_jsonl
-from pytest_livekit.errors import ConfigError
-from pytest_livekit.progress import CallProgress, ProgressLine, describe_step
-from pytest_livekit.record import (
+from pytest_livekit.call.record import (
     CallerTurn,
     CallRecord,
     ConversationItem,
@@ -20,8 +17,10 @@ from pytest_livekit.record import (
     ToolCall,
     Transcript,
 )
-from pytest_livekit.replay import CallReplay
-from pytest_livekit.trace import (
+from pytest_livekit.errors import ConfigError
+from pytest_livekit.outputs.artifacts import junit_properties, read_session_jsonl, write_session_jsonl
+from pytest_livekit.outputs.replay import CallReplay
+from pytest_livekit.outputs.trace import (
     TRACE_SCHEMA,
     TRACE_SCHEMA_VERSION,
     build_trace,
@@ -29,6 +28,7 @@ from pytest_livekit.trace import (
     redact_text,
     write_trace,
 )
+from pytest_livekit.pytest_run.progress import CallProgress, ProgressLine, describe_step
 
 SECRET = "s3cr3t-" + "x" * 57
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIiLCJ2aWRlbyI6e319.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
@@ -208,7 +208,7 @@ def test_replay_defaults_to_a_sibling_folder_and_the_recorded_agent(tmp_path: Pa
 def test_finish_call_redacts_every_file_and_what_it_returns(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from pytest_livekit.artifacts import finish_call
+    from pytest_livekit.outputs.artifacts import finish_call
 
     rec = _record()
     rec.artifacts_dir = str(tmp_path)
@@ -227,7 +227,7 @@ def test_finish_call_redacts_every_file_and_what_it_returns(tmp_path: Path) -> N
 def test_keep_failed_removes_only_a_passed_calls_recordings(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from pytest_livekit.artifacts import finish_call
+    from pytest_livekit.outputs.artifacts import finish_call
 
     for outcome in ("passed", "xfailed", "failed"):
         folder = tmp_path / outcome
@@ -263,7 +263,7 @@ def test_a_turn_that_never_started_has_no_start_time() -> None:
 
 
 def test_previous_run_folders_are_removed_but_nothing_else(tmp_path: Path) -> None:
-    from pytest_livekit.artifacts import remove_previous_calls
+    from pytest_livekit.outputs.artifacts import remove_previous_calls
 
     for name, marker in (("old_call", "trace.json"), ("older_call", "call.json"), ("notes", "README.txt")):
         (tmp_path / name).mkdir()

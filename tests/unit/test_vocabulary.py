@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_livekit.errors import ConfigError
-from pytest_livekit.thresholds import CallType
-from pytest_livekit.vocabulary import (
+from pytest_livekit.agent.vocabulary import (
     CALLER_AUDIO_METHODS,
     CALLER_TEXT_METHODS,
     GENERIC_MODEL,
@@ -24,6 +22,8 @@ from pytest_livekit.vocabulary import (
     parse_model_choice,
     scan_test_files,
 )
+from pytest_livekit.errors import ConfigError
+from pytest_livekit.metrics.thresholds import CallType
 
 
 def _write(tmp_path: Path, name: str, source: str) -> Path:
@@ -168,7 +168,7 @@ def test_directories_are_searched_for_test_modules_and_conftest(tmp_path: Path) 
 
 
 def test_caller_text_methods_match_livekit_call() -> None:
-    from pytest_livekit.call import LivekitCall
+    from pytest_livekit.call.livekit_call import LivekitCall
 
     for method, (position, default) in CALLER_TEXT_METHODS.items():
         params = list(inspect.signature(getattr(LivekitCall, method)).parameters.values())[1:]  # no self
@@ -182,7 +182,7 @@ def test_caller_text_methods_match_livekit_call() -> None:
 
 
 def test_caller_audio_methods_match_livekit_call() -> None:
-    from pytest_livekit.call import LivekitCall
+    from pytest_livekit.call.livekit_call import LivekitCall
 
     for method, (position, keyword) in CALLER_AUDIO_METHODS.items():
         params = list(inspect.signature(getattr(LivekitCall, method)).parameters.values())[1:]
