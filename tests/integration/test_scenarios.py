@@ -140,8 +140,11 @@ async def test_a_persona_caller_speaks_the_lines_its_llm_chose(
         max_turns=3, persona=Persona(character="plain", description="in a hurry, short answers"),
         judge="says the order is on its way", source="test",
     )
-    async with make_livekit_call() as call:
-        result = await call.run_scenario(scenario, persona_llm=caller_llm)
+    try:
+        async with make_livekit_call() as call:
+            result = await call.run_scenario(scenario, persona_llm=caller_llm)
+    finally:
+        await caller_llm.aclose()  # the test made this client: it closes it (its HTTP connection too)
     assert_task_completed(result)
     assert [(s.caller_said, s.chosen_by) for s in result.steps] == [
         ("Hello", "opening"), ("Where is my order one two three four", "llm"), (None, "hang up"),
