@@ -11,11 +11,27 @@ import json
 import math
 from collections.abc import Sequence
 from numbers import Real
-from typing import Any, SupportsFloat
+from typing import Any, Protocol, SupportsFloat, TypeAlias
 
 from pytest_livekit.call.record import CallRecord, ToolCall
 from pytest_livekit.metrics.turns import time_to_first_audio, user_transcript, word_error_rate
 from pytest_livekit.units import ms_to_seconds, to_ms
+
+
+class HasRecord(Protocol):
+    """Anything that carries a call's record, such as a
+    :class:`~pytest_livekit.call.livekit_call.LivekitCall` (``livekit_call``, ``make_livekit_call()``).
+    """
+
+    @property
+    def record(self) -> CallRecord:
+        """The call's :class:`~pytest_livekit.call.record.CallRecord`."""
+        ...
+
+
+#: What every assertion takes: a call (anything with a ``record``: a LivekitCall) or its record
+#: (also one loaded from a saved ``call.json``).
+CallLike: TypeAlias = HasRecord | CallRecord
 
 __all__ = [
     "assert_answers_interruption",
@@ -45,7 +61,7 @@ def _check_max_ms(max_ms: Any) -> None:
         raise ValueError(f"max_ms must be a positive number of milliseconds, got {max_ms!r}")
 
 
-def _record(call: Any) -> CallRecord:
+def _record(call: object) -> CallRecord:
     if isinstance(call, CallRecord):
         return call
     rec = getattr(call, "record", None)
@@ -87,7 +103,7 @@ def _turn_label(rec: CallRecord, turn: int) -> str:
     return f"turn {rec.turn(turn).index + 1}"
 
 
-def assert_time_to_first_audio(call: Any, *, max_ms: SupportsFloat, turn: int = -1) -> float:
+def assert_time_to_first_audio(call: CallLike, *, max_ms: SupportsFloat, turn: int = -1) -> float:
     """Assert the caller heard the agent within ``max_ms`` milliseconds after it stopped speaking.
 
     Measured at the caller (see :func:`~pytest_livekit.metrics.turns.time_to_first_audio`).
@@ -113,7 +129,7 @@ def assert_time_to_first_audio(call: Any, *, max_ms: SupportsFloat, turn: int = 
 
 
 def assert_asr_accuracy(
-    call: Any,
+    call: CallLike,
     *,
     max_wer: float,
     turn: int | None = -1,
@@ -182,7 +198,7 @@ def _fmt_call(c: ToolCall) -> str:
     return f"{c.name}({args}) at {c.t:06.2f}"
 
 
-def assert_tool_called(call: Any, name: str, /, **expected_args: Any) -> ToolCall:
+def assert_tool_called(call: CallLike, name: str, /, **expected_args: Any) -> ToolCall:
     """Assert the agent executed tool ``name`` with at least ``expected_args`` (subset match;
     ``"1234"`` matches ``1234``). Returns the first matching call.
     """
@@ -198,7 +214,7 @@ def assert_tool_called(call: Any, name: str, /, **expected_args: Any) -> ToolCal
     )
 
 
-def assert_within_limits(call: Any, **overrides: Any) -> None:
+def assert_within_limits(call: CallLike, **overrides: Any) -> None:
     """Assert a call meets every limit of its call type (``[tool.pytest_livekit.call_types.*]``,
     after marker overrides, then ``overrides``), reporting every breach at once.
 
@@ -223,7 +239,7 @@ def assert_within_limits(call: Any, **overrides: Any) -> None:
         raise AssertionError(limits_breached_message(rec, breaches))
 
 
-def limits_breached_message(call: Any, breaches: Sequence[Any], *, hint: str = "", timeline: bool = True) -> str:
+def limits_breached_message(call: CallLike, breaches: Sequence[Any], *, hint: str = "", timeline: bool = True) -> str:
     """The failure message for a call's breached limits (:class:`~pytest_livekit.metrics.thresholds.Breach`
     list): the first breach, measured vs allowed, on the first line (pytest's short summary shows
     it), every breach below, then the call type, the conversation around the first breached turn
@@ -258,7 +274,7 @@ def _turn_of(detail: str) -> int | None:
     return int(number) - 1 if number != detail and number.isdigit() else None
 
 
-def assert_tool_not_called(call: Any, name: str, /) -> None:
+def assert_tool_not_called(call: CallLike, name: str, /) -> None:
     """Assert the agent never executed tool ``name``."""
     __tracebackhide__ = True
     rec = _record(call)
@@ -270,7 +286,7 @@ def assert_tool_not_called(call: Any, name: str, /) -> None:
         )
 
 
-def assert_tools_called_in_order(call: Any, *names: str) -> None:
+def assert_tools_called_in_order(call: CallLike, *names: str) -> None:
     """Assert the tools ``names`` were executed in this order (others may come in between)."""
     __tracebackhide__ = True
     rec = _record(call)
@@ -282,7 +298,7 @@ def assert_tools_called_in_order(call: Any, *names: str) -> None:
         )
 
 
-def assert_no_duplicated_turns(call: Any) -> None:
+def assert_no_duplicated_turns(call: CallLike) -> None:
     """Assert the agent never answered one caller turn twice with the same words."""
     __tracebackhide__ = True
     from pytest_livekit.metrics.call_metrics import turn_metrics
@@ -296,7 +312,7 @@ def assert_no_duplicated_turns(call: Any) -> None:
         )
 
 
-def assert_outcome(call: Any, expected: str, *, completion_tools: tuple[str, ...] = (),
+def assert_outcome(call: CallLike, expected: str, *, completion_tools: tuple[str, ...] = (),
                    transfer_tools: tuple[str, ...] = ("transfer_to_human",)) -> None:
     """Assert the call ended as ``expected``: completed, transferred, hung_up or incomplete."""
     __tracebackhide__ = True
@@ -325,7 +341,7 @@ def assert_task_completed(result: Any) -> None:
         raise AssertionError(result.explain())
 
 
-def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> float:
+def assert_barge_in_stopped(call: CallLike, *, max_ms: float, turn: int = -1) -> float:
     """Assert the agent stopped speaking within ``max_ms`` after the caller talked over it
     (caller's vantage point, see :func:`~pytest_livekit.metrics.turns.barge_in_stop_latency`).
     """
@@ -349,7 +365,7 @@ def assert_barge_in_stopped(call: Any, *, max_ms: float, turn: int = -1) -> floa
     return latency_ms
 
 
-def assert_answers_interruption(call: Any, *, turn: int = -1) -> None:
+def assert_answers_interruption(call: CallLike, *, turn: int = -1) -> None:
     """Assert the agent answered the interrupting caller turn (it was heard again after the turn
     ended, and added a reply).
     """
@@ -366,7 +382,7 @@ def assert_answers_interruption(call: Any, *, turn: int = -1) -> None:
         )
 
 
-def assert_no_reply_during_pause(call: Any, *, turn: int = -1, grace_ms: float = 100.0) -> None:
+def assert_no_reply_during_pause(call: CallLike, *, turn: int = -1, grace_ms: float = 100.0) -> None:
     """Assert the agent did not start talking during the caller's mid-sentence pause (a reply
     there means the agent's endpointing cut the caller off).
     """
@@ -384,7 +400,7 @@ def assert_no_reply_during_pause(call: Any, *, turn: int = -1, grace_ms: float =
         )
 
 
-def assert_reply_after_reconnect(call: Any, *, max_s: float, reconnect: int = -1) -> float:
+def assert_reply_after_reconnect(call: CallLike, *, max_s: float, reconnect: int = -1) -> float:
     """Assert that after a caller reconnect, the agent answered the next caller turn within
     ``max_s`` seconds (caller's time-to-first-audio).
     """
@@ -405,7 +421,7 @@ def assert_reply_after_reconnect(call: Any, *, max_s: float, reconnect: int = -1
     return value
 
 
-def assert_backchannel_ignored(call: Any, *, turn: int = -1) -> None:
+def assert_backchannel_ignored(call: CallLike, *, turn: int = -1) -> None:
     """Assert the agent kept talking through a backchannel ("mm-hmm"): it was audible when the
     backchannel started, was heard again after it ended, and the reply it was giving was not
     marked interrupted.

@@ -17,6 +17,7 @@ import pytest
 from pytest_livekit.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
+    from pytest_livekit.agent.in_process import AgentTarget
     from pytest_livekit.agent.substitution import OfflinePlan
     from pytest_livekit.agent.vocabulary import SuiteVocabulary
 
@@ -350,7 +351,7 @@ class LivekitSettings:
     def baselines_dir(self) -> Path:
         """Folder of saved baselines (``<session dir>/baselines``)."""
         return self.session_dir / "baselines"
-    _target: Any = None
+    _target: AgentTarget | None = None
 
     @property
     def agent(self) -> str | None:
@@ -358,7 +359,7 @@ class LivekitSettings:
         value = self.agent_spec.value
         return str(value) if value else None
 
-    def agent_target(self) -> Any:
+    def agent_target(self) -> AgentTarget:
         """Import and cache the configured agent target."""
         if self._target is None:
             from pytest_livekit.agent.in_process import resolve_agent_target

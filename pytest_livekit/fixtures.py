@@ -20,9 +20,12 @@ from pytest_livekit.pytest_run.limits import call_ended
 from pytest_livekit.session import ServerHandle
 
 if TYPE_CHECKING:
+    from pytest_livekit.agent.in_process import AgentTarget
     from pytest_livekit.agent.worker import WorkerPool
     from pytest_livekit.call.livekit_call import LivekitCall
+    from pytest_livekit.call.scenarios import Scenario
     from pytest_livekit.config import LivekitSettings
+    from pytest_livekit.metrics.thresholds import CallType
 
 __all__ = [
     "ServerHandle",
@@ -78,7 +81,7 @@ def livekit_workers(pytestconfig: pytest.Config) -> Iterator[WorkerPool]:
 
 
 @pytest.fixture
-def livekit_agent(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> Any:
+def livekit_agent(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> AgentTarget:
     """The agent under test (:class:`pytest_livekit.agent.in_process.AgentTarget`).
 
     From ``@pytest.mark.livekit(agent=...)``, else ``--livekit-agent`` / ini ``livekit_agent``.
@@ -109,7 +112,7 @@ def livekit_llm_rules() -> list[Any]:
 
 
 @pytest.fixture
-def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> Any:
+def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitSettings) -> CallType | None:
     """The test's call type (:class:`pytest_livekit.metrics.thresholds.CallType`) with its limits, SLOs and
     script, after the marker's limit overrides; ``None`` when the test has no call type.
 
@@ -123,11 +126,11 @@ def livekit_call_type(request: pytest.FixtureRequest, livekit_settings: LivekitS
     if name is None:
         return None
     base = session_for(request.config).call_type(name)
-    return base.with_overrides(opts.limits) if opts.limits else base
+    return base.with_overrides(opts.limits) if base is not None and opts.limits else base
 
 
 @pytest.fixture
-def livekit_scenario(request: pytest.FixtureRequest) -> Any:
+def livekit_scenario(request: pytest.FixtureRequest) -> Scenario:
     """The :class:`~pytest_livekit.call.scenarios.Scenario` this test id plays.
 
     From ``@pytest.mark.livekit(scenarios="file.toml")``: one test id per scenario or table row::
@@ -137,8 +140,10 @@ def livekit_scenario(request: pytest.FixtureRequest) -> Any:
             result = await livekit_call.run_scenario(livekit_scenario)
             assert_task_completed(result)
     """
+    from pytest_livekit.call.scenarios import Scenario
+
     param = getattr(request, "param", None)
-    if param is None:
+    if not isinstance(param, Scenario):
         raise pytest.UsageError(
             f"{request.node.nodeid}: livekit_scenario needs @pytest.mark.livekit(scenarios=\"file.toml\")."
         )
@@ -161,7 +166,7 @@ def make_livekit_call(
     request: pytest.FixtureRequest,
     livekit_server: ServerHandle,
     livekit_settings: LivekitSettings,
-    livekit_call_type: Any,
+    livekit_call_type: CallType | None,
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[LivekitCall]]:
     """Factory for extra or repeated calls in one test: ``async with factory() as call``.
 
@@ -214,7 +219,9 @@ def make_livekit_call(
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def livekit_call(make_livekit_call: Callable[..., Any]) -> AsyncIterator[LivekitCall]:
+async def livekit_call(
+    make_livekit_call: Callable[..., contextlib.AbstractAsyncContextManager[LivekitCall]],
+) -> AsyncIterator[LivekitCall]:
     """A call to the agent under test in a fresh room: the caller is connected and the agent is
     listening (:class:`pytest_livekit.call.livekit_call.LivekitCall`). Artifacts are written at teardown.
 

@@ -36,6 +36,7 @@ from pytest_livekit.errors import ConfigError
 if TYPE_CHECKING:
     from pytest_livekit.agent.worker import WorkerPool
     from pytest_livekit.call.livekit_call import LivekitCall
+    from pytest_livekit.metrics.thresholds import CallType
     from pytest_livekit.outputs.run_summary import RunSummary
 
 __all__ = ["SERVER_MODES", "LivekitSession", "ServerHandle", "managed_server"]
@@ -499,13 +500,14 @@ class LivekitSession:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def call_type(self, name: str | Any) -> Any:
+    def call_type(self, name: str | CallType | None) -> CallType | None:
         """The :class:`~pytest_livekit.metrics.thresholds.CallType` named ``name`` (configured, or a bare
         one without limits); a ``CallType`` or None is returned as is.
         """
-        if name is None or not isinstance(name, str):
-            return name
         from pytest_livekit.metrics.thresholds import CallType
+
+        if name is None or isinstance(name, CallType):
+            return name
 
         return self.settings.call_type_configs.get(name) or CallType(name)
 

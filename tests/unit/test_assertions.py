@@ -81,7 +81,7 @@ def test_ttfa_accepts_a_call_object() -> None:
 
 def test_ttfa_rejects_other_objects() -> None:
     with pytest.raises(TypeError, match="LivekitCall or CallRecord"):
-        assert_time_to_first_audio({"record": None}, max_ms=1000)
+        assert_time_to_first_audio({"record": None}, max_ms=1000)  # type: ignore[arg-type]
 
 
 def test_ttfa_failure_message_shows_measured_allowed_text_and_recording() -> None:
