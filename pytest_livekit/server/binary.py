@@ -161,6 +161,11 @@ def server_version(binary: Path) -> str:
     return out.strip().rsplit(" ", 1)[-1] if out.strip() else "unknown"
 
 
+#: Starts tried when the server's freshly picked port was taken before it bound it (see
+#: :meth:`LivekitServer.start`).
+PORT_RACE_ATTEMPTS = 3
+
+
 class _PortFactory:
     """Hands out free loopback ports, never the same one twice in this process.
 
@@ -367,12 +372,25 @@ class LivekitServer(ManagedProcess):
     term_repeat = 0.2
 
     def start(self) -> LivekitServer:
-        """Start the server and wait until it is ready; on any failure stop it and raise."""
+        """Start the server and wait until it is ready; on any failure stop it and raise.
+
+        A port picked free can be taken by another process before the server binds it (the OS
+        hands a released port out again, e.g. to a WebRTC client's ephemeral UDP socket; seen
+        once in CI): the server then exits with "address already in use", and the start is tried
+        again with new ports, :data:`PORT_RACE_ATTEMPTS` times in all.
+        """
         if self._proc is not None:
             return self
-        self.spawn()
-        self.wait_until_ready()
-        return self
+        for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+            self.spawn()
+            try:
+                self.wait_until_ready()
+            except ServerStartError as exc:
+                if attempt == PORT_RACE_ATTEMPTS or "address already in use" not in str(exc):
+                    raise
+                continue  # wait_until_ready stopped it; spawn() picks new ports
+            return self
+        raise AssertionError("unreachable")  # the last attempt returned or raised
 
     def spawn(self) -> LivekitServer:
         """Start the server process without waiting: :meth:`wait_until_ready` next (a cluster
