@@ -304,6 +304,9 @@ class LivekitSession:
             return self.handle
         if self.settings.server_mode.value == "cluster":
             self._check_cluster_settings()  # before anything starts
+        from pytest_livekit.redaction import install_log_redaction
+
+        install_log_redaction()  # livekit's own loggers never show a call's token
         from pytest_livekit.call.caller import caller_host
 
         caller_host().start()

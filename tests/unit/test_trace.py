@@ -272,3 +272,21 @@ def test_previous_run_folders_are_removed_but_nothing_else(tmp_path: Path) -> No
     assert remove_previous_calls(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loose.txt", "notes"]
     assert remove_previous_calls(tmp_path / "missing") == 0
+
+
+def test_livekit_loggers_never_show_an_access_token(caplog: pytest.LogCaptureFixture) -> None:
+    """livekit's rtc logs a rejected connection's URL with its token (seen on a 401); the
+    session's log filter turns it into [redacted] before pytest captures it."""
+    import logging
+
+    from pytest_livekit.redaction import install_log_redaction
+
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIiLCJ2aWRlbyI6e319.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    install_log_redaction()
+    install_log_redaction()  # idempotent: one filter per logger
+    assert sum(type(f).__name__ == "TokenRedactingFilter" for f in logging.getLogger("livekit").filters) == 1
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("livekit").warning("failed to connect: ws://127.0.0.1:7880/rtc?access_token=%s 401", token)
+        logging.getLogger("livekit.agents").error("job token %s", token)
+    assert token not in caplog.text
+    assert caplog.text.count("[redacted]") == 2 and "401" in caplog.text
