@@ -47,7 +47,10 @@ class TokenRedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Redact the formatted message in place; never drops the record."""
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call's own error is logging's to report, not ours
+            return True
         if JWT.search(message):
             record.msg = JWT.sub(REDACTED, message)
             record.args = None
