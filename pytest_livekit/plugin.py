@@ -49,6 +49,7 @@ from pytest_livekit.pytest_run.keys import (
     IN_BODY_KEY,
     LOOP_KEY,
     OUTCOME_KEY,
+    PRESTARTED_KEY,
     PROGRESS_KEY,
     SERVER_KEY,
     SESSION_KEY,
@@ -119,6 +120,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if SETTINGS_KEY not in config.stash or config.option.collectonly or xdist_controller:
         return
     session_for(config).prestart_worker()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The first test that places a call: set the caller's process and the server going now
+    (:meth:`~pytest_livekit.session.LivekitSession.prestart`), so they start while the rest of
+    collection and its checks run instead of after them.
+    """
+    config = item.config
+    if PRESTARTED_KEY in config.stash or SETTINGS_KEY not in config.stash or not uses_call(item):
+        return
+    config.stash[PRESTARTED_KEY] = True
+    xdist_controller = getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+    if config.option.collectonly or xdist_controller:
+        return  # the controller places no call; its workers prestart their own
+    session_for(config).prestart()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -273,6 +273,7 @@ class LivekitSession:
         self._workers: WorkerPool | None = None
         self._summary: RunSummary | None = None
         self._log_dir: Path | None = None
+        self._prestarted = False
         self.notes: list[str] = []
         """Things the run's summary should say (e.g. logs moved to a temporary folder)."""
         self.server_death: BaseException | None = None
@@ -304,19 +305,9 @@ class LivekitSession:
             return self.handle
         if self.settings.server_mode.value == "cluster":
             self._check_cluster_settings()  # before anything starts
-        from pytest_livekit.redaction import install_log_redaction
-
-        install_log_redaction()  # livekit's own loggers never show a call's token
+        self.prestart()
         from pytest_livekit.call.caller import caller_host
 
-        caller_host().start()
-        # what a call's script imports (scipy's signal module: ~1.2 s) loads while the server
-        # starts, which mostly waits on a subprocess: the first call does not pay it
-        import threading
-
-        from pytest_livekit.audio import warm_imports
-
-        threading.Thread(target=warm_imports, name="pytest-livekit-warm-imports", daemon=True).start()
         s = self.settings
         if self._standalone and s.vocabulary is None:
             from pytest_livekit.config import collect_vocabulary
@@ -341,8 +332,10 @@ class LivekitSession:
         worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
         if s.server_mode.value == "cluster":
             return self._start_cluster(self.log_dir / f"livekit-cluster-{worker_id}")
-        self.server = server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
-        server.start()
+        if self.server is None:
+            self.server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
+        server = self.server
+        server.start()  # a server prestart() spawned: waits until it is ready
         server.on_exit(self._server_exited)
         if server.relay_addresses is not None:
             listen, upstream = server.relay_addresses
@@ -358,6 +351,44 @@ class LivekitSession:
             server.startup_seconds,
         )
         return self.handle
+
+    def prestart(self) -> None:
+        """Set going, without waiting, what the first call needs: the caller's process (its
+        imports take 1-2 s), the imports of a call's script (scipy's signal module, ~1 s, in a
+        thread) and, in binary mode, the server process. The pytest plugin calls this when it
+        collects the first test that places a call, so they come up while collection goes on
+        (the collection-time checks import the agent); :meth:`start` then waits for them. Safe
+        to call more than once; it never raises: a server that cannot be spawned is left to
+        :meth:`start`, which says why.
+        """
+        if self._prestarted:
+            return
+        self._prestarted = True
+        from pytest_livekit.redaction import install_log_redaction
+
+        install_log_redaction()  # livekit's own loggers never show a call's token
+        from pytest_livekit.call.caller import caller_host
+
+        caller_host().start()
+        import threading
+
+        from pytest_livekit.audio import warm_imports
+
+        threading.Thread(target=warm_imports, name="pytest-livekit-warm-imports", daemon=True).start()
+        s = self.settings
+        if self.server is not None or s.server_mode.value not in ("binary", "auto"):
+            return  # docker and cluster start in start(); an external server is not ours
+        from pytest_livekit.errors import PytestLivekitError
+        from pytest_livekit.server.binary import LivekitServer
+
+        worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        try:
+            server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
+            if isinstance(server, LivekitServer):  # (auto mode may fall back to a container)
+                server.spawn()
+                self.server = server
+        except (PytestLivekitError, OSError):
+            pass  # start() tries again and raises the error with its hint
 
     def _check_cluster_settings(self) -> None:
         """What cluster mode cannot do, and a missing redis-server, said before anything starts.
@@ -463,6 +494,7 @@ class LivekitSession:
     def stop_server(self) -> None:
         """Stop the managed server (an external one is left alone)."""
         server, self.server, self.handle = self.server, None, None
+        self._prestarted = False  # a later start() sets everything going again
         if server is not None:
             try:
                 server.stop()

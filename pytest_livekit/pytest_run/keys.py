@@ -40,6 +40,8 @@ SERVER_KEY = pytest.StashKey[Any]()
 """The managed server object (binary or docker mode), for its log tail in failure reports."""
 CLEARED_KEY = pytest.StashKey[bool]()
 """True once the earlier runs' call folders were removed (or must not be: a failed collection)."""
+PRESTARTED_KEY = pytest.StashKey[bool]()
+"""True once the first test that places a call was collected (the session prestarted then)."""
 AGGREGATE_KEY: pytest.StashKey[RunCollector] = pytest.StashKey()
 """Collects every call's row and trace of the run (on the xdist controller too)."""
 

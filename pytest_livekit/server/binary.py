@@ -165,6 +165,12 @@ def server_version(binary: Path) -> str:
 #: :meth:`LivekitServer.start`).
 PORT_RACE_ATTEMPTS = 3
 
+#: The server's nice value (where allowed: root or ``CAP_SYS_NICE``). In production the SFU has
+#: its own machine; here it shares the CPUs with the agents under test, and a busy agent must not
+#: delay the forwarding of the media both sides time (the caller's process runs at real-time
+#: priority for the same reason).
+SERVER_NICE = -10
+
 
 class _PortFactory:
     """Hands out free loopback ports, never the same one twice in this process.
@@ -372,17 +378,16 @@ class LivekitServer(ManagedProcess):
     term_repeat = 0.2
 
     def start(self) -> LivekitServer:
-        """Start the server and wait until it is ready; on any failure stop it and raise.
+        """Start the server (unless :meth:`spawn` did) and wait until it is ready; on any failure
+        stop it and raise. Returns at once when it is running and ready.
 
         A port picked free can be taken by another process before the server binds it (the OS
         hands a released port out again, e.g. to a WebRTC client's ephemeral UDP socket; seen
         once in CI): the server then exits with "address already in use", and the start is tried
         again with new ports, :data:`PORT_RACE_ATTEMPTS` times in all.
         """
-        if self._proc is not None:
-            return self
         for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
-            self.spawn()
+            self.spawn()  # nothing to do when it was spawned before (a session's prestart)
             try:
                 self.wait_until_ready()
             except ServerStartError as exc:
@@ -421,7 +426,12 @@ class LivekitServer(ManagedProcess):
         env["LIVEKIT_CONFIG"] = json.dumps(self.config())
         self._last_answer = "no answer yet"
         proc = self._spawn(
-            [str(self.binary)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            [str(self.binary)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            nice=SERVER_NICE,
         )
         # through a reader, not straight into the file: the server logs job tokens (and, on some
         # errors, its key), and every log the plugin writes is redacted by the one rule

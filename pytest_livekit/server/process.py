@@ -80,25 +80,33 @@ def set_parent_death_signal() -> None:  # pragma: no cover - runs in the child b
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child_setup(prctl: Callable[..., int] | None, parent: int) -> Callable[[], None]:
+def _child_setup(prctl: Callable[..., int] | None, parent: int, nice: int) -> Callable[[], None]:
     def setup() -> None:  # pragma: no cover - runs in the forked child before exec
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
             # The parent may have died between fork and prctl: the signal then never comes.
             if os.getppid() != parent:
                 os._exit(1)
+        if nice:
+            # before exec: every thread the program starts inherits it (Linux's nice is per thread)
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+            except OSError:  # not permitted (no CAP_SYS_NICE): the default priority
+                pass
 
     return setup
 
 
 def spawn(
-    argv: Sequence[str], *, secrets: Sequence[str] = (), **popen: Any
+    argv: Sequence[str], *, secrets: Sequence[str] = (), nice: int = 0, **popen: Any
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group with the parent-death signal set.
 
     Args:
         argv: program and arguments; must contain none of ``secrets``.
         secrets: values that must travel another way (environment, a file, standard input).
+        nice: the program's nice value, when the system allows it (a negative one needs root or
+            ``CAP_SYS_NICE``; refused, the program runs at the default priority).
         popen: further :class:`subprocess.Popen` arguments (``env``, ``cwd``, ``stdin``, ...).
 
     Raises:
@@ -114,7 +122,7 @@ def spawn(
         list(argv),
         # own process group: Ctrl-C goes to pytest only, and one killpg stops the whole tree
         start_new_session=True,
-        preexec_fn=_child_setup(_prctl(), os.getpid()),  # noqa: PLW1509 - no imports in the child
+        preexec_fn=_child_setup(_prctl(), os.getpid(), nice),  # noqa: PLW1509 - no imports in the child
         **popen,
     )
 

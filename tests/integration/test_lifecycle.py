@@ -101,3 +101,85 @@ def test_server_stopped_at_session_end(tmp_path: Path, server_binary: Path) -> N
     pid = int(out.split("SERVERPID=", 1)[1].split()[0])
     assert _wait_gone(pid, 5)
     assert "1 passed" in out
+
+
+PRESTART_CONFTEST = """
+import pytest
+
+@pytest.hookimpl(trylast=True)  # after the plugin's own pytest_itemcollected
+def pytest_itemcollected(item):
+    from pytest_livekit.call.caller import caller_host
+    from pytest_livekit.pytest_run.glue import session_for
+    server = session_for(item.config).server
+    print(f"COLLECTED {item.name} server={server.pid if server is not None else None} "
+          f"caller={caller_host().pid}", flush=True)
+"""
+
+PRESTART_TESTS = """
+import pytest
+
+def test_plain():  # places no call: sets nothing going
+    pass
+
+def test_places_call(make_livekit_call, request):
+    from pytest_livekit.plugin import SERVER_KEY
+    print(f"SERVERPID={request.config.stash[SERVER_KEY].pid}", flush=True)
+"""
+
+
+def _run_prestart(tmp_path: Path, server_binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "conftest.py").write_text(PRESTART_CONFTEST)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider",
+         f"--livekit-server-binary={server_binary}", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def _collected(out: str, name: str) -> tuple[str, str]:
+    line = next(x for x in out.splitlines() if f"COLLECTED {name} " in x)
+    fields = dict(part.split("=") for part in line.split()[2:])
+    return fields["server"], fields["caller"]
+
+
+def test_server_and_caller_start_while_collection_goes_on(tmp_path: Path, server_binary: Path) -> None:
+    """The first test that places a call sets the server and the caller's process going at once
+    (the first call then does not wait for them after collection); the call's fixtures use that
+    very server, and it is stopped at the end.
+    """
+    (tmp_path / "test_inner.py").write_text(PRESTART_TESTS)
+    result = _run_prestart(tmp_path, server_binary)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert _collected(out, "test_plain") == ("None", "None"), out
+    server, caller = _collected(out, "test_places_call")
+    assert server != "None" and caller != "None", out
+    assert f"SERVERPID={server}" in out, out
+    assert _wait_gone(int(server), 5)
+    assert _wait_gone(int(caller), 5)
+
+
+def test_collect_only_starts_nothing(tmp_path: Path, server_binary: Path) -> None:
+    (tmp_path / "test_inner.py").write_text(PRESTART_TESTS)
+    result = _run_prestart(tmp_path, server_binary, "--collect-only")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert _collected(out, "test_places_call") == ("None", "None"), out
+
+
+def test_prestarted_server_stopped_when_collection_fails(tmp_path: Path, server_binary: Path) -> None:
+    """A collection-time error after the prestart (an unknown marker option) ends the run with the
+    error, and what the prestart set going is stopped."""
+    (tmp_path / "test_inner.py").write_text(
+        PRESTART_TESTS + "\n@pytest.mark.livekit(no_such_option=1)\n"
+        "def test_bad_marker(make_livekit_call):\n    pass\n"
+    )
+    result = _run_prestart(tmp_path, server_binary)
+    out = result.stdout + result.stderr
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, out
+    assert "no_such_option" in out, out
+    server, caller = _collected(out, "test_places_call")
+    assert server != "None", out
+    assert _wait_gone(int(server), 5)
+    assert _wait_gone(int(caller), 5)
