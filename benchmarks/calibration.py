@@ -16,6 +16,7 @@ Run from the repository root, inside the test network namespace:
 
     scripts/netns-run python3 benchmarks/calibration.py [--answers 8] [--rounds 3] [--rows worker]
     scripts/netns-run python3 benchmarks/calibration.py --quick      # 4 answers, 1 round: a smoke run
+    scripts/netns-run python3 benchmarks/calibration.py --wire       # + where the offsets go (root)
 
 Rows: {in-process, worker} x {idle agent quiet (reference), working agent quiet, working agent with
 one core busy, 4 and 8 concurrent calls (working agent; ``--concurrent-agent idle`` for the idle
@@ -46,6 +47,13 @@ Columns (one table):
                    machine's CPU use as the load; the count of refusals is printed)
     goal           p95 <= 10 ms (quiet rows) or <= 20 ms (every other row): yes / NO
 
+With ``--wire``, a second table splits each scored answer's offset at the wire (``_wire.py``: a
+packet capture on the namespace's loopback, kernel times on the same monotonic clock): the
+agent's own send path (its first loud packet minus its logged answer time), livekit-server's
+forwarding, and the caller's part (its heard time minus that packet's arrival: the jitter
+buffer's playout and the caller's timestamping), p50/p95/max each; and ``wire err``, the error
+column recomputed with the agent's first packet on the wire as the answer's real time.
+
 All numbers are measured in this one run on this machine; other load on the machine shows up.
 """
 
@@ -71,6 +79,7 @@ if str(ROOT / "benchmarks") not in sys.path:  # imported as benchmarks.calibrati
     sys.path.insert(1, str(ROOT / "benchmarks"))
 
 from _table import print_grid  # noqa: E402
+from _wire import WireAnswer, WireCapture, split_answers  # noqa: E402
 
 from pytest_livekit.agent.in_process import AgentTarget, resolve_agent_target  # noqa: E402
 from pytest_livekit.agent.worker import AgentWorker  # noqa: E402
@@ -222,6 +231,8 @@ class CalibrationResult:
     """Frames the caller sent or received > 20 ms late."""
     error: str | None = None
     """Why the call failed (None: it completed)."""
+    wire: list[WireAnswer] = field(default_factory=list)
+    """Per scored answer, its offset split at the wire (``--wire`` only)."""
 
     @property
     def measured(self) -> list[float]:
@@ -264,8 +275,11 @@ async def calibration_call(
     answers: int,
     log_path: Path,
     name: str,
+    wire: WireCapture | None = None,
 ) -> CalibrationResult:
-    """One call to a calibration agent: WARMUP + ``answers`` tone answers; never raises."""
+    """One call to a calibration agent: WARMUP + ``answers`` tone answers; never raises. With
+    ``wire``, each scored answer's offset is also split at the wire (:mod:`_wire`).
+    """
     from tests.agents.calibration_agent import answer_offsets
 
     call = LivekitCall(server.url, server.api_key, server.api_secret, agent=target, name=name, worker=worker)
@@ -284,7 +298,30 @@ async def calibration_call(
     result.clock_misses = len(call.record.clock_misses)
     if result.error is None and call.caller is not None:
         result.offsets = answer_offsets(call.record, call.caller.t0, log_path)[WARMUP:]
+    if wire is not None and result.error is None and call.caller is not None:
+        sent, heard = _answer_times(call, log_path)
+        result.wire = split_answers(sent, heard, wire.streams())[WARMUP:]
     return result
+
+
+def _answer_times(call: LivekitCall, log_path: Path) -> tuple[list[float], list[float | None]]:
+    """Per caller turn with a logged answer: the agent's logged answer time and the time the
+    caller heard it (monotonic seconds; None where no TTFA).
+    """
+    import json
+
+    from pytest_livekit.metrics.turns import time_to_first_audio
+
+    assert call.caller is not None
+    t0, rec = call.caller.t0, call.record
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    sent = [a["sent"] for a in map(json.loads, filter(str.strip, lines)) if a["room"] == rec.call_id]
+    heard: list[float | None] = []
+    for k, turn in enumerate(rec.caller_turns[: len(sent)]):
+        ttfa = time_to_first_audio(rec, k)
+        end = turn.speech_ended_at if turn.speech_ended_at is not None else turn.ended_at
+        heard.append(None if ttfa is None or end is None else t0 + end + ttfa)
+    return sent[: len(heard)], heard
 
 
 @dataclass
@@ -302,6 +339,40 @@ class RowStats:
     clock_misses: int
     failures: int
     first_error: str | None
+    wire: WireStats | None = None
+
+
+@dataclass
+class WireStats:
+    """A row's offsets split at the wire (``--wire``), pooled over its calls (seconds)."""
+
+    answers: int
+    """Scored answers whose split was found (the agent's and the caller's packets)."""
+    agent_out: list[float]
+    sfu: list[float]
+    caller: list[float]
+    errors: list[float]
+    """Per answer, its wire offset's distance to its nearer neighbour's in the same call: the
+    error with the agent's own send path taken out."""
+
+
+def summarize_wire(results: list[CalibrationResult]) -> WireStats | None:
+    """Pool the wire splits of a row's calls; None when the row ran without ``--wire``."""
+    from tests.agents.calibration_agent import answer_errors
+
+    if not any(r.wire for r in results):
+        return None
+    split = [w for r in results for w in r.wire]
+    errors: list[float] = []
+    for r in results:
+        errors += answer_errors([o for o in (w.wire_offset for w in r.wire) if o is not None])
+    return WireStats(
+        answers=sum(1 for w in split if w.wire_offset is not None and w.agent_out is not None),
+        agent_out=[w.agent_out for w in split if w.agent_out is not None],
+        sfu=[w.sfu for w in split if w.sfu is not None],
+        caller=[w.caller for w in split if w.caller is not None],
+        errors=errors,
+    )
 
 
 def summarize(results: list[CalibrationResult]) -> RowStats:
@@ -322,6 +393,7 @@ def summarize(results: list[CalibrationResult]) -> RowStats:
         clock_misses=sum(r.clock_misses for r in results),
         failures=len(failed),
         first_error=failed[0].error if failed else None,
+        wire=summarize_wire(results),
     )
 
 
@@ -382,7 +454,9 @@ def all_rows(concurrent_agent: str = "working") -> list[Row]:
     return rows
 
 
-async def run_row(row: Row, agents: Agents, *, answers: int, rounds: int, log_path: Path) -> RowStats:
+async def run_row(
+    row: Row, agents: Agents, *, answers: int, rounds: int, log_path: Path, wire: WireCapture | None = None
+) -> RowStats:
     """Run one row: ``rounds`` times ``row.concurrent`` calls at once."""
     target, worker = await agents.for_mode(row.spec, row.mode)
     results: list[CalibrationResult] = []
@@ -392,7 +466,7 @@ async def run_row(row: Row, agents: Agents, *, answers: int, rounds: int, log_pa
                 *(
                     calibration_call(
                         agents.server, target, worker=worker, answers=answers, log_path=log_path,
-                        name=f"calib-{row.mode}-{row.agent}-r{r}-c{i}",
+                        name=f"calib-{row.mode}-{row.agent}-r{r}-c{i}", wire=wire,
                     )
                     for i in range(row.concurrent)
                 )
@@ -415,6 +489,24 @@ def row_cells(row: Row, stats: RowStats) -> list[str]:
 
 HEADERS = ["row", "calls", "answers", "floor ms", "err p50", "err p95", "err max", "drift ms", "clock misses", "failures", "goal"]
 
+WIRE_HEADERS = [
+    "row", "split", "agent out p50/p95/max", "sfu p50/p95/max", "caller p50/p95/max", "wire err p50/p95/max",
+]
+
+
+def wire_cells(row: Row, stats: RowStats) -> list[str]:
+    """The ``--wire`` table cells of one row (ms)."""
+    w = stats.wire
+
+    def three(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        return "/".join(ms(v) for v in (percentile(values, 0.5), percentile(values, 0.95), max(values)))
+
+    if w is None:
+        return [row.label, "0", "n/a", "n/a", "n/a", "n/a"]
+    return [row.label, str(w.answers), three(w.agent_out), three(w.sfu), three(w.caller), three(w.errors)]
+
 
 async def run(args: argparse.Namespace, log_dir: Path) -> tuple[list[tuple[Row, RowStats]], int]:
     """Start the server, run the selected rows, stop everything."""
@@ -429,14 +521,25 @@ async def run(args: argparse.Namespace, log_dir: Path) -> tuple[list[tuple[Row, 
     try:
         with server:
             agents = Agents(server, log_dir)
+            wire = None
+            if args.wire:
+                assert server.ports is not None
+                try:
+                    wire = WireCapture(server.ports.rtc_udp, log_dir).start()
+                except PermissionError:
+                    raise SystemExit("--wire captures packets: run as root inside scripts/netns-run") from None
             try:
                 for row in rows:
                     t0 = time.monotonic()
-                    stats = await run_row(row, agents, answers=args.answers, rounds=args.rounds, log_path=log_path)
+                    stats = await run_row(
+                        row, agents, answers=args.answers, rounds=args.rounds, log_path=log_path, wire=wire
+                    )
                     print(f"  {row.label}: p95 {ms(stats.p95)} ms, {stats.failures} failed "
                           f"({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
                     out.append((row, stats))
             finally:
+                if wire is not None:
+                    wire.stop()
                 agents.stop()
                 stop_caller_host()
                 refused = dispatch_refusals(server)
@@ -460,6 +563,11 @@ def main() -> None:
         "the one GIL N x 60 %% of the time)",
     )
     parser.add_argument("--quick", action="store_true", help="4 answers per call, 1 round")
+    parser.add_argument(
+        "--wire", action="store_true",
+        help="also capture the calls' packets (root, inside scripts/netns-run) and split each "
+        "offset at the wire: the agent's send path, the server, the caller (second table)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.answers, args.rounds = min(args.answers, 4), 1
@@ -471,6 +579,14 @@ def main() -> None:
     print(f"calibration: TTFA error after the transport floor, ms ({args.answers} scored answers per "
           f"call after {WARMUP} warm-up, {args.rounds} round(s) per row, {os.cpu_count()} CPUs)")
     print_grid(HEADERS, [row_cells(row, stats) for row, stats in results])
+    if args.wire:
+        print()
+        print_grid(
+            WIRE_HEADERS, [wire_cells(row, stats) for row, stats in results],
+            title="split at the wire, ms (agent out: its first loud packet minus its logged answer time; "
+            "sfu: server in to out; caller: heard minus the packet's arrival; wire err: as err, "
+            "offsets from the agent's first packet)",
+        )
     errors = [(row, s.first_error) for row, s in results if s.first_error]
     for row, error in errors:
         print(f"  failed call in '{row.label}': {error}")

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import process_gone
+
 pytestmark = [pytest.mark.integration]
 if shutil.which("redis-server") is None and not os.environ.get("CI"):
     pytestmark.append(pytest.mark.skip(reason="no redis-server (apt-get install -y redis-server)"))
@@ -152,18 +154,6 @@ def test_hold_cluster(livekit_server, request):
 '''
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """Wait for the process's exit on a pidfd (an event, not polling)."""
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
 def test_ctrl_c_stops_every_node_and_the_redis(tmp_path: Path, server_binary: Path) -> None:
@@ -195,7 +185,7 @@ def test_ctrl_c_stops_every_node_and_the_redis(tmp_path: Path, server_binary: Pa
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
-    assert all(_wait_gone(pid, 15) for pid in noted["pids"]), out
+    assert all(process_gone(pid, 15) for pid in noted["pids"]), out
     took = time.monotonic() - started
     assert "KeyboardInterrupt" in out
     assert not Path(noted["config"]).exists(), "the Redis password's file outlived the run"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.processes import process_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -142,7 +143,7 @@ class MidCall:
         """Each process the engine gained exits within ``timeout`` s (a later run's shim may
         still be on its way out)."""
         for pid in self.engine_new():
-            assert _gone(pid, timeout), f"{_argv(pid)} (pid {pid}) is still in the Docker engine's tree"
+            assert process_gone(pid, timeout), f"{_argv(pid)} (pid {pid}) is still in the Docker engine's tree"
 
 
 def test_sigkill_of_pytest_mid_call_leaves_nothing_after_the_next_session_start(
@@ -163,7 +164,7 @@ def test_sigkill_of_pytest_mid_call_leaves_nothing_after_the_next_session_start(
         os.kill(dead.pid, signal.SIGKILL)
         dead.communicate(timeout=30)
         for pid in mid.tree:
-            assert _gone(pid, 15.0), f"{_argv(pid)} (pid {pid}) outlived the SIGKILL of its pytest"
+            assert process_gone(pid, 15.0), f"{_argv(pid)} (pid {pid}) outlived the SIGKILL of its pytest"
         tree_gone = time.monotonic() - killed
         after_kill = mid.leftovers()
         print(f"after SIGKILL: {after_kill}")
@@ -172,10 +173,10 @@ def test_sigkill_of_pytest_mid_call_leaves_nothing_after_the_next_session_start(
 
         next_started = time.monotonic()
         runs.append(nxt := _start_run(tmp_path / "next", NEXT_SESSION))
-        assert _gone(mid.container_pid, 45.0), "the dead run's livekit-server outlived the next session start"
+        assert process_gone(mid.container_pid, 45.0), "the dead run's livekit-server outlived the next session start"
         server_gone = time.monotonic() - killed
         for shim in mid.shims:
-            assert _gone(shim, 15.0), f"the dead run's containerd shim (pid {shim}) outlived its container"
+            assert process_gone(shim, 15.0), f"the dead run's containerd shim (pid {shim}) outlived its container"
         clean = time.monotonic() - killed
         next_start_to_clean = time.monotonic() - next_started
         out = nxt.communicate(timeout=45)[0]
@@ -217,7 +218,7 @@ def test_ctrl_c_of_pytest_mid_call_removes_the_container_before_pytest_exits(
         }
         assert at_exit == {"containers": [], "container state": "gone"}, f"when pytest exited: {at_exit}"
         for pid in [mid.container_pid, *mid.shims, *mid.tree]:
-            assert _gone(pid, 15.0), f"{_argv(pid)} (pid {pid}) outlived Ctrl-C of its pytest"
+            assert process_gone(pid, 15.0), f"{_argv(pid)} (pid {pid}) outlived Ctrl-C of its pytest"
         clean = time.monotonic() - interrupted
         mid.wait_engine_settled(15.0)
         assert mid.leftovers() == {}
@@ -404,19 +405,9 @@ def _process_list() -> str:
 
 
 def _alive(pid: int) -> bool:
-    return not _gone(pid, 0.0)
+    return not process_gone(pid, 0.0)
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    """True once ``pid`` has exited, within ``timeout`` s (its pidfd turns readable)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
 def _held(ports: list[int]) -> list[str]:

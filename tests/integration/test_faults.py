@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import group_gone, process_gone
+
 pytestmark = pytest.mark.integration
 
 EXAMPLE_AGENT = "example_suite.support_agent:server"
@@ -475,43 +477,12 @@ def test_ctrl_c_or_sigkill_of_pytest_mid_call_leaves_nothing_running(
     proc.send_signal(getattr(signal, sig))
     out = proc.communicate(timeout=60)[0]
     for pid in pids:
-        assert _gone(pid, 15.0), f"pid {pid} survived {sig} of pytest:\n{out[-3000:]}"
-    assert _group_gone(group, 15.0), f"the worker's job processes survived {sig}"
+        assert process_gone(pid, 15.0), f"pid {pid} survived {sig} of pytest:\n{out[-3000:]}"
+    assert group_gone(group, 15.0), f"the worker's job processes survived {sig}"
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    import os
-    import select
-
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
-def _group_gone(group: int, timeout: float) -> bool:
-    """No process left in process group ``group`` within ``timeout`` s (a process group has no
-    exit event to wait on: this polls /proc, bounded)."""
-    import os
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.getpgid(int(entry)) == group:
-                        alive.append(entry)
-                except ProcessLookupError:
-                    pass
-        if not alive:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 DISK = '''

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import process_gone
 
 pytestmark = pytest.mark.integration
 
@@ -57,17 +58,6 @@ def _start_inner(tmp_path: Path, server_binary: Path) -> tuple[subprocess.Popen[
     return proc, server_pid
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    """Wait for process exit via a pidfd (an event, not polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +71,7 @@ def test_server_never_outlives_pytest(
     os.kill(server_pid, 0)  # alive while the test holds it
     proc.send_signal(sig)
     out = proc.communicate(timeout=30)[0]
-    assert _wait_gone(server_pid, 15), f"livekit-server {server_pid} survived {how}:\n{out}"
+    assert process_gone(server_pid, 15), f"livekit-server {server_pid} survived {how}:\n{out}"
     if sig == signal.SIGINT:
         assert "KeyboardInterrupt" in out
 
@@ -99,7 +89,7 @@ def test_server_stopped_at_session_end(tmp_path: Path, server_binary: Path) -> N
         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
     ).stdout
     pid = int(out.split("SERVERPID=", 1)[1].split()[0])
-    assert _wait_gone(pid, 5)
+    assert process_gone(pid, 5)
     assert "1 passed" in out
 
 
@@ -156,8 +146,8 @@ def test_server_and_caller_start_while_collection_goes_on(tmp_path: Path, server
     server, caller = _collected(out, "test_places_call")
     assert server != "None" and caller != "None", out
     assert f"SERVERPID={server}" in out, out
-    assert _wait_gone(int(server), 5)
-    assert _wait_gone(int(caller), 5)
+    assert process_gone(int(server), 5)
+    assert process_gone(int(caller), 5)
 
 
 def test_collect_only_starts_nothing(tmp_path: Path, server_binary: Path) -> None:
@@ -181,5 +171,5 @@ def test_prestarted_server_stopped_when_collection_fails(tmp_path: Path, server_
     assert "no_such_option" in out, out
     server, caller = _collected(out, "test_places_call")
     assert server != "None", out
-    assert _wait_gone(int(server), 5)
-    assert _wait_gone(int(caller), 5)
+    assert process_gone(int(server), 5)
+    assert process_gone(int(caller), 5)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import group_gone, process_gone
 
 pytestmark = pytest.mark.integration
 
@@ -113,35 +113,8 @@ def _recording(folder: Path) -> tuple[float, float]:
     return len(data) / rate, float(np.abs(data[:, 1].astype(np.int32)).max())
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    """``pid`` has exited within ``timeout`` s (waits on its pidfd: no polling)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
-def _group_gone(group: int, timeout: float) -> bool:
-    """No process left in process group ``group`` within ``timeout`` s (a process group has no
-    exit event to wait on: this polls /proc, bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    if os.getpgid(int(entry)) == group:
-                        alive.append(entry)
-                except ProcessLookupError:
-                    pass
-        if not alive:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_pytest_timeout_thread_method_mid_call_keeps_the_call_and_leaves_nothing_running(
@@ -175,9 +148,9 @@ def test_pytest_timeout_thread_method_mid_call_keeps_the_call_and_leaves_nothing
     assert any(t["who"] == "caller" and t["text"] == "Hello" for t in trace["turns"])
     assert (folder / "call.json").exists()
     for pid in pids:
-        assert _gone(pid, 15.0), f"pid {pid} survived pytest-timeout's thread method"
+        assert process_gone(pid, 15.0), f"pid {pid} survived pytest-timeout's thread method"
     # the worker leads its own process group (start_new_session), which its job processes share
-    assert _group_gone(pids[2], 15.0), "the worker's job processes survived pytest-timeout's thread method"
+    assert group_gone(pids[2], 15.0), "the worker's job processes survived pytest-timeout's thread method"
 
 
 def test_pytest_timeout_signal_method_mid_call_fails_the_test_and_the_session_goes_on(
@@ -216,6 +189,6 @@ def test_pytest_timeout_signal_method_mid_call_fails_the_test_and_the_session_go
     following = json.loads((calls / "test_signal_timeout.test_the_next_test_passes" / "trace.json").read_text())
     assert following["test"]["outcome"] == "passed"
     for pid in sorted({pid for pids, _ in printed for pid in pids}):
-        assert _gone(pid, 15.0), f"pid {pid} still runs after the session ended"
+        assert process_gone(pid, 15.0), f"pid {pid} still runs after the session ended"
     worker = printed[1][0][2]
-    assert _group_gone(worker, 15.0), "the worker's job processes still run after the session ended"
+    assert group_gone(worker, 15.0), "the worker's job processes still run after the session ended"
