@@ -222,8 +222,18 @@ class LivekitCall:
             links=links,
         )
         if self.worker is not None:
-            await connect
-            await self._start_dispatched(self.worker)
+            # The dispatch goes out while the caller joins (livekit-server creates the room for
+            # whichever comes first): the job's start no longer waits for the caller's connect.
+            agent = self._dispatched_agent(self.worker)
+            results = await asyncio.gather(
+                self._timed("setup.caller_connected", connect, t0),
+                self._timed("setup.dispatched", agent.start(), t0),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            await self._wait_for_dispatched(agent)
         else:
             # The caller and the in-process agent join at the same time (the agent's RoomIO
             # waits for the caller; the caller waits below until the agent listens): the two
@@ -386,8 +396,7 @@ class LivekitCall:
         """``(reconnects made, reconnects after which the agent listened again)``."""
         return len(self.record.reconnects), sum(1 for r in self.record.reconnects if r["ok"])
 
-    async def _start_dispatched(self, worker: AgentWorker | WorkerGroup) -> None:
-        assert self.caller is not None
+    def _dispatched_agent(self, worker: AgentWorker | WorkerGroup) -> DispatchedAgent:
         http_url = self.url.replace("ws://", "http://").replace("wss://", "https://")
         agent = DispatchedAgent(
             worker,
@@ -398,7 +407,10 @@ class LivekitCall:
         )
         self.agent = agent
         agent.on_failure(self._changed.set)
-        await agent.start()
+        return agent
+
+    async def _wait_for_dispatched(self, agent: DispatchedAgent) -> None:
+        assert self.caller is not None
         identity = await self._guard(
             agent.find_identity(self.caller.agents, self._changed, self.join_timeout)
         )
