@@ -354,9 +354,9 @@ class LivekitSession:
 
     def prestart(self) -> None:
         """Set going, without waiting, what the first call needs: the caller's process (its
-        imports take 1-2 s), the imports of a call's script (scipy's signal module, ~1 s, in a
-        thread) and, in binary mode, the server process. The pytest plugin calls this when it
-        collects the first test that places a call, so they come up while collection goes on
+        imports take 1-2 s), the imports of a call's script (in a thread) and, in binary mode,
+        the server process. The pytest plugin calls this when it collects the first test that
+        places a call, so they come up while collection goes on
         (the collection-time checks import the agent); :meth:`start` then waits for them. Safe
         to call more than once; it never raises: a server that cannot be spawned is left to
         :meth:`start`, which says why.

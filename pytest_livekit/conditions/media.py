@@ -212,17 +212,33 @@ def _loop(source: FloatArray, n: int, start: int) -> FloatArray:
     return source[(start + np.arange(n)) % len(source)]
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest length >= ``n`` whose only prime factors are 2, 3 and 5, where numpy's FFT is
+    fast (what ``scipy.fft.next_fast_len(n, real=True)`` gives, without importing scipy).
+    """
+    best = 1 << max(n - 1, 0).bit_length()
+    five = 1
+    while five < best:
+        three = five
+        while three < best:
+            length = three
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            three *= 3
+        five *= 5
+    return best
+
+
 def _shaped_noise(n: int, rng: np.random.Generator, exponent: float) -> FloatArray:
     """White noise shaped in the frequency domain to a power spectrum of ``1 / f**exponent``.
 
     Below 20 Hz the spectrum is held flat: a true 1/f (or 1/f**2) spectrum puts most of its power
     below hearing in a long clip, so an SNR target would leave the audible noise far too quiet.
     """
-    from scipy.fft import next_fast_len
-
     # Shape a slightly longer block whose length has only small prime factors, then cut it:
     # an FFT of a length with a large prime factor is many times slower.
-    size = next_fast_len(n, real=True)
+    size = fast_fft_length(n)
     white = rng.standard_normal(size)
     spectrum = np.fft.rfft(white)
     freqs = np.fft.rfftfreq(size, d=1.0 / CALL_SAMPLE_RATE)

@@ -294,3 +294,26 @@ def test_detector_threshold_ignores_quiet_noise() -> None:
     for i in range(100):
         det.push(i * FRAME, FRAME, quiet)
     assert det.all_segments() == []
+
+
+@pytest.mark.parametrize(
+    ("rate_in", "rate_out"),
+    [(22_050, 48_000), (16_000, 48_000), (8_000, 48_000), (44_100, 48_000), (48_000, 16_000), (48_000, 8_000)],
+)
+@pytest.mark.parametrize("n", [1, 2, 1_001, 30_001])
+def test_resample_equals_scipy_resample_poly(rate_in: int, rate_out: int, n: int) -> None:
+    """numpy only (scipy's signal module takes ~0.8 s to import), and the same output as
+    ``scipy.signal.resample_poly`` with the same filter."""
+    import scipy.signal
+
+    from pytest_livekit.audio import _lowpass
+
+    g = math.gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    taps = scipy.signal.firwin(32 * max(up, down) + 1, 0.9 / max(up, down), window=("kaiser", 8.0))
+    np.testing.assert_allclose(_lowpass(max(up, down)), taps, rtol=0, atol=1e-15)
+    x = np.random.default_rng(n).standard_normal(n)
+    expected = scipy.signal.resample_poly(x, up, down, window=taps)
+    y = resample(x, rate_in, rate_out)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-12)

@@ -281,6 +281,58 @@ def test_loudness_equals_pyloudnorm() -> None:
     assert integrated_loudness(pcm) == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("rate", [8_000, 16_000, 44_100, 48_000])
+def test_k_weighting_is_pyloudnorms_filter(rate: int) -> None:
+    """The two K-weighting stages are designed here (pyloudnorm's module imports scipy.signal:
+    ~0.8 s on a call's path); their coefficients are pyloudnorm's, and the impulse response the
+    loudness convolves with filters as the recursive filter does."""
+    import scipy.signal
+    from pyloudnorm.iirfilter import IIRfilter
+
+    from pytest_livekit.metrics.call_metrics import _k_weighting, _k_weighting_response
+
+    shelf = IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf")
+    high_pass = IIRfilter(0.0, 0.5, 38.0, rate, "high_pass")
+    b, a = _k_weighting(rate)
+    np.testing.assert_allclose(b, np.polymul(shelf.b, high_pass.b), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(a, np.polymul(shelf.a, high_pass.a), rtol=1e-14, atol=1e-15)
+    x = np.random.default_rng(rate).standard_normal(2 * rate)
+    expected = scipy.signal.lfilter(b, a, x)
+    filtered = np.convolve(x, _k_weighting_response(rate))[: len(x)]
+    assert np.max(np.abs(filtered - expected)) < 1e-9 * np.max(np.abs(expected))
+
+
+@pytest.mark.parametrize("seconds", [0.45, 1.0, 12.3])
+def test_loudness_equals_pyloudnorm_across_lengths_and_rates(seconds: float) -> None:
+    import pyloudnorm
+
+    for rate in (16_000, SR):
+        n = int(seconds * rate)
+        x = np.random.default_rng(n).standard_normal(n) * 0.1
+        pcm = _pcm(x)
+        expected = pyloudnorm.Meter(rate).integrated_loudness(pcm.astype(np.float64) / 32768.0)
+        assert integrated_loudness(pcm, rate) == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_call_needs_no_scipy() -> None:
+    """Resampling a caller's clip, shaping noise and the call's loudness use numpy only: scipy's
+    signal module takes ~0.8 s to import, which the first call of a run would wait for."""
+    code = (
+        "import sys, numpy as np\n"
+        "from pytest_livekit.audio import resample\n"
+        "from pytest_livekit.conditions.media import Conditions, Noise\n"
+        "from pytest_livekit.metrics.call_metrics import integrated_loudness\n"
+        "x = np.sin(np.arange(22050) / 10.0) * 0.3\n"
+        "y = resample(x, 22050, 48000)\n"
+        "noisy = Conditions((Noise(snr_db=10, color='pink'),), seed=1).apply((y * 32767).astype(np.int16))\n"
+        "assert integrated_loudness(noisy) is not None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'pyloudnorm')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_loudness_is_none_for_silence_or_short_audio() -> None:
     assert audio_quality(np.zeros(2 * SR, dtype=np.int16)).loudness_lufs is None
     assert audio_quality(_pcm(_noise(2.0, -90.0))).loudness_lufs is None  # below the -70 LUFS gate

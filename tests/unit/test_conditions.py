@@ -667,3 +667,12 @@ def test_bundle_skip_leaves_a_kind_to_the_caller(speech: Pcm) -> None:
 def test_bad_arguments_raise_with_name_and_valid_range(make: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_fast_fft_length_is_scipys_next_fast_len() -> None:
+    from scipy.fft import next_fast_len
+
+    from pytest_livekit.conditions.media import fast_fft_length
+
+    for n in [*range(1, 3_000), 48_000, 48_001, 144_017, 1_440_007]:
+        assert fast_fft_length(n) == next_fast_len(n, real=True), n
