@@ -27,16 +27,21 @@ THREE_G_UPLINK = NetworkPath(
 )
 
 
-# every answer waits 150 ms longer for the caller's speech to arrive: the TTFA limit grows by that
+# Every answer waits 150 ms longer for the caller's speech to arrive: the TTFA limit grows by
+# that. A lost burst can cost a word (in a soak with one core busy the STT once heard "order one
+# two two three four"): the agent then asks the caller to repeat, as it should rather than look
+# up a wrong order, and the caller does, once, as a person on a bad line would.
 @pytest.mark.livekit(call_type="refund", ttfa_ms_max=1650)
 async def test_refund_over_a_3g_uplink(make_livekit_call: MakeCall) -> None:
     async with make_livekit_call(
         network=THREE_G_UPLINK, conditions=Conditions((Bitrate(max_bitrate_bps=12_000),))
     ) as call:
         await call.say(REFUND)
-        await call.wait_for_agent_reply()
-        await call.say("Yes please refund it")
-        await call.wait_for_agent_reply()
+        exchanges = await call.converse(
+            {r"repeat": REFUND, r"shall i refund": "Yes please refund it"}, until=r"on its way", max_turns=4
+        )
+        repeats = [agent for agent, caller in exchanges if caller == REFUND]
+        assert len(repeats) <= 1, f"the caller had to repeat the order {len(repeats)} times: {exchanges}"
         assert_asr_accuracy(call, max_wer=0.2)
         assert_tool_called(call, "lookup_order", order_id="1234")
         assert_tool_called(call, "issue_refund")
