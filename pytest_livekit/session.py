@@ -388,7 +388,10 @@ class LivekitSession:
                 server.spawn()
                 self.server = server
         except (PytestLivekitError, OSError):
-            pass  # start() tries again and raises the error with its hint
+            return  # start() tries again and raises the error with its hint
+        if self._workers is not None and self.server is not None:
+            # a worker spawned at the session's start registers as soon as its imports are done
+            self._workers.connect_prestarted(self.server.url, self.server.api_key, self.server.api_secret)
 
     def _check_cluster_settings(self) -> None:
         """What cluster mode cannot do, and a missing redis-server, said before anything starts.

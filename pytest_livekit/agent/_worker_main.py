@@ -72,6 +72,73 @@ def offline_job_setup(user_setup: Callable[[Any], Any] | None, proc: Any) -> Any
     return None
 
 
+#: What the worker's forkserver preloads when the worker starts it before importing the agent
+#: (:func:`start_forkserver_early`): livekit-agents' own list, less the agent's plugins, which
+#: are known only once the agent's module is imported (a job process imports those itself, ~30 ms).
+EARLY_FORKSERVER_PRELOAD = ("livekit.agents", "livekit.agents.ipc._preload", "livekit.agents.ipc._preload_freeze")
+
+
+def start_forkserver_early() -> bool:
+    """Start the forkserver that livekit-agents forks its job processes from, now, without waiting.
+
+    livekit-agents starts it (Linux: ``forkserver``) when the worker runs, after the worker's own
+    imports, and the forkserver then imports livekit-agents again and its warm-up (~2 s) before
+    the first job process, and the worker registers only once its idle job processes are up.
+    Started here, those imports run on another core beside the worker's. livekit-agents reuses
+    a forkserver that runs. Returns False (and starts nothing) off Linux.
+
+    The forkserver keeps the environment it was started with, and so do the job processes forked
+    from it: :class:`JobProcessSetup` hands them what the worker sets later (the server's URL and
+    keys among it).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(EARLY_FORKSERVER_PRELOAD))
+    forkserver.ensure_running()
+    return True
+
+
+def stop_early_forkserver() -> None:
+    """Stop a forkserver :func:`start_forkserver_early` started that the agent will not use (its
+    ``AgentServer`` spawns job processes, or runs jobs in threads).
+    """
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]  # noqa: SLF001 - the stdlib's own teardown
+
+
+class JobProcessSetup:
+    """A job process's ``setup_fnc``: first the worker's environment changes since the
+    forkserver started (the server's URL, key and secret, livekit-agents' own settings), then the
+    agent's setup (``inner``, if any).
+
+    Pickled when the worker starts a job process, after livekit-agents set its variables, so the
+    changes are taken then. Job processes forked from an early forkserver would miss them:
+    livekit-agents and agents read ``LIVEKIT_URL`` and the keys from the environment.
+    """
+
+    def __init__(self, baseline: dict[str, str], inner: Callable[[Any], Any] | None) -> None:
+        self.baseline = baseline
+        self.inner = inner
+        self.changes: dict[str, str] = {}
+        self.removed: list[str] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        changes = {k: v for k, v in os.environ.items() if self.baseline.get(k) != v}
+        removed = [k for k in self.baseline if k not in os.environ]
+        return {"baseline": {}, "inner": self.inner, "changes": changes, "removed": removed}
+
+    def __call__(self, proc: Any) -> Any:
+        """Apply the environment changes, then run the agent's setup."""
+        os.environ.update(self.changes)
+        for name in self.removed:
+            os.environ.pop(name, None)
+        return self.inner(proc) if self.inner is not None else None
+
+
 def read_connection(stream: Any) -> dict[str, str] | None:
     """The server's ``url``, ``api_key`` and ``api_secret`` from one JSON line, or None at end
     of input (the test session ended before it had a server for this worker).
@@ -96,8 +163,9 @@ def main(argv: list[str]) -> int:
     spec, port = argv
     os.environ.pop("LIVEKIT_DEV_MODE", None)
     sys.path.insert(0, os.getcwd())
+    forkserver_env = dict(os.environ) if start_forkserver_early() else None
 
-    from livekit.agents import AgentServer
+    from livekit.agents import AgentServer, JobExecutorType
     from livekit.agents.cli import proto
     from livekit.agents.cli.cli import _run_worker
 
@@ -134,6 +202,13 @@ def main(argv: list[str]) -> int:
     if offline:
         start_offline_mode()
         server.setup_fnc = functools.partial(offline_job_setup, server.setup_fnc)
+    if forkserver_env is not None:
+        # (private attributes: an AgentServer that lacks them is served as livekit-agents starts it)
+        forks = getattr(server, "_mp_ctx_str", None) == "forkserver"
+        if forks and getattr(server, "_job_executor_type", None) == JobExecutorType.PROCESS:
+            server.setup_fnc = JobProcessSetup(forkserver_env, server.setup_fnc)
+        else:
+            stop_early_forkserver()
     server._port = int(port)  # noqa: SLF001 - AgentServer has no public setter for it
     server.load_fnc = _no_load
     _run_worker(

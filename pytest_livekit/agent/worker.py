@@ -117,6 +117,11 @@ class AgentWorker(ManagedProcess):
         """The worker processes serving the agent name: this one (see :class:`WorkerGroup`)."""
         return [self]
 
+    @property
+    def connected(self) -> bool:
+        """Whether :meth:`connect` has handed the worker its server."""
+        return self._connected
+
     def worker_for(self, room: str) -> AgentWorker | None:
         """This worker if the server offered it the job of ``room``, else None."""
         return self if room in self.jobs else None
@@ -582,6 +587,11 @@ class WorkerGroup:
             m.spawn()
         return self
 
+    @property
+    def connected(self) -> bool:
+        """Whether every member has been handed its server."""
+        return all(m.connected for m in self.members)
+
     def connect(self, url: str, api_key: str, api_secret: str) -> None:
         """Hand every member its server (see :meth:`AgentWorker.connect`)."""
         for m in self.members:
@@ -669,15 +679,30 @@ class WorkerPool:
             worker.stop()
             worker = None
         if worker is None or worker.pid is None:
-            worker = self._warm.pop(spec_key, None) or self._new_worker(spec, providers).spawn()
+            worker = self._warm.pop(spec_key, None)
+            if worker is not None and worker.connected and worker.url != url:
+                worker.stop()  # handed a server that then moved to other ports (a port race)
+                worker = None
+            worker = worker or self._new_worker(spec, providers).spawn()
             self._workers[key] = worker
             try:
-                worker.connect(url, api_key, api_secret)
+                if not worker.connected:
+                    worker.connect(url, api_key, api_secret)
                 worker.start()
             except WorkerStartError as exc:
                 self._failures[spec_key] = str(exc)
                 raise
         return worker
+
+    def connect_prestarted(self, url: str, api_key: str, api_secret: str) -> None:
+        """Hand the prestarted workers their server as soon as it is known (before it is ready):
+        each registers once its imports are done, so its job processes start while pytest still
+        collects, not when the first call asks for it. :meth:`get` replaces one whose server
+        then moved.
+        """
+        for worker in self._warm.values():
+            if not worker.connected:
+                worker.connect(url, api_key, api_secret)
 
     @property
     def prestarted(self) -> list[AgentWorker | WorkerGroup]:

@@ -192,6 +192,31 @@ def test_a_prestarted_worker_imports_before_the_server_exists(server_binary: Pat
         pool.stop_all()
 
 
+def test_a_prestarted_worker_handed_a_server_that_moved_is_replaced(server_binary: Path, tmp_path: Path) -> None:
+    """The session hands a prestarted worker its server as soon as it is spawned; if that server
+    then moved to other ports (a port race), the first call gets a new worker on the real one.
+    """
+    from pytest_livekit.agent.worker import WorkerPool
+    from pytest_livekit.server.binary import LivekitServer
+    from tests.support.processes import process_gone
+
+    pool = WorkerPool(cwd=ROOT, log_dir=tmp_path)
+    try:
+        pool.prestart(EXAMPLE_AGENT)
+        (warm,) = pool.prestarted
+        warm_pid = warm.pid
+        assert warm_pid is not None
+        pool.connect_prestarted("ws://127.0.0.1:9", "key", "a-secret-of-at-least-thirty-two-chars")
+        assert warm.connected
+        with LivekitServer(server_binary, log_path=tmp_path / "server.log") as server:
+            worker = pool.get(EXAMPLE_AGENT, url=server.url, api_key=server.api_key, api_secret=server.api_secret)
+            assert worker is not warm and worker.url == server.url and worker.pid is not None
+            assert process_gone(warm_pid, timeout=15)
+            pool.stop_all()
+    finally:
+        pool.stop_all()
+
+
 def test_a_prestarted_worker_that_cannot_import_fails_with_its_log(livekit_server: Any, tmp_path: Path) -> None:
     from pytest_livekit.agent.worker import WorkerPool, WorkerStartError
 
@@ -221,6 +246,7 @@ def test_worker_mode_for_the_run_starts_the_worker_with_the_session(
 
         async def test_first_call_uses_the_prestarted_worker(livekit_workers, make_livekit_call):
             (warm,) = livekit_workers.prestarted
+            assert warm.connected  # handed the server while pytest collected
             async with make_livekit_call() as call:
                 await call.say("Can I speak to a human please")
                 await call.wait_for_agent_reply()
