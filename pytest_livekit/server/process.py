@@ -55,6 +55,9 @@ _P = TypeVar("_P", bound="ManagedProcess")
 
 #: Seconds :meth:`ManagedProcess.stop` waits for the output reader to see the end of the output.
 _READER_JOIN_TIMEOUT = 5.0
+#: Seconds :meth:`ManagedProcess.wait_until_ready` gives the reader to write the last lines of a
+#: process that died before it quotes the log (a child of it may keep the output open: not longer).
+_DIED_READER_JOIN_TIMEOUT = 1.0
 #: Linux ``prctl`` option: the signal this process gets when its parent thread dies.
 _PR_SET_PDEATHSIG = 1
 
@@ -382,6 +385,10 @@ class ManagedProcess:
                     break
                 code = self._exit_code()
                 if code is not None:
+                    # its last lines may still be in the pipe: the error quotes the log, so let
+                    # the reader write them first (it ends at the pipe's end, which the exit brings)
+                    if self._reader is not None:
+                        self._reader.join(timeout=_DIED_READER_JOIN_TIMEOUT)
                     raise self._died_before_ready(code)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -109,6 +109,23 @@ def test_death_before_ready_reports_code_and_redacted_tail(tmp_path: Path) -> No
     assert live_processes() == [] and child.pid is None
 
 
+class SlowReader(Child):
+    """A child whose log lines are handled slowly (a busy machine): the reader lags its output."""
+
+    def _line(self, raw: bytes) -> None:
+        time.sleep(0.2)  # not a wait for anything: the reader's own slowness
+        super()._line(raw)
+
+
+def test_the_error_of_a_death_quotes_its_last_lines_even_when_the_reader_lags(tmp_path: Path) -> None:
+    # seen in CI: a server that printed its fatal error and exited at once was reported with an
+    # empty log, its lines still in the pipe
+    child = SlowReader("print('starting'); print('FATAL bad config'); raise SystemExit(3)", tmp_path / "c.log")
+    with pytest.raises(DiedError) as info:
+        child.start()
+    assert "starting" in str(info.value) and "FATAL bad config" in str(info.value)
+
+
 def test_not_ready_in_time_is_stopped_and_says_so(tmp_path: Path) -> None:
     child = Child("print('starting'); import time; time.sleep(60)", tmp_path / "c.log", startup_timeout=0.5)
     started = time.monotonic()
