@@ -15,7 +15,7 @@ EXAMPLE_AGENT = "example_suite.support_agent:server"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests need a livekit-server binary, Docker tests a Docker engine with the
     image: skip them locally when missing, but never in CI, where that is a failure (.ci/run
-    installs and starts both)."""
+    installs and starts both). Integration tests share one xdist group (see below)."""
     from pytest_livekit.errors import ServerBinaryNotFoundError
     from pytest_livekit.server.binary import find_server_binary
     from pytest_livekit.server.docker import DEFAULT_IMAGE, docker_image_available
@@ -33,6 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in missing.items():
             if item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
+        if item.get_closest_marker("integration"):
+            # Under `-n 2 --dist loadgroup` (scripts/test) the real calls run one at a time on
+            # one xdist worker, in order, as their timings and leak checks were written for; the
+            # other worker runs the unit and plugin tests beside them.
+            item.add_marker(pytest.mark.xdist_group("livekit-integration"))
 
 
 @pytest.fixture
