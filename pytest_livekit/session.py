@@ -271,6 +271,11 @@ class LivekitSession:
         self.handle: ServerHandle | None = None
         """Where the running server is (None until :meth:`start`)."""
         self._workers: WorkerPool | None = None
+        self.log_name = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        """The suffix of this session's server logs (``livekit-server-<log_name>.log``): one per
+        xdist worker, so that two workers' servers never share a file. The pytest plugin sets it
+        from the run's own config: a pytest started by a test of an xdist worker inherits that
+        worker's ``PYTEST_XDIST_WORKER`` without being one."""
         self._summary: RunSummary | None = None
         self._log_dir: Path | None = None
         self._prestarted = False
@@ -328,12 +333,10 @@ class LivekitSession:
             check_reachable(url.replace("ws://", "http://").replace("wss://", "https://"))
             self.handle = ServerHandle("external", url, str(s.api_key.value), str(s.api_secret.value), "unknown")
             return self.handle
-        # one log per xdist worker: two workers' servers never share a file
-        worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
         if s.server_mode.value == "cluster":
-            return self._start_cluster(self.log_dir / f"livekit-cluster-{worker_id}")
+            return self._start_cluster(self.log_dir / f"livekit-cluster-{self.log_name}")
         if self.server is None:
-            self.server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
+            self.server = managed_server(s, self.log_dir / f"livekit-server-{self.log_name}.log")
         server = self.server
         server.start()  # a server prestart() spawned: waits until it is ready
         server.on_exit(self._server_exited)
@@ -381,9 +384,8 @@ class LivekitSession:
         from pytest_livekit.errors import PytestLivekitError
         from pytest_livekit.server.binary import LivekitServer
 
-        worker_id = os.environ.get("PYTEST_XDIST_WORKER", "main")
         try:
-            server = managed_server(s, self.log_dir / f"livekit-server-{worker_id}.log")
+            server = managed_server(s, self.log_dir / f"livekit-server-{self.log_name}.log")
             if isinstance(server, LivekitServer):  # (auto mode may fall back to a container)
                 server.spawn()
                 self.server = server

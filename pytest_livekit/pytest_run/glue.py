@@ -77,6 +77,10 @@ def session_for(config: pytest.Config) -> LivekitSession:
         from pytest_livekit.session import LivekitSession
 
         session = config.stash[SESSION_KEY] = LivekitSession.from_settings(config.stash[SETTINGS_KEY])
+        # an xdist worker by its own config, not by an environment variable a test's inner
+        # pytest inherits from the worker that runs it
+        workerinput = getattr(config, "workerinput", None)
+        session.log_name = str(workerinput["workerid"]) if workerinput else "main"
     return session
 
 

@@ -207,6 +207,23 @@ def test_server_that_exits_at_start_shows_its_log(pytester: pytest.Pytester, tmp
     )
 
 
+def test_a_pytest_run_by_an_xdist_worker_names_its_logs_as_its_own(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pytest that a test of xdist worker gw3 starts inherits PYTEST_XDIST_WORKER=gw3 without
+    being a worker: its server log is still ``livekit-server-main.log``."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw3")
+    fake = _write_fake_server(
+        tmp_path / "livekit-server",
+        'if [ "$1" = "--version" ]; then echo "livekit-server version 9.9.9"; exit 0; fi\necho "bad"\nexit 3',
+    )
+    pytester.makepyfile("def test_x(livekit_server):\n    pass\n")
+    result = pytester.runpytest(f"--livekit-server-binary={fake}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["Last log lines (*livekit-server-main.log):"])
+    assert "gw3" not in result.stdout.str()
+
+
 def test_port_already_taken(pytester: pytest.Pytester, tmp_path: Path) -> None:
     fake = _write_fake_server(tmp_path / "livekit-server", "sleep 30")
     with socket.socket() as holder:
