@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_AGENT = "example_suite.support_agent:server"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests need a livekit-server binary, Docker tests a Docker engine with the
     image: skip them locally when missing, but never in CI, where that is a failure (.ci/run
