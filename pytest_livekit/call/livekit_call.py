@@ -192,9 +192,10 @@ class LivekitCall:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> LivekitCall:
         """Join the caller, start the agent, and wait until the agent listens."""
-        from pytest_livekit.audio import warm_imports
+        from pytest_livekit.audio import freeze_loaded_objects, warm_imports
 
         warm_imports()  # before the clock starts: never on the loop the agent shares mid-call
+        freeze_loaded_objects()  # no full collection walks the imports mid-call (see there)
         t0 = self._t0 = time.monotonic()
         self._loop = asyncio.get_running_loop()
         # the call's time zero, on both clocks at once: the caller's monotonic clock times every

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -317,3 +319,23 @@ def test_resample_equals_scipy_resample_poly(rate_in: int, rate_out: int, n: int
     y = resample(x, rate_in, rate_out)
     assert y.shape == expected.shape
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-12)
+
+
+def test_what_a_process_loaded_is_frozen_once_before_its_first_call() -> None:
+    """Objects loaded before the first call are exempt from full collections (an in-process
+    agent shares the process: a full walk of livekit-agents' objects stalled it ~0.2 s); objects
+    made later are not, so later garbage is still collected."""
+    code = (
+        "import gc\n"
+        "from pytest_livekit.audio import freeze_loaded_objects\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "freeze_loaded_objects()\n"
+        "first = gc.get_freeze_count()\n"
+        "assert first > 1000, first\n"
+        "later = [[i] for i in range(5000)]\n"
+        "freeze_loaded_objects()\n"
+        "assert gc.get_freeze_count() <= first, (first, gc.get_freeze_count())\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "ok"
