@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,11 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_AGENT = "example_suite.support_agent:server"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Integration tests need a livekit-server binary, Docker tests a Docker engine with the
     image: skip them locally when missing, but never in CI, where that is a failure (.ci/run
-    installs and starts both). Integration tests share one xdist group (see below)."""
+    installs and starts both)."""
     from pytest_livekit.errors import ServerBinaryNotFoundError
     from pytest_livekit.server.binary import find_server_binary
     from pytest_livekit.server.docker import DEFAULT_IMAGE, docker_image_available
@@ -34,11 +34,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, reason in missing.items():
             if item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
-        if item.get_closest_marker("integration"):
-            # Under `-n 2 --dist loadgroup` (scripts/test) the real calls run one at a time on
-            # one xdist worker, in order, as their timings and leak checks were written for; the
-            # other worker runs the unit and plugin tests beside them.
-            item.add_marker(pytest.mark.xdist_group("livekit-integration"))
+
+
+#: Where the tests that place real calls live (marker ``integration``).
+REAL_CALL_TESTS = ("tests/integration/", "tests/test_example_suite.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n 2 --dist loadgroup`` (scripts/test): the tests that place real calls form one group,
+    so they run one at a time and in order on one worker, as their timings and leak checks were
+    written for, while the other worker runs the unit and plugin tests beside them.
+
+    The group is chosen by path here, on the controller: pytest 9.2 keeps a node's id in
+    ``Node._id``, so xdist 3.8's ``xdist_group`` marks (it appends the group to ``Node._nodeid``)
+    group nothing.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class RealCallsTogether(LoadGroupScheduling):  # type: ignore[misc]  # xdist is untyped
+        def _split_scope(self, nodeid: str) -> str:
+            return "real-calls" if nodeid.startswith(REAL_CALL_TESTS) else super()._split_scope(nodeid)
+
+    return RealCallsTogether(config, log)
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ mode, with no ``asyncio_mode`` setting needed; other async tests are left to pyt
 pytest-asyncio 1.x turns a test into one of its items while collecting it (``PytestAsyncioFunction``)
 if it has an ``asyncio`` mark by then; in strict mode an async test without one fails with "async
 def functions are not natively supported". The collection checks below look at exactly that (the
-item's class and its ``asyncio`` marks); one real call proves the README's first test passes in a
-project without any pytest-asyncio setting.
+item's class and its ``asyncio`` marks). One real call proves the README's first test passes in a
+project without any pytest-asyncio setting: ``tests/integration/test_readme_asyncio.py``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -212,29 +211,3 @@ async def test_refund(livekit_call):
     assert_tool_called(livekit_call, "lookup_order", order_id="1234")
 """
 
-
-@pytest.mark.integration
-def test_readme_first_test_passes_without_any_asyncio_setting(
-    pytester: pytest.Pytester, server_binary: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The project has no pytest-asyncio setting at all (the conftest's loop-scope option removed).
-    monkeypatch.delenv("PYTEST_ADDOPTS")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    pytester.makepyprojecttoml(
-        f"""
-        [tool.pytest.ini_options]
-        livekit_agent = "{EXAMPLE_AGENT}"
-
-        [tool.pytest_livekit.call_types.refund]
-        ttfa_ms_max = 3000
-        expected_tools = ["lookup_order"]
-        """
-    )
-    pytester.makepyfile(test_refund=README_TEST)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--livekit-server-binary={server_binary}", timeout=600
-    )
-    result.assert_outcomes(passed=1)
-    # pytest-asyncio's header (its mode enum prints as Mode.STRICT on Python 3.11+)
-    result.stdout.re_match_lines([r"asyncio: mode=(Mode\.STRICT|strict), "])
-    result.stdout.fnmatch_lines(["refund * 1 * 1/1 * completed 1"])
