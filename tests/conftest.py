@@ -48,7 +48,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     The group is chosen by path here, on the controller: pytest 9.2 keeps a node's id in
     ``Node._id``, so xdist 3.8's ``xdist_group`` marks (it appends the group to ``Node._nodeid``)
-    group nothing.
+    group nothing (pytest-xdist issue #1386).
     """
     if config.getvalue("dist") != "loadgroup":
         return None

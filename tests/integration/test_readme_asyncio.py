@@ -17,8 +17,9 @@ pytestmark = pytest.mark.integration
 def test_readme_first_test_passes_without_any_asyncio_setting(
     pytester: pytest.Pytester, server_binary: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The project has no pytest-asyncio setting at all (the conftest's loop-scope option removed).
-    monkeypatch.delenv("PYTEST_ADDOPTS")
+    # The project has no pytest-asyncio setting at all (tests/plugin/conftest.py sets one in
+    # PYTEST_ADDOPTS for the pytester runs there; none may reach this run).
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     pytester.makepyprojecttoml(
         f"""
